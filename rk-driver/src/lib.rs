@@ -1,0 +1,27 @@
+//! Protocol and SDK for rootlesskit network drivers.
+//!
+//! A driver is a separate executable `rk-NAME`. The core starts it with one
+//! connected `SOCK_SEQPACKET` unix socket at the descriptor named by
+//! [`DRIVER_FD_ENV`], and the two exchange JSON messages, one per datagram
+//! (see `docs/driver-protocol.md`). A Rust driver implements [`Driver`] and
+//! calls [`serve`]:
+//!
+//! ```no_run
+//! # use rk_driver::*;
+//! # struct MyDriver;
+//! # impl Driver for MyDriver {
+//! #   fn info(&self) -> DriverInfo { DriverInfo::new("my", "0.1.0") }
+//! #   fn configure(&mut self, _: ConfigureRequest, _: NamespaceFds) -> Result<NetworkConfig, DriverError> { unimplemented!() }
+//! # }
+//! fn main() { rk_driver::serve(MyDriver) }
+//! ```
+
+pub mod channel;
+pub mod nsexec;
+pub mod process;
+pub mod protocol;
+mod serve;
+
+pub use channel::{Channel, ChannelError};
+pub use protocol::*;
+pub use serve::{debug_enabled, serve, Driver, DriverError, NamespaceFds};

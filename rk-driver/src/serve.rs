@@ -1,0 +1,182 @@
+//! The driver side of the protocol: a trait to implement and a loop that
+//! serves it.
+
+use crate::channel::{Channel, ChannelError};
+use crate::protocol::*;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+/// The namespaces a driver is asked to network.
+#[derive(Debug)]
+pub struct NamespaceFds {
+    /// The child's user namespace (`/proc/CHILD/ns/user`).
+    pub userns: OwnedFd,
+    /// The network namespace to bring up.
+    pub netns: OwnedFd,
+}
+
+/// A failure the driver reports to the core; the message is shown to the user
+/// as it is, so it should name the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DriverError(pub String);
+
+impl DriverError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        DriverError(msg.into())
+    }
+}
+
+impl From<std::io::Error> for DriverError {
+    fn from(e: std::io::Error) -> Self {
+        DriverError(e.to_string())
+    }
+}
+
+/// What a network driver implements.
+pub trait Driver {
+    /// Name, version, capabilities and options.
+    fn info(&self) -> DriverInfo;
+
+    /// Brings the network of the given namespaces up and says how the
+    /// interface must look.
+    fn configure(
+        &mut self,
+        request: ConfigureRequest,
+        namespaces: NamespaceFds,
+    ) -> Result<NetworkConfig, DriverError>;
+
+    /// A descriptor that turns readable when the driver's network has died
+    /// (e.g. the pidfd of its helper program).
+    fn watch(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
+    /// Called once `watch` turned readable; says what happened.
+    fn on_watch(&mut self) -> String {
+        "the driver's network stopped".to_owned()
+    }
+
+    /// Tears down whatever `configure` started.
+    fn shutdown(&mut self) {}
+}
+
+/// Whether `RK_DRIVER_DEBUG=1` is set.
+pub fn debug_enabled() -> bool {
+    std::env::var(DRIVER_DEBUG_ENV).as_deref() == Ok("1")
+}
+
+/// Serves `driver` on the socket named by `RK_DRIVER_FD` and exits.
+///
+/// Run by hand with `--version` it prints the driver's name and version.
+pub fn serve<D: Driver>(mut driver: D) -> ! {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--version" || a == "-v") {
+        let info = driver.info();
+        println!("rk-{} {} (driver protocol v{PROTOCOL_VERSION})", info.driver, info.version);
+        std::process::exit(0);
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let name = driver.info().driver;
+    let code = match Channel::from_env() {
+        Err(e) => {
+            eprintln!("rk-{name}: {e}");
+            2
+        }
+        Ok(channel) => match run(&mut driver, &channel) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("rk-{name}: {e}");
+                1
+            }
+        },
+    };
+    driver.shutdown();
+    std::process::exit(code)
+}
+
+fn run<D: Driver>(driver: &mut D, channel: &Channel) -> Result<(), String> {
+    let (hello, _): (CoreMessage, _) = channel
+        .recv(Some(Duration::from_secs(30)))
+        .map_err(|e| format!("waiting for the core's hello: {e}"))?;
+    let CoreMessage::Hello {
+        protocol_version, ..
+    } = hello
+    else {
+        return Err("the core did not start with hello".to_owned());
+    };
+    channel
+        .send(
+            &DriverMessage::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                info: driver.info(),
+            },
+            &[],
+        )
+        .map_err(|e| e.to_string())?;
+    if protocol_version != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version mismatch: the core speaks v{protocol_version}, this driver v{PROTOCOL_VERSION}"
+        ));
+    }
+    loop {
+        if !wait_for_message_or_watch(driver, channel)? {
+            let message = driver.on_watch();
+            let _ = channel.send(&DriverMessage::Error { message: message.clone() }, &[]);
+            return Err(message);
+        }
+        let (msg, mut fds): (CoreMessage, Vec<OwnedFd>) = match channel.recv(None) {
+            Ok(m) => m,
+            Err(ChannelError::Closed) => return Ok(()),
+            Err(e) => return Err(format!("reading from the core: {e}")),
+        };
+        match msg {
+            CoreMessage::Hello { .. } => return Err("hello sent twice".to_owned()),
+            CoreMessage::Shutdown => return Ok(()),
+            CoreMessage::Configure(req) => {
+                if fds.len() != 2 {
+                    let message = format!(
+                        "configure carried {} descriptors, expected 2 (userns, netns)",
+                        fds.len()
+                    );
+                    let _ = channel.send(&DriverMessage::Error { message: message.clone() }, &[]);
+                    return Err(message);
+                }
+                let netns = fds.pop().expect("two descriptors");
+                let userns = fds.pop().expect("two descriptors");
+                let reply = match driver.configure(req, NamespaceFds { userns, netns }) {
+                    Ok(cfg) => DriverMessage::Configured(cfg),
+                    Err(e) => DriverMessage::Error { message: e.0 },
+                };
+                let failed = matches!(reply, DriverMessage::Error { .. });
+                channel.send(&reply, &[]).map_err(|e| e.to_string())?;
+                if failed {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// `true` when a message (or EOF) is waiting, `false` when the watch fired.
+fn wait_for_message_or_watch<D: Driver>(driver: &D, channel: &Channel) -> Result<bool, String> {
+    let Some(watch) = driver.watch() else {
+        return Ok(true);
+    };
+    let mut fds = [
+        PollFd::new(std::os::fd::AsFd::as_fd(channel), PollFlags::POLLIN),
+        PollFd::new(watch, PollFlags::POLLIN),
+    ];
+    loop {
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => break,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+    }
+    let watch_fired = fds[1].revents().is_some_and(|r| !r.is_empty());
+    let message_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+    Ok(message_ready || !watch_fired)
+}
