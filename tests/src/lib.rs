@@ -1,1 +1,171 @@
+//! Harness for the end-to-end tests: runs the built binaries as the
+//! unprivileged test user (`rk-test`, made by `.ci/setup-host`) and starts
+//! servers on the host's loopback for them to reach.
+//!
+//! The binaries come from `$RK_BIN_DIR`, else the workspace's `target/debug`
+//! (build them first: `cargo build --workspace --bins`). They are copied to a
+//! world-readable temporary directory so that the test user can run them
+//! wherever the checkout lives.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// The unprivileged user the tests run rootlesskit as when they run as root.
+pub const TEST_USER: &str = "rk-test";
+
+/// Every binary the workspace builds that the tests run.
+const BINARIES: &[&str] = &["rootlesskit", "rootlessctl", "rk-slirp4netns", "rk-pasta", "rk-vpnkit", "rk-lxc-user-nic", "rk-gvtap"];
+
+fn source_bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("RK_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("debug")
+}
+
+/// The directory holding copies of the built binaries, readable by the test user.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let src = source_bin_dir();
+        assert!(
+            src.join("rootlesskit").is_file(),
+            "{} has no rootlesskit binary: run `cargo build --workspace --bins` first (or set RK_BIN_DIR)",
+            src.display()
+        );
+        let dir = std::env::temp_dir().join(format!("rk-tests-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for b in BINARIES {
+            let from = src.join(b);
+            if from.is_file() {
+                std::fs::copy(&from, dir.join(b)).unwrap();
+            }
+        }
+        chmod(&dir, 0o755);
+        dir
+    })
+}
+
+pub fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A command that runs `program args` as the test user (directly when the
+/// tests are not root).
+pub fn as_test_user(program: &str) -> Command {
+    if is_root() {
+        let home = format!("/home/{TEST_USER}");
+        assert!(
+            Path::new(&home).is_dir(),
+            "test user {TEST_USER} is missing: run .ci/setup-host as root first"
+        );
+        let mut c = Command::new("setpriv");
+        c.args([
+            &format!("--reuid={TEST_USER}"),
+            &format!("--regid={TEST_USER}"),
+            "--init-groups",
+            "env",
+            &format!("HOME={home}"),
+            &format!("USER={TEST_USER}"),
+            "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            program,
+        ]);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// `rootlesskit ARGS` as the test user.
+pub fn rootlesskit(args: &[&str]) -> Command {
+    let mut c = as_test_user(bin_dir().join("rootlesskit").to_str().unwrap());
+    c.args(args);
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Runs `rootlesskit ARGS -- sh -c SCRIPT` and returns its output.
+pub fn run_sh(args: &[&str], script: &str) -> Output {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--", "sh", "-c", script]);
+    rootlesskit(&all).output().expect("running rootlesskit")
+}
+
+/// Text of stdout.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Text of stderr.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout, showing both streams on failure.
+#[track_caller]
+pub fn expect_success(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "rootlesskit failed with {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+    stdout(o)
+}
+
+/// Asserts failure whose stderr contains `needle`.
+#[track_caller]
+pub fn expect_failure(o: &Output, needle: &str) {
+    assert!(
+        !o.status.success(),
+        "expected failure, got success\nstdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
+    assert!(
+        stderr(o).contains(needle),
+        "stderr does not mention {needle:?}:\n{}",
+        stderr(o)
+    );
+}
+
+/// A fresh directory the test user can write to.
+pub fn user_temp_dir(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("rk-t-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    chmod(&dir, 0o777);
+    dir
+}
+
+/// Processes whose command line contains `needle`, as (pid, cmdline).
+pub fn processes_matching(needle: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmd.contains(needle) {
+            found.push((pid, cmd));
+        }
+    }
+    found
+}
+
+pub mod servers;
