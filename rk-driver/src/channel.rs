@@ -62,7 +62,10 @@ impl Channel {
             .map_err(|_| format!("{}={value:?} is not a descriptor", crate::DRIVER_FD_ENV))?;
         // SAFETY: fcntl on an arbitrary number only reports EBADF if it is not open.
         if unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
-            return Err(format!("{}={raw} is not an open descriptor", crate::DRIVER_FD_ENV));
+            return Err(format!(
+                "{}={raw} is not an open descriptor",
+                crate::DRIVER_FD_ENV
+            ));
         }
         // SAFETY: the descriptor is open, was passed to us for this purpose and
         // nothing else in the process owns it.
@@ -172,7 +175,10 @@ impl Channel {
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         let mut pfd = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
         loop {
-            match poll(&mut pfd, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+            match poll(
+                &mut pfd,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+            ) {
                 Ok(n) => return Ok(n > 0),
                 Err(nix::Error::EINTR) => continue,
                 Err(e) => return Err(e.into()),

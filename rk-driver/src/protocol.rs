@@ -176,8 +176,7 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_ignored_and_unknown_types_rejected() {
-        let m: CoreMessage =
-            decode(br#"{"type":"shutdown","future_field":[1,2]}"#).unwrap();
+        let m: CoreMessage = decode(br#"{"type":"shutdown","future_field":[1,2]}"#).unwrap();
         assert_eq!(m, CoreMessage::Shutdown);
         assert!(decode::<CoreMessage>(br#"{"type":"reboot"}"#).is_err());
         assert!(decode::<CoreMessage>(br#"{"no_type":1}"#).is_err());

@@ -74,7 +74,10 @@ pub fn serve<D: Driver>(mut driver: D) -> ! {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--version" || a == "-v") {
         let info = driver.info();
-        println!("rk-{} {} (driver protocol v{PROTOCOL_VERSION})", info.driver, info.version);
+        println!(
+            "rk-{} {} (driver protocol v{PROTOCOL_VERSION})",
+            info.driver, info.version
+        );
         std::process::exit(0);
     }
     // SAFETY: prctl with integer arguments.
@@ -124,7 +127,12 @@ fn run<D: Driver>(driver: &mut D, channel: &Channel) -> Result<(), String> {
     loop {
         if !wait_for_message_or_watch(driver, channel)? {
             let message = driver.on_watch();
-            let _ = channel.send(&DriverMessage::Error { message: message.clone() }, &[]);
+            let _ = channel.send(
+                &DriverMessage::Error {
+                    message: message.clone(),
+                },
+                &[],
+            );
             return Err(message);
         }
         let (msg, mut fds): (CoreMessage, Vec<OwnedFd>) = match channel.recv(None) {
@@ -141,7 +149,12 @@ fn run<D: Driver>(driver: &mut D, channel: &Channel) -> Result<(), String> {
                         "configure carried {} descriptors, expected 2 (userns, netns)",
                         fds.len()
                     );
-                    let _ = channel.send(&DriverMessage::Error { message: message.clone() }, &[]);
+                    let _ = channel.send(
+                        &DriverMessage::Error {
+                            message: message.clone(),
+                        },
+                        &[],
+                    );
                     return Err(message);
                 }
                 let netns = fds.pop().expect("two descriptors");

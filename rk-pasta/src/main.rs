@@ -1,4 +1,25 @@
+//! Placeholder: answers the protocol but refuses to configure.
+
+use rk_driver::{ConfigureRequest, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig};
+
+struct NotYet;
+
+impl Driver for NotYet {
+    fn info(&self) -> DriverInfo {
+        DriverInfo::new("pasta", env!("CARGO_PKG_VERSION"))
+    }
+
+    fn configure(
+        &mut self,
+        _: ConfigureRequest,
+        _: NamespaceFds,
+    ) -> Result<NetworkConfig, DriverError> {
+        Err(DriverError::new(
+            "the pasta driver is not implemented yet in this build",
+        ))
+    }
+}
+
 fn main() {
-    eprintln!("not yet implemented");
-    std::process::exit(1);
+    rk_driver::serve(NotYet)
 }

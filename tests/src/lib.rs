@@ -15,7 +15,15 @@ use std::sync::OnceLock;
 pub const TEST_USER: &str = "rk-test";
 
 /// Every binary the workspace builds that the tests run.
-const BINARIES: &[&str] = &["rootlesskit", "rootlessctl", "rk-slirp4netns", "rk-pasta", "rk-vpnkit", "rk-lxc-user-nic", "rk-gvtap"];
+const BINARIES: &[&str] = &[
+    "rootlesskit",
+    "rootlessctl",
+    "rk-slirp4netns",
+    "rk-pasta",
+    "rk-vpnkit",
+    "rk-lxc-user-nic",
+    "rk-gvtap",
+];
 
 fn source_bin_dir() -> PathBuf {
     if let Ok(d) = std::env::var("RK_BIN_DIR") {
@@ -155,11 +163,15 @@ pub fn user_temp_dir(tag: &str) -> PathBuf {
 pub fn processes_matching(needle: &str) -> Vec<(u32, String)> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if pid == std::process::id() {
             continue;
         }
-        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
         let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
         if cmd.contains(needle) {
             found.push((pid, cmd));
