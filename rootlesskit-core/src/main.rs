@@ -1,1 +1,68 @@
-fn main() {}
+//! `rootlesskit`: runs a command as "root" in new user, mount and network
+//! namespaces, with the network provided by a separate driver binary.
+
+mod child;
+mod cli;
+mod copyup;
+mod discovery;
+mod driver;
+mod etcfiles;
+mod idmap;
+mod mounts;
+mod netlink;
+mod netns;
+mod parent;
+mod settings;
+mod signals;
+mod spawn;
+mod statedir;
+mod supervise;
+mod sync;
+mod waitstatus;
+
+use clap::Parser;
+
+fn main() {
+    if let Some(fd) = std::env::var_os(sync::CHILD_FD_ENV) {
+        std::process::exit(child::main(&fd.to_string_lossy()));
+    }
+    let cli = cli::Cli::parse();
+    if let Some(component) = &cli.print_semver {
+        std::process::exit(print_semver(component));
+    }
+    if cli.list_drivers {
+        std::process::exit(driver::list_drivers());
+    }
+    let (settings, warnings) = match settings::validate(&cli) {
+        Ok(s) => s,
+        Err(e) => fail(&e),
+    };
+    for w in warnings {
+        eprintln!("[rootlesskit:parent] warning: {w}");
+    }
+    match parent::run(settings) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("[rootlesskit:parent] error: {msg}");
+    std::process::exit(1)
+}
+
+fn print_semver(component: &str) -> i32 {
+    let mut parts = env!("CARGO_PKG_VERSION").split('.');
+    let (major, minor, patch) = (parts.next(), parts.next(), parts.next());
+    let value = match component {
+        "major" => major,
+        "minor" => minor,
+        "patch" => patch.map(|p| p.split('-').next().unwrap_or(p)),
+        other => {
+            eprintln!("[rootlesskit:parent] error: expected --print-semver=(major|minor|patch), got {other:?}");
+            return 1;
+        }
+    };
+    println!("{}", value.unwrap_or("0"));
+    0
+}

@@ -1,0 +1,206 @@
+//! The parent: validates, creates the child in new namespaces, maps ids,
+//! starts the network driver, then waits for CMD while forwarding signals.
+
+use crate::driver::DriverProcess;
+use crate::idmap::IdMaps;
+use crate::settings::{NetMode, Settings};
+use crate::statedir::StateDir;
+use crate::sync::{ToChild, ToParent};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use rk_driver::{Channel, ConfigureRequest, NetworkConfig};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::Duration;
+
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs rootlesskit; returns the exit code.
+pub fn run(settings: Settings) -> Result<i32, String> {
+    let driver_path: Option<PathBuf> = match &settings.net {
+        NetMode::Driver(name) => Some(crate::discovery::find(name)?),
+        _ => None,
+    };
+    let idmaps = IdMaps::lookup(&settings.subid_source)?;
+    let state = StateDir::open(settings.state_dir.as_deref())?;
+    let result = run_in_state_dir(&settings, driver_path, &idmaps, &state);
+    state.cleanup();
+    result
+}
+
+/// The child while it is being set up: killed if we give up on it.
+struct ChildGuard {
+    pid: Pid,
+    done: bool,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = waitpid(self.pid, None);
+        }
+    }
+}
+
+fn run_in_state_dir(
+    settings: &Settings,
+    driver_path: Option<PathBuf>,
+    idmaps: &IdMaps,
+    state: &StateDir,
+) -> Result<i32, String> {
+    let signals = crate::signals::take_signals()?;
+    let (ours, theirs) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let theirs: OwnedFd = theirs.into_fd();
+    let pid = crate::spawn::spawn_child(crate::spawn::clone_flags(settings), &theirs)?;
+    drop(theirs);
+    let mut guard = ChildGuard { pid, done: false };
+    idmaps.apply(pid.as_raw())?;
+    crate::spawn::release_child(&ours)?;
+    ours.send(
+        &ToChild::Start {
+            settings: Box::new(settings.clone()),
+            state_dir: state.path().to_path_buf(),
+            parent_euid: idmaps.uid,
+            parent_egid: idmaps.gid,
+        },
+        &[],
+    )
+    .map_err(|e| child_gone(&e))?;
+    let fds = expect_namespaces(&ours)?;
+
+    let mut driver = None;
+    let mut config: Option<NetworkConfig> = None;
+    if let Some(path) = &driver_path {
+        let [userns, netns] = <[OwnedFd; 2]>::try_from(fds)
+            .map_err(|_| "the child sent no network namespace".to_owned())?;
+        let mut d = DriverProcess::start(path, settings.debug)?;
+        debug(
+            settings,
+            &format!(
+                "driver {} {} at {}",
+                d.info.driver,
+                d.info.version,
+                path.display()
+            ),
+        );
+        let request = configure_request(settings, pid, state);
+        match d.configure(&request, userns.as_fd(), netns.as_fd()) {
+            Ok(c) => {
+                debug(settings, &format!("network: {c:?}"));
+                config = Some(c);
+                driver = Some(d);
+            }
+            Err(e) => {
+                d.kill();
+                return Err(e);
+            }
+        }
+    }
+    ours.send(&ToChild::Network { config }, &[])
+        .map_err(|e| child_gone(&e))?;
+    match ours.recv::<ToParent>(Some(SETUP_TIMEOUT)) {
+        Ok((ToParent::Ready, _)) => {}
+        Ok((ToParent::Failed { message }, _)) => return Err(message),
+        Ok((other, _)) => return Err(format!("child: unexpected {other:?}")),
+        Err(e) => return Err(child_gone(&e)),
+    }
+    state.write_child_pid(pid.as_raw())?;
+    guard.done = true;
+    let code = wait_for_child(pid, &signals, driver.as_mut());
+    if let Some(d) = driver {
+        d.shutdown();
+    }
+    Ok(code)
+}
+
+fn expect_namespaces(ours: &Channel) -> Result<Vec<OwnedFd>, String> {
+    match ours.recv::<ToParent>(Some(SETUP_TIMEOUT)) {
+        Ok((ToParent::Namespaces, fds)) => Ok(fds),
+        Ok((ToParent::Failed { message }, _)) => Err(message),
+        Ok((other, _)) => Err(format!("child: unexpected {other:?}")),
+        Err(e) => Err(child_gone(&e)),
+    }
+}
+
+fn child_gone(e: &rk_driver::ChannelError) -> String {
+    format!("the child process failed during set-up: {e}")
+}
+
+fn configure_request(settings: &Settings, pid: Pid, state: &StateDir) -> ConfigureRequest {
+    ConfigureRequest {
+        child_pid: pid.as_raw(),
+        state_dir: state.path().to_string_lossy().into_owned(),
+        mtu: settings.mtu,
+        cidr: settings.cidr.clone(),
+        ifname: settings.ifname.clone(),
+        disable_host_loopback: settings.disable_host_loopback,
+        ipv6: settings.ipv6,
+        detach_netns: settings.detach_netns,
+        options: settings.driver_options.iter().cloned().collect(),
+    }
+}
+
+pub fn debug(settings: &Settings, msg: &str) {
+    if settings.debug {
+        eprintln!("[rootlesskit:parent] debug: {msg}");
+    }
+}
+
+/// Forwards signals to the child until it exits; reports a driver that
+/// stops on its own. Returns the exit code.
+fn wait_for_child(pid: Pid, signals: &SignalFd, mut driver: Option<&mut DriverProcess>) -> i32 {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    loop {
+        if let Some(code) = child_exit(pid) {
+            return code;
+        }
+        let driver_ready = {
+            let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+            if let Some(d) = driver.as_deref() {
+                fds.push(PollFd::new(d.channel().as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::Error::EINTR) => {}
+                Err(e) => {
+                    eprintln!("[rootlesskit:parent] error: poll: {e}");
+                    return 1;
+                }
+            }
+            fds.get(1)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        while let Ok(Some(info)) = signals.read_signal() {
+            let signo = info.ssi_signo as i32;
+            if signo != libc::SIGCHLD {
+                if let Ok(sig) = Signal::try_from(signo) {
+                    let _ = kill(pid, sig);
+                }
+            }
+        }
+        if driver_ready {
+            if let Some(d) = driver.take() {
+                eprintln!(
+                    "[rootlesskit:parent] error: {}; the network inside is gone",
+                    d.read_notice()
+                );
+            }
+        }
+    }
+}
+
+fn child_exit(pid: Pid) -> Option<i32> {
+    match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::StillAlive) => None,
+        Ok(status) => crate::waitstatus::exit_code(status).map(|(code, note)| {
+            if let Some(n) = note {
+                eprintln!("[rootlesskit:parent] child {n}");
+            }
+            code
+        }),
+        Err(_) => Some(1),
+    }
+}

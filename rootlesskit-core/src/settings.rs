@@ -1,0 +1,415 @@
+//! Validated settings: every flag checked before any namespace exists, so
+//! that bad input fails fast and leaves nothing behind.
+
+use crate::cli::{Cli, TRI_STATE};
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+/// The network mode chosen with `--net`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum NetMode {
+    /// The host's network namespace.
+    Host,
+    /// A new network namespace with only `lo`.
+    Isolated,
+    /// A new network namespace networked by the driver `rk-NAME`.
+    Driver(String),
+}
+
+impl NetMode {
+    pub fn new_netns(&self) -> bool {
+        !matches!(self, NetMode::Host)
+    }
+}
+
+/// Mount propagation of the new mount namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Propagation {
+    Private,
+    RPrivate,
+    Slave,
+    RSlave,
+    Shared,
+    RShared,
+}
+
+/// Validated settings the parent decides and the child follows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    pub command: Vec<String>,
+    pub net: NetMode,
+    pub mtu: Option<u32>,
+    pub cidr: Option<String>,
+    pub ifname: Option<String>,
+    pub disable_host_loopback: bool,
+    pub ipv6: bool,
+    pub detach_netns: bool,
+    pub copy_up: Vec<PathBuf>,
+    pub propagation: Propagation,
+    pub pidns: bool,
+    pub cgroupns: bool,
+    pub utsns: bool,
+    pub ipcns: bool,
+    pub reaper: bool,
+    pub subid_source: String,
+    pub debug: bool,
+    pub state_dir: Option<PathBuf>,
+    pub driver_options: Vec<(String, String)>,
+}
+
+pub type Result<T> = std::result::Result<T, String>;
+
+/// Checks every flag; the error names the flag and the fix.
+pub fn validate(cli: &Cli) -> Result<(Settings, Vec<String>)> {
+    let mut warnings = Vec::new();
+    if cli.command.is_empty() {
+        return Err(
+            "no command specified: usage is `rootlesskit [flags] [--] COMMAND [ARGS...]`".into(),
+        );
+    }
+    let net = parse_net(&cli.net)?;
+    let mtu = parse_mtu(&cli.mtu, cli.ipv6)?;
+    let cidr = match &cli.cidr {
+        Some(c) => Some(parse_cidr(c)?.to_string_cidr()),
+        None => None,
+    };
+    if let Some(name) = &cli.ifname {
+        check_ifname(name)?;
+    }
+    match &net {
+        NetMode::Host | NetMode::Isolated => {
+            let what = if net == NetMode::Host { "host" } else { "none" };
+            if cidr.is_some() {
+                return Err(format!(
+                    "--cidr is not supported for --net={what}: drop it or choose a network driver"
+                ));
+            }
+            if cli.ifname.is_some() {
+                return Err(format!("--ifname cannot be specified for --net={what}"));
+            }
+            if mtu.is_some() {
+                warnings.push(format!("--mtu is ignored for --net={what}"));
+            }
+            if cli.detach_netns && net == NetMode::Host {
+                return Err("--detach-netns needs a network namespace: choose --net=slirp4netns, pasta, … (not host)".into());
+            }
+        }
+        NetMode::Driver(name) => {
+            if !cli.disable_host_loopback && name != "lxc-user-nic" {
+                warnings.push("specifying --disable-host-loopback is highly recommended to prohibit connecting to 127.0.0.1:* on the host namespace".into());
+            }
+        }
+    }
+    let propagation = parse_propagation(&cli.propagation)?;
+    let copy_up = parse_copy_up(&cli.copy_up, &cli.copy_up_mode, propagation)?;
+    let reaper = match cli.reaper.as_str() {
+        "auto" => cli.pidns,
+        "true" if !cli.pidns => return Err("--reaper=true requires --pidns".into()),
+        "true" => true,
+        "false" => false,
+        other => {
+            return Err(format!(
+                "--reaper={other:?} is not one of auto, true, false"
+            ))
+        }
+    };
+    if !["auto", "dynamic", "static"].contains(&cli.subid_source.as_str()) {
+        return Err(format!(
+            "--subid-source={:?} is not one of auto, dynamic, static",
+            cli.subid_source
+        ));
+    }
+    for (flag, value) in [
+        ("--slirp4netns-sandbox", &cli.slirp4netns_sandbox),
+        ("--slirp4netns-seccomp", &cli.slirp4netns_seccomp),
+    ] {
+        if !TRI_STATE.contains(&value.as_str()) {
+            return Err(format!("{flag}={value:?} is not one of auto, true, false"));
+        }
+    }
+    if cli.evacuate_cgroup2.is_some() {
+        return Err("--evacuate-cgroup2 is not supported by this implementation yet".into());
+    }
+    check_port_driver(cli, &net)?;
+    let driver_name = match &net {
+        NetMode::Driver(n) => n.as_str(),
+        _ => "",
+    };
+    let driver_options = cli.driver_options(driver_name)?;
+    let state_dir = cli.state_dir.as_ref().map(|s| absolute(s));
+    Ok((
+        Settings {
+            command: cli.command.clone(),
+            net,
+            mtu,
+            cidr,
+            ifname: cli.ifname.clone(),
+            disable_host_loopback: cli.disable_host_loopback,
+            ipv6: cli.ipv6,
+            detach_netns: cli.detach_netns,
+            copy_up,
+            propagation,
+            pidns: cli.pidns,
+            cgroupns: cli.cgroupns,
+            utsns: cli.utsns,
+            ipcns: cli.ipcns,
+            reaper,
+            subid_source: cli.subid_source.clone(),
+            debug: cli.debug,
+            state_dir,
+            driver_options,
+        },
+        warnings,
+    ))
+}
+
+fn absolute(p: &str) -> PathBuf {
+    let p = PathBuf::from(p);
+    if p.is_absolute() {
+        p
+    } else {
+        std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
+    }
+}
+
+/// `--net`: `host`, `none`, or a driver name (aliases resolved).
+pub fn parse_net(s: &str) -> Result<NetMode> {
+    match s {
+        "host" | "" => Ok(NetMode::Host),
+        "none" => Ok(NetMode::Isolated),
+        "gvisor-tap-vsock" | "gvisortapvsock" => Ok(NetMode::Driver("gvtap".into())),
+        name => {
+            let ok = name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+                && !name.starts_with('.')
+                && !name.starts_with('-');
+            if !ok {
+                return Err(format!(
+                    "--net={name:?} is not a valid driver name (letters, digits, '-', '_', '.')"
+                ));
+            }
+            Ok(NetMode::Driver(name.to_owned()))
+        }
+    }
+}
+
+/// `--mtu`: 0 means the driver's default.
+pub fn parse_mtu(s: &str, ipv6: bool) -> Result<Option<u32>> {
+    let n: i64 = s.trim().parse().map_err(|_| {
+        format!("--mtu={s:?} is not a number: give an MTU between 68 and 65521, or 0 for the driver's default")
+    })?;
+    let min = if ipv6 { 1280 } else { 68 };
+    match n {
+        0 => Ok(None),
+        n if n < 0 => Err(format!(
+            "--mtu={n} is negative: give an MTU between {min} and 65521"
+        )),
+        n if n > 65521 => Err(format!("--mtu={n} is too large: the largest MTU is 65521")),
+        n if n < min => Err(format!(
+            "--mtu={n} is too small: the smallest MTU is {min}{}",
+            if ipv6 { " with --ipv6" } else { "" }
+        )),
+        n => Ok(Some(n as u32)),
+    }
+}
+
+/// An IPv4 network given as `--cidr`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cidr {
+    pub network: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn to_string_cidr(self) -> String {
+        format!("{}/{}", self.network, self.prefix)
+    }
+}
+
+pub fn parse_cidr(s: &str) -> Result<Cidr> {
+    let bad = || format!("--cidr={s:?} is not an IPv4 network like 10.0.2.0/24");
+    let (addr, prefix) = s.split_once('/').ok_or_else(bad)?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    if prefix > 32 {
+        return Err(bad());
+    }
+    if prefix > 25 {
+        return Err(format!(
+            "--cidr={s}: the prefix must be /25 or shorter, so that the network holds the address .100"
+        ));
+    }
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
+    let network = Ipv4Addr::from(u32::from(addr) & mask);
+    if network != addr {
+        return Err(format!(
+            "--cidr must be a network address like {network}/{prefix}, not like {s}"
+        ));
+    }
+    Ok(Cidr { network, prefix })
+}
+
+pub fn check_ifname(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err("--ifname must not be empty".into());
+    }
+    if name.len() > 15 {
+        return Err(format!(
+            "--ifname={name:?} is {} bytes long: Linux interface names have at most 15",
+            name.len()
+        ));
+    }
+    if name == "."
+        || name == ".."
+        || name.contains('/')
+        || name.chars().any(|c| c.is_whitespace() || c == ':')
+    {
+        return Err(format!(
+            "--ifname={name:?} is not a valid interface name (no '/', ':' or spaces)"
+        ));
+    }
+    Ok(())
+}
+
+fn parse_propagation(s: &str) -> Result<Propagation> {
+    Ok(match s {
+        "private" => Propagation::Private,
+        "rprivate" => Propagation::RPrivate,
+        "slave" => Propagation::Slave,
+        "rslave" => Propagation::RSlave,
+        "shared" => Propagation::Shared,
+        "rshared" => Propagation::RShared,
+        other => {
+            return Err(format!(
+                "--propagation={other:?} is not one of rprivate, rslave, private, slave, rshared, shared"
+            ))
+        }
+    })
+}
+
+fn parse_copy_up(dirs: &[String], mode: &str, prop: Propagation) -> Result<Vec<PathBuf>> {
+    if mode != "tmpfs+symlink" {
+        return Err(format!(
+            "--copy-up-mode={mode:?} is not supported: the only mode is tmpfs+symlink"
+        ));
+    }
+    if !dirs.is_empty() && matches!(prop, Propagation::Shared | Propagation::RShared) {
+        return Err(
+            "--copy-up does not work with --propagation=shared/rshared: use rslave or rprivate"
+                .into(),
+        );
+    }
+    let mut out: Vec<PathBuf> = Vec::new();
+    for d in dirs {
+        let p = PathBuf::from(d);
+        if !p.is_absolute() {
+            return Err(format!("--copy-up={d:?} must be an absolute path"));
+        }
+        let clean: PathBuf = p.components().collect();
+        if clean == PathBuf::from("/") || clean == PathBuf::from("/tmp") {
+            return Err(format!("--copy-up={d:?}: / and /tmp cannot be copied up"));
+        }
+        if !clean.is_dir() {
+            return Err(format!("--copy-up={d:?} is not a directory"));
+        }
+        if !out.contains(&clean) {
+            out.push(clean);
+        }
+    }
+    Ok(out)
+}
+
+fn check_port_driver(cli: &Cli, net: &NetMode) -> Result<()> {
+    let driver = match net {
+        NetMode::Driver(n) => n.as_str(),
+        NetMode::Host => "host",
+        NetMode::Isolated => "none",
+    };
+    match cli.port_driver.as_str() {
+        "none" => {
+            if !cli.publish.is_empty() {
+                return Err("-p/--publish needs a port driver: add --port-driver=builtin (or slirp4netns, implicit, gvisor-tap-vsock)".into());
+            }
+            Ok(())
+        }
+        "implicit" => {
+            if driver != "pasta" {
+                return Err(format!(
+                    "--port-driver=implicit works only with --net=pasta (got --net={}); use --port-driver=builtin",
+                    cli.net
+                ));
+            }
+            Ok(())
+        }
+        "builtin" | "slirp4netns" | "gvisor-tap-vsock" | "gvisortapvsock" => Err(format!(
+            "--port-driver={} is not implemented in this build yet; use --port-driver=none",
+            cli.port_driver
+        )),
+        other => Err(format!(
+            "--port-driver={other:?} is not one of none, builtin, slirp4netns, implicit, gvisor-tap-vsock"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtu_bounds_and_messages() {
+        assert_eq!(parse_mtu("0", false), Ok(None));
+        assert_eq!(parse_mtu("1500", false), Ok(Some(1500)));
+        assert_eq!(parse_mtu("65521", false), Ok(Some(65521)));
+        assert!(parse_mtu("65522", false).unwrap_err().contains("too large"));
+        assert!(parse_mtu("67", false).unwrap_err().contains("too small"));
+        assert!(parse_mtu("1000", true).unwrap_err().contains("1280"));
+        assert!(parse_mtu("abc", false)
+            .unwrap_err()
+            .contains("not a number"));
+        assert!(parse_mtu("-5", false).unwrap_err().contains("negative"));
+    }
+
+    #[test]
+    fn cidr_must_be_a_network_address_with_room_for_100() {
+        assert_eq!(
+            parse_cidr("10.0.3.0/24"),
+            Ok(Cidr {
+                network: Ipv4Addr::new(10, 0, 3, 0),
+                prefix: 24
+            })
+        );
+        assert!(parse_cidr("10.0.2.100/24")
+            .unwrap_err()
+            .contains("network address"));
+        assert!(parse_cidr("10.0.2.0/26").unwrap_err().contains("/25"));
+        assert!(parse_cidr("fd00::/64").is_err());
+        assert!(parse_cidr("10.0.2.0").is_err());
+        assert!(parse_cidr("10.0.2.0/33").is_err());
+    }
+
+    #[test]
+    fn ifname_rules() {
+        assert!(check_ifname("tap0").is_ok());
+        assert!(check_ifname("a23456789012345").is_ok());
+        assert!(check_ifname("a234567890123456").unwrap_err().contains("15"));
+        assert!(check_ifname("a/b").is_err());
+        assert!(check_ifname("").is_err());
+    }
+
+    #[test]
+    fn net_aliases() {
+        assert_eq!(
+            parse_net("gvisor-tap-vsock"),
+            Ok(NetMode::Driver("gvtap".into()))
+        );
+        assert_eq!(parse_net("host"), Ok(NetMode::Host));
+        assert_eq!(parse_net("none"), Ok(NetMode::Isolated));
+        assert!(parse_net("../x").is_err());
+    }
+}

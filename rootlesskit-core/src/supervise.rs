@@ -1,0 +1,90 @@
+//! Running CMD in the child: signals go to it, orphans are reaped (the child
+//! is a subreaper, or PID 1 with --pidns), its exit status becomes ours.
+
+use crate::child::CommandToRun;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::process::Command;
+
+/// Runs CMD to completion; returns the exit code for it.
+pub fn run_command(run: &CommandToRun) -> i32 {
+    match supervise(run) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("[rootlesskit:child] error: {e}");
+            1
+        }
+    }
+}
+
+fn supervise(run: &CommandToRun) -> Result<i32, String> {
+    let signals = crate::signals::take_signals()?;
+    if !run.pidns {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+            return Err(format!(
+                "PR_SET_CHILD_SUBREAPER: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    let (program, args) = run.argv.split_first().ok_or("no command specified")?;
+    let mut cmd = Command::new(program);
+    cmd.args(args).envs(run.env.iter().map(|(k, v)| (k, v)));
+    rk_driver::process::kill_with_parent(&mut cmd);
+    let child = cmd.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("command {program:?} not found"),
+        std::io::ErrorKind::PermissionDenied => format!("command {program:?}: permission denied"),
+        _ => format!("running {program:?}: {e}"),
+    })?;
+    let cmd_pid = Pid::from_raw(child.id() as i32);
+    // Reaped below with waitpid(-1); the std handle must not wait too.
+    std::mem::forget(child);
+    loop {
+        wait_readable(&signals)?;
+        while let Ok(Some(info)) = signals.read_signal() {
+            let signo = info.ssi_signo as i32;
+            if signo == libc::SIGCHLD {
+                continue;
+            }
+            if let Ok(sig) = Signal::try_from(signo) {
+                let _ = kill(cmd_pid, sig);
+            }
+        }
+        if let Some(code) = reap(cmd_pid) {
+            return Ok(code);
+        }
+    }
+}
+
+/// Reaps every exited child; the exit code once CMD is among them.
+fn reap(cmd_pid: Pid) -> Option<i32> {
+    let mut result = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return result,
+            Ok(status) if status.pid() == Some(cmd_pid) => {
+                if let Some((code, note)) = crate::waitstatus::exit_code(status) {
+                    if let Some(n) = note {
+                        eprintln!("[rootlesskit:child] {n}");
+                    }
+                    result = Some(code);
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+fn wait_readable(fd: &impl std::os::fd::AsFd) -> Result<(), String> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut p = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    loop {
+        match poll(&mut p, PollTimeout::NONE) {
+            Ok(_) => return Ok(()),
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+    }
+}
