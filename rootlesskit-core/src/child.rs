@@ -6,7 +6,7 @@ use crate::settings::Settings;
 use crate::sync::{ToChild, ToParent, CHILD_FD_ENV};
 use rk_driver::{Channel, NetworkConfig};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Entry point of the re-executed child; returns the exit code.
 pub fn main(fd: &str) -> i32 {
@@ -180,7 +180,7 @@ fn write_etc_files(
     settings: &Settings,
     state_dir: &Path,
 ) -> Result<(), String> {
-    let etc_copied = settings.copy_up.iter().any(|d| d == &PathBuf::from("/etc"));
+    let etc_copied = settings.copy_up.iter().any(|d| d == Path::new("/etc"));
     if !cfg.dns.is_empty() {
         crate::etcfiles::install(
             "resolv.conf",

@@ -4,7 +4,7 @@
 use crate::cli::{Cli, TRI_STATE};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The network mode chosen with `--net`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -312,7 +312,7 @@ fn parse_copy_up(dirs: &[String], mode: &str, prop: Propagation) -> Result<Vec<P
             return Err(format!("--copy-up={d:?} must be an absolute path"));
         }
         let clean: PathBuf = p.components().collect();
-        if clean == PathBuf::from("/") || clean == PathBuf::from("/tmp") {
+        if clean == Path::new("/") || clean == Path::new("/tmp") {
             return Err(format!("--copy-up={d:?}: / and /tmp cannot be copied up"));
         }
         if !clean.is_dir() {

@@ -71,6 +71,12 @@ pub fn is_root() -> bool {
 /// A command that runs `program args` as the test user (directly when the
 /// tests are not root).
 pub fn as_test_user(program: &str) -> Command {
+    as_test_user_with_env(program, &[])
+}
+
+/// Like [`as_test_user`], with extra environment variables (they override
+/// the defaults, PATH included).
+pub fn as_test_user_with_env(program: &str, env: &[(&str, &str)]) -> Command {
     if is_root() {
         let home = format!("/home/{TEST_USER}");
         assert!(
@@ -86,17 +92,25 @@ pub fn as_test_user(program: &str) -> Command {
             &format!("HOME={home}"),
             &format!("USER={TEST_USER}"),
             "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-            program,
         ]);
+        c.args(env.iter().map(|(k, v)| format!("{k}={v}")));
+        c.arg(program);
         c
     } else {
-        Command::new(program)
+        let mut c = Command::new(program);
+        c.envs(env.iter().copied());
+        c
     }
 }
 
 /// `rootlesskit ARGS` as the test user.
 pub fn rootlesskit(args: &[&str]) -> Command {
-    let mut c = as_test_user(bin_dir().join("rootlesskit").to_str().unwrap());
+    rootlesskit_with_env(args, &[])
+}
+
+/// `rootlesskit ARGS` as the test user with extra environment variables.
+pub fn rootlesskit_with_env(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut c = as_test_user_with_env(bin_dir().join("rootlesskit").to_str().unwrap(), env);
     c.args(args);
     c.stdin(Stdio::null());
     c
@@ -159,6 +173,26 @@ pub fn user_temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// A marker unique to this test process and call, to find processes a run
+/// left behind (put it in CMD's arguments, e.g. `sleep 1000 # MARKER`).
+pub fn marker(tag: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("rkmark-{tag}-{}-{n}", std::process::id())
+}
+
+/// Waits up to `secs` for no process to match `needle`; returns those left.
+pub fn wait_until_gone(needle: &str, secs: u64) -> Vec<(u32, String)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let left = processes_matching(needle);
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Processes whose command line contains `needle`, as (pid, cmdline).
 pub fn processes_matching(needle: &str) -> Vec<(u32, String)> {
     let mut found = Vec::new();
@@ -181,3 +215,21 @@ pub fn processes_matching(needle: &str) -> Vec<(u32, String)> {
 }
 
 pub mod servers;
+
+/// Runs `cmd` (typically a [`rootlesskit`] command) inside a new mount
+/// namespace of root's with the given propagation, after `setup` (a shell
+/// snippet run as root there, e.g. bind-mounting a resolv.conf).
+pub fn in_root_mount_ns(propagation: &str, setup: &str, cmd: &Command) -> Command {
+    assert!(
+        is_root(),
+        "this test sets up a mount namespace as root: run the tests as root"
+    );
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", propagation, "sh", "-c"]);
+    c.arg(format!("{setup}\nexec \"$@\""));
+    c.arg("sh");
+    c.arg(cmd.get_program());
+    c.args(cmd.get_args());
+    c.stdin(Stdio::null());
+    c
+}
