@@ -1,0 +1,282 @@
+//! Drivers from outside the workspace: `tests/fixtures/drivers/rk-pyslirp` is
+//! a network driver written in Python from `docs/driver-protocol.md` alone.
+//! If rootlesskit can find it, list it and network a child through it (with
+//! the real slirp4netns), third parties can build on the protocol. A broken
+//! driver must fail clearly and leave nothing behind.
+
+use rk_tests::*;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const DRIVER_PATH_ENV: &str = "ROOTLESSKIT_DRIVER_PATH";
+const PYSLIRP_VERSION: &str = "1.0.0";
+
+/// A directory the test user can read holding a copy of the fixture driver
+/// `rk-NAME` (the checkout itself may not be readable by that user).
+fn driver_dir(name: &str) -> PathBuf {
+    let file = format!("rk-{name}");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/drivers")
+        .join(&file);
+    let dir = user_temp_dir(name);
+    std::fs::copy(&source, dir.join(&file))
+        .unwrap_or_else(|e| panic!("copying {}: {e}", source.display()));
+    chmod(&dir.join(&file), 0o755);
+    chmod(&dir, 0o755);
+    dir
+}
+
+/// `rootlesskit ARGS` as the test user, finding drivers in `driver_dir` first.
+fn rootlesskit_with_drivers(driver_dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = rootlesskit(args);
+    // The harness runs `setpriv … env VAR=… rootlesskit` without `env -i`,
+    // so this reaches rootlesskit.
+    cmd.env(DRIVER_PATH_ENV, driver_dir);
+    cmd
+}
+
+/// Runs `cmd` to the end, failing the test if it takes longer than `limit`
+/// or if something it started still holds its stdout or stderr open
+/// afterwards (a process left behind).
+fn output_within(mut cmd: Command, limit: Duration) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("starting rootlesskit");
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+    let status = wait_until(&mut child, Instant::now() + limit);
+    let collect = |rx: mpsc::Receiver<Vec<u8>>, name: &str| {
+        rx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| {
+            panic!("rootlesskit exited ({status:?}) but a process it started still holds its {name} open")
+        })
+    };
+    let stdout = collect(stdout, "stdout");
+    let stderr = collect(stderr, "stderr");
+    let Some(status) = status else {
+        panic!(
+            "rootlesskit did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        );
+    };
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Reads `pipe` to its end on a thread; the bytes arrive on the receiver.
+fn drain(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        let _ = tx.send(bytes);
+    });
+    rx
+}
+
+/// The exit status, or `None` after killing the process at `deadline`.
+fn wait_until(child: &mut Child, deadline: Instant) -> Option<std::process::ExitStatus> {
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for rootlesskit") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits up to two seconds for no process to mention `needle` in its command
+/// line; returns (and kills) those that remain.
+fn leftovers(needle: &str) -> Vec<(u32, String)> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let found = processes_matching(needle);
+        if found.is_empty() || Instant::now() >= deadline {
+            for (pid, _) in &found {
+                // SAFETY: kill with a pid and a signal number; the worst
+                // case is signalling a process that has just exited.
+                unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
+            }
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The value after `key=` on a line of the form `key=value`.
+fn field<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key}= line in:\n{text}"))
+}
+
+/// The pid slirp4netns got, from the driver's debug log.
+fn slirp4netns_pid(stderr: &str) -> u32 {
+    let tail = stderr
+        .split("rk-pyslirp: started slirp4netns (pid ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("rk-pyslirp did not log starting slirp4netns:\n{stderr}"));
+    tail[..tail.find(')').unwrap()].parse().unwrap()
+}
+
+fn is_slirp4netns(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("slirp4netns"))
+        .unwrap_or(false)
+}
+
+#[test]
+fn python_driver_written_from_the_protocol_document_networks_the_child() {
+    let drivers = driver_dir("pyslirp");
+    let port = servers::tcp_echo("127.0.0.1");
+    let script = format!(
+        "echo mtu=$(cat /sys/class/net/tap0/mtu)
+         echo route=$(awk '$2 == \"00000000\" {{ print $1 \"/\" $3 }}' /proc/net/route)
+         echo address=$(grep -c '10.0.2.100' /proc/net/fib_trie)
+         echo nameserver=$(awk '/^nameserver/ {{ print $2 }}' /etc/resolv.conf | tr '\\n' ' ')
+         echo tcp=$(echo hi | socat -t5 - TCP:10.0.2.2:{port})"
+    );
+    let cmd = rootlesskit_with_drivers(
+        &drivers,
+        &[
+            "--debug",
+            "--net=pyslirp",
+            "--copy-up=/etc",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    let out = output_within(cmd, Duration::from_secs(60));
+    let text = expect_success(&out);
+
+    assert_eq!(
+        field(&text, "tcp"),
+        "reply: hi",
+        "TCP through 10.0.2.2 to the host's loopback"
+    );
+    assert_eq!(field(&text, "mtu"), "65520", "the MTU the driver answered");
+    // /proc/net/route is little-endian hex: 10.0.2.2 is 0202000A.
+    assert_eq!(
+        field(&text, "route"),
+        "tap0/0202000A",
+        "default route via the driver's gateway"
+    );
+    assert_ne!(field(&text, "address"), "0", "10.0.2.100 on tap0:\n{text}");
+    assert_eq!(
+        field(&text, "nameserver").trim(),
+        "10.0.2.3",
+        "resolv.conf from the driver's dns"
+    );
+
+    let slirp = slirp4netns_pid(&stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while is_slirp4netns(slirp) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !is_slirp4netns(slirp),
+        "slirp4netns (pid {slirp}) outlived rootlesskit"
+    );
+    let left = leftovers(drivers.to_str().unwrap());
+    assert!(left.is_empty(), "the driver outlived rootlesskit: {left:?}");
+}
+
+#[test]
+fn list_drivers_shows_the_python_driver_with_its_version() {
+    let drivers = driver_dir("pyslirp");
+    let cmd = rootlesskit_with_drivers(&drivers, &["--list-drivers"]);
+    let out = output_within(cmd, Duration::from_secs(30));
+    let text = expect_success(&out);
+    let line = text
+        .lines()
+        .find(|l| l.contains(drivers.join("rk-pyslirp").to_str().unwrap()))
+        .unwrap_or_else(|| {
+            panic!(
+                "--list-drivers does not list {}:\n{text}",
+                drivers.display()
+            )
+        });
+    assert!(line.split_whitespace().next() == Some("pyslirp"), "{line}");
+    assert!(line.contains(PYSLIRP_VERSION), "no version in {line:?}");
+    assert!(line.contains("cidr"), "no capabilities in {line:?}");
+    let left = leftovers(drivers.to_str().unwrap());
+    assert!(
+        left.is_empty(),
+        "--list-drivers left drivers running: {left:?}"
+    );
+}
+
+#[test]
+fn driver_options_reach_the_driver_and_unknown_ones_fail_clearly() {
+    let drivers = driver_dir("pyslirp");
+    let cmd = rootlesskit_with_drivers(
+        &drivers,
+        &["--net=pyslirp", "--net-opt=colour=blue", "--", "true"],
+    );
+    let out = output_within(cmd, Duration::from_secs(60));
+    expect_failure(&out, "network driver pyslirp: unknown option 'colour'");
+    let left = leftovers(drivers.to_str().unwrap());
+    assert!(left.is_empty(), "the driver outlived rootlesskit: {left:?}");
+}
+
+#[test]
+fn missing_helper_program_is_reported_with_the_fix() {
+    let drivers = driver_dir("pyslirp");
+    let cmd = rootlesskit_with_drivers(
+        &drivers,
+        &[
+            "--net=pyslirp",
+            "--net-opt=binary=/nonexistent/slirp4netns",
+            "--",
+            "true",
+        ],
+    );
+    let out = output_within(cmd, Duration::from_secs(60));
+    expect_failure(&out, "/nonexistent/slirp4netns is not an executable");
+    expect_failure(&out, "install slirp4netns");
+}
+
+#[test]
+fn driver_answering_garbage_fails_clearly_and_leaves_nothing_behind() {
+    let drivers = driver_dir("garbage");
+    let started = Instant::now();
+    let cmd = rootlesskit_with_drivers(&drivers, &["--net=garbage", "--", "true"]);
+    // rk-garbage hangs after its answer: only rootlesskit can end it.
+    let out = output_within(cmd, Duration::from_secs(30));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "rootlesskit waited {:?} for a driver that had already answered garbage",
+        started.elapsed()
+    );
+    expect_failure(&out, "rk-garbage");
+    let err = stderr(&out);
+    assert!(
+        ["protocol", "malformed", "JSON"]
+            .iter()
+            .any(|w| err.contains(w)),
+        "the message does not say what is wrong with the driver:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let left = leftovers(drivers.to_str().unwrap());
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+#[test]
+fn unknown_driver_name_lists_the_drivers_that_were_found() {
+    let drivers = driver_dir("pyslirp");
+    let cmd = rootlesskit_with_drivers(&drivers, &["--net=nosuchdriver", "--", "true"]);
+    let out = output_within(cmd, Duration::from_secs(30));
+    expect_failure(&out, "rk-nosuchdriver");
+    expect_failure(&out, "pyslirp");
+}
