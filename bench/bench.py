@@ -513,6 +513,23 @@ SECTIONS = {
 }
 
 
+def load_driver_sections():
+    """Each driver's sections live in bench/sections/NAME.py, which defines
+    `SECTIONS = {"name": function}` using this module's helpers (imported as
+    `import bench as b`)."""
+    import importlib.util
+
+    sys.modules.setdefault("bench", sys.modules[__name__])
+    for path in sorted((Path(__file__).parent / "sections").glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"bench_sections_{path.stem}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        SECTIONS.update(getattr(mod, "SECTIONS", {}))
+
+
+load_driver_sections()
+
+
 def print_table(bench):
     names = [i.name for i in bench.impls]
     header = ["section", "metric", "unit", *names, "ours/theirs", "better"]
