@@ -165,7 +165,6 @@ fn python_driver_written_from_the_protocol_document_networks_the_child() {
         "reply: hi",
         "TCP through 10.0.2.2 to the host's loopback"
     );
-    assert_eq!(field(&text, "mtu"), "65520", "the MTU the driver answered");
     // /proc/net/route is little-endian hex: 10.0.2.2 is 0202000A.
     assert_eq!(
         field(&text, "route"),
@@ -190,6 +189,13 @@ fn python_driver_written_from_the_protocol_document_networks_the_child() {
     );
     let left = leftovers(drivers.to_str().unwrap());
     assert!(left.is_empty(), "the driver outlived rootlesskit: {left:?}");
+    // Last, as it needs more than the driver: like RootlessKit, the child
+    // must see its own network namespace in /sys (a sysfs mounted inside).
+    assert_eq!(
+        field(&text, "mtu"),
+        "65520",
+        "the MTU the driver answered, in the child's /sys/class/net"
+    );
 }
 
 #[test]
