@@ -31,11 +31,7 @@ fn driver_dir(name: &str) -> PathBuf {
 
 /// `rootlesskit ARGS` as the test user, finding drivers in `driver_dir` first.
 fn rootlesskit_with_drivers(driver_dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = rootlesskit(args);
-    // The harness runs `setpriv … env VAR=… rootlesskit` without `env -i`,
-    // so this reaches rootlesskit.
-    cmd.env(DRIVER_PATH_ENV, driver_dir);
-    cmd
+    rootlesskit_with_env(args, &[(DRIVER_PATH_ENV, driver_dir.to_str().unwrap())])
 }
 
 /// Runs `cmd` to the end, failing the test if it takes longer than `limit`
@@ -97,19 +93,13 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Option<std::process::Exit
 /// Waits up to two seconds for no process to mention `needle` in its command
 /// line; returns (and kills) those that remain.
 fn leftovers(needle: &str) -> Vec<(u32, String)> {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let found = processes_matching(needle);
-        if found.is_empty() || Instant::now() >= deadline {
-            for (pid, _) in &found {
-                // SAFETY: kill with a pid and a signal number; the worst
-                // case is signalling a process that has just exited.
-                unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
-            }
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let left = wait_until_gone(needle, 2);
+    for (pid, _) in &left {
+        // SAFETY: kill with a pid and a signal number; the worst case is
+        // signalling a process that has just exited.
+        unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
     }
+    left
 }
 
 /// The value after `key=` on a line of the form `key=value`.
