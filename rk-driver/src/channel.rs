@@ -21,6 +21,8 @@ pub enum ChannelError {
     Timeout(Duration),
     #[error("message truncated: the peer sent more than {MAX_MESSAGE_SIZE} bytes or more than {MAX_FDS} descriptors")]
     Truncated,
+    #[error("message of {0} bytes exceeds the limit of {MAX_MESSAGE_SIZE} bytes")]
+    TooLarge(usize),
     #[error(transparent)]
     Decode(#[from] DecodeError),
     #[error("socket error: {0}")]
@@ -83,6 +85,9 @@ impl Channel {
     /// Sends one message with the given descriptors attached.
     pub fn send<T: Serialize>(&self, msg: &T, fds: &[BorrowedFd<'_>]) -> Result<(), ChannelError> {
         let bytes = encode(msg);
+        if bytes.len() > MAX_MESSAGE_SIZE {
+            return Err(ChannelError::TooLarge(bytes.len()));
+        }
         self.send_raw(&bytes, fds)
     }
 

@@ -123,7 +123,7 @@ pub struct NetworkConfig {
     pub dns: Vec<String>,
     pub mtu: u32,
     /// The driver set up addresses and routes itself; the core only brings
-    /// `lo` up.
+    /// `lo` and the interface up and sets its MTU.
     #[serde(default)]
     pub configured_by_driver: bool,
     /// The address came from DHCP and may change.

@@ -124,6 +124,7 @@ fn run<D: Driver>(driver: &mut D, channel: &Channel) -> Result<(), String> {
             "protocol version mismatch: the core speaks v{protocol_version}, this driver v{PROTOCOL_VERSION}"
         ));
     }
+    let mut configured = false;
     loop {
         if !wait_for_message_or_watch(driver, channel)? {
             let message = driver.on_watch();
@@ -157,16 +158,32 @@ fn run<D: Driver>(driver: &mut D, channel: &Channel) -> Result<(), String> {
                     );
                     return Err(message);
                 }
+                if configured {
+                    let message = "configure sent twice: a driver serves one network".to_owned();
+                    let _ = channel.send(
+                        &DriverMessage::Error {
+                            message: message.clone(),
+                        },
+                        &[],
+                    );
+                    return Err(message);
+                }
                 let netns = fds.pop().expect("two descriptors");
                 let userns = fds.pop().expect("two descriptors");
-                let reply = match driver.configure(req, NamespaceFds { userns, netns }) {
-                    Ok(cfg) => DriverMessage::Configured(cfg),
-                    Err(e) => DriverMessage::Error { message: e.0 },
-                };
-                let failed = matches!(reply, DriverMessage::Error { .. });
-                channel.send(&reply, &[]).map_err(|e| e.to_string())?;
-                if failed {
-                    return Ok(());
+                match driver.configure(req, NamespaceFds { userns, netns }) {
+                    Ok(cfg) => {
+                        channel
+                            .send(&DriverMessage::Configured(cfg), &[])
+                            .map_err(|e| e.to_string())?;
+                        configured = true;
+                    }
+                    Err(e) => {
+                        // Undo before answering: the core may kill us as soon
+                        // as it reads the error.
+                        driver.shutdown();
+                        let _ = channel.send(&DriverMessage::Error { message: e.0 }, &[]);
+                        return Ok(());
+                    }
                 }
             }
         }

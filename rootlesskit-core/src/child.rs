@@ -92,6 +92,9 @@ fn set_up(channel: &Channel) -> Result<CommandToRun, String> {
     if settings.net.new_netns() {
         configure_network(netns::borrow(&detached), config.as_ref())?;
     }
+    if settings.net.new_netns() && !settings.detach_netns {
+        crate::mounts::mount_sysfs_for_netns()?;
+    }
     if settings.pidns {
         crate::mounts::mount_proc()?;
     }

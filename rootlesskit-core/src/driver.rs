@@ -60,6 +60,7 @@ impl DriverProcess {
         };
         driver.info = driver.hello()?;
         Ok(driver)
+        // On a failed hello, `driver` is dropped here, which kills and reaps it.
     }
 
     fn hello(&mut self) -> Result<DriverInfo, String> {
@@ -167,23 +168,25 @@ impl DriverProcess {
         }
     }
 
-    /// Sends shutdown and waits a moment for it to exit, then kills it.
+    /// Sends shutdown and waits up to a second for it to exit; dropping
+    /// kills it if it has not.
     pub fn shutdown(mut self) {
         let _ = self.channel.send(&CoreMessage::Shutdown, &[]);
-        for _ in 0..100 {
+        for _ in 0..200 {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
+}
 
-    /// Ends the driver at once.
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl Drop for DriverProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -94,7 +94,7 @@ fn run_in_state_dir(
                 driver = Some(d);
             }
             Err(e) => {
-                d.kill();
+                d.shutdown();
                 return Err(e);
             }
         }
