@@ -1,0 +1,196 @@
+//! The [`Driver`] implementation: validates the request, probes slirp4netns,
+//! starts it and says how the child's interface must look.
+
+use crate::host::Host;
+use crate::launch::{Launch, Slirp};
+use crate::network::Network;
+use crate::options::DriverOptions;
+use crate::plan::{self, Plan, Wants};
+use crate::probe::{self, Probe};
+use rk_driver::{
+    debug_enabled, ConfigureRequest, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig,
+};
+use std::collections::BTreeMap;
+use std::os::fd::BorrowedFd;
+
+pub const CAPABILITIES: [&str; 6] = [
+    "ipv6",
+    "cidr",
+    "mtu",
+    "detach-netns",
+    "disable-host-loopback",
+    "api-socket",
+];
+
+/// The slirp4netns network driver: one slirp4netns per configured network.
+#[derive(Debug, Default)]
+pub struct Slirp4netns {
+    running: Option<Slirp>,
+}
+
+fn debug(message: impl std::fmt::Display) {
+    if debug_enabled() {
+        eprintln!("rk-slirp4netns: {message}");
+    }
+}
+
+fn user_error(e: impl std::fmt::Display) -> DriverError {
+    DriverError::new(e.to_string())
+}
+
+impl Driver for Slirp4netns {
+    fn info(&self) -> DriverInfo {
+        let mut info = DriverInfo::new("slirp4netns", env!("CARGO_PKG_VERSION"));
+        info.capabilities = CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        info.options = crate::options::ALL.iter().map(|o| o.to_string()).collect();
+        info
+    }
+
+    fn configure(
+        &mut self,
+        request: ConfigureRequest,
+        namespaces: NamespaceFds,
+    ) -> Result<NetworkConfig, DriverError> {
+        if self.running.is_some() {
+            return Err(DriverError::new(
+                "configure sent twice: this driver runs one slirp4netns per network",
+            ));
+        }
+        // Cheap checks first: a bad flag never starts anything.
+        let options = DriverOptions::parse(&request.options).map_err(user_error)?;
+        for key in &options.ignored {
+            debug(format_args!("ignoring --{key}: not a slirp4netns option"));
+        }
+        let network = Network::from_request(&request).map_err(user_error)?;
+        let probe = probe::probe(&options.binary).map_err(user_error)?;
+        debug(format_args!(
+            "{} is slirp4netns {} (libslirp {})",
+            probe.path.display(),
+            probe.version_label(),
+            probe.version.libslirp.as_deref().unwrap_or("unknown"),
+        ));
+        let wants = Wants {
+            disable_host_loopback: request.disable_host_loopback,
+            detach_netns: request.detach_netns,
+        };
+        let plan = plan::resolve(&network, wants, &options, &probe, &Host::detect())
+            .map_err(user_error)?;
+        plan.notes.iter().for_each(debug);
+        for warning in &plan.warnings {
+            eprintln!("rk-slirp4netns: warning: {warning}");
+        }
+        let slirp = Launch {
+            binary: &probe.path,
+            network: &network,
+            plan: &plan,
+            disable_host_loopback: request.disable_host_loopback,
+            api_socket: options.api_socket.as_deref(),
+            debug: debug_enabled(),
+        }
+        .start(&namespaces)
+        .map_err(user_error)?;
+        debug(format_args!("slirp4netns (pid {}) is ready", slirp.pid()));
+        self.running = Some(slirp);
+
+        let mut config = network.config();
+        config.info = info_map(&probe, &plan, &options);
+        Ok(config)
+    }
+
+    fn watch(&self) -> Option<BorrowedFd<'_>> {
+        self.running.as_ref().map(Slirp::exit_fd)
+    }
+
+    fn on_watch(&mut self) -> String {
+        match self.running.as_mut() {
+            Some(slirp) => slirp.describe_exit(),
+            None => "slirp4netns is not running".to_owned(),
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(mut slirp) = self.running.take() {
+            slirp.stop();
+        }
+    }
+}
+
+/// The facts `rootlessctl info` shows.
+fn info_map(probe: &Probe, plan: &Plan, options: &DriverOptions) -> BTreeMap<String, String> {
+    let mut info = BTreeMap::new();
+    let mut put = |k: &str, v: String| info.insert(k.to_owned(), v);
+    put("slirp4netns.version", probe.version_label().to_owned());
+    put("slirp4netns.path", probe.path.display().to_string());
+    if let Some(libslirp) = &probe.version.libslirp {
+        put("slirp4netns.libslirp", libslirp.clone());
+    }
+    put("slirp4netns.sandbox", plan.sandbox.to_string());
+    put("slirp4netns.seccomp", plan.seccomp.to_string());
+    if let Some(socket) = &options.api_socket {
+        put("api_socket", socket.display().to_string());
+    }
+    info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{Features, VersionInfo};
+    use std::path::PathBuf;
+
+    #[test]
+    fn hello_announces_name_capabilities_and_options() {
+        let info = Slirp4netns::default().info();
+        assert_eq!(info.driver, "slirp4netns");
+        assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+        for c in [
+            "ipv6",
+            "cidr",
+            "mtu",
+            "detach-netns",
+            "disable-host-loopback",
+        ] {
+            assert!(info.capabilities.iter().any(|x| x == c), "{c}");
+        }
+        assert_eq!(
+            info.options,
+            [
+                "slirp4netns-binary",
+                "slirp4netns-sandbox",
+                "slirp4netns-seccomp",
+                "slirp4netns-api-socket"
+            ]
+        );
+    }
+
+    #[test]
+    fn info_map_reports_version_choices_and_api_socket() {
+        let probe = Probe {
+            path: PathBuf::from("/usr/bin/slirp4netns"),
+            features: Features::default(),
+            version: VersionInfo {
+                version: Some("1.2.0".into()),
+                libslirp: Some("4.7.0".into()),
+                libseccomp: None,
+            },
+        };
+        let plan = Plan {
+            sandbox: true,
+            seccomp: false,
+            notes: vec![],
+            warnings: vec![],
+        };
+        let mut options = DriverOptions::parse(&BTreeMap::new()).unwrap();
+        let info = info_map(&probe, &plan, &options);
+        assert_eq!(info["slirp4netns.version"], "1.2.0");
+        assert_eq!(info["slirp4netns.libslirp"], "4.7.0");
+        assert_eq!(info["slirp4netns.sandbox"], "true");
+        assert_eq!(info["slirp4netns.seccomp"], "false");
+        assert!(!info.contains_key("api_socket"));
+        options.api_socket = Some(PathBuf::from("/run/rk/.s4nn.sock"));
+        assert_eq!(
+            info_map(&probe, &plan, &options)["api_socket"],
+            "/run/rk/.s4nn.sock"
+        );
+    }
+}
