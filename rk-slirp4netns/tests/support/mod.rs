@@ -143,7 +143,8 @@ fn driver_exe(owner: Owner) -> PathBuf {
     }
     static COPY: OnceLock<PathBuf> = OnceLock::new();
     COPY.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("rk-s4-tests-{}", std::process::id()));
+        remove_copies_of_finished_runs();
+        let dir = std::env::temp_dir().join(format!("{COPY_PREFIX}{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let exe = dir.join("rk-slirp4netns");
@@ -167,6 +168,25 @@ fn spawn_retrying_busy_text(cmd: &mut Command) -> Child {
         }
     }
     panic!("starting rk-slirp4netns: text file busy for a second");
+}
+
+const COPY_PREFIX: &str = "rk-s4-tests-";
+
+/// Copies are per test process (`rk-s4-tests-PID`); those of processes
+/// that are gone are removed.
+fn remove_copies_of_finished_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(COPY_PREFIX)) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !PathBuf::from(format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A running driver and the core's end of its socket.
