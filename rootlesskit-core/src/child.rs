@@ -27,7 +27,14 @@ pub fn main(fd: &str) -> i32 {
     match set_up(&channel) {
         Ok(run) => {
             drop(channel);
-            crate::supervise::run_command(&run)
+            if run.pidns {
+                crate::supervise::run_command(&run)
+            } else {
+                // Without a PID namespace nothing needs this process any
+                // more: CMD takes its place, and the parent (a subreaper)
+                // reaps orphans. One process less to keep resident.
+                crate::supervise::exec_command(&run)
+            }
         }
         Err(message) => {
             let _ = channel.send(&ToParent::Failed { message }, &[]);
@@ -104,6 +111,8 @@ fn set_up(channel: &Channel) -> Result<CommandToRun, String> {
     if let Some(cfg) = &config {
         write_etc_files(cfg, &settings, &state_dir)?;
     }
+    let program = settings.command.first().ok_or("no command specified")?;
+    crate::supervise::resolve_program(program)?;
     channel
         .send(&ToParent::Ready, &[])
         .map_err(|e| format!("reporting readiness: {e}"))?;

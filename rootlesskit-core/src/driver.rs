@@ -143,8 +143,11 @@ impl DriverProcess {
 
     fn wait_briefly(&mut self) -> String {
         for _ in 0..100 {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.to_string();
+            match self.child.try_wait() {
+                Ok(Some(st)) => return st.to_string(),
+                // Already reaped by the parent's subreaper loop.
+                Err(_) => return "exited".to_owned(),
+                Ok(None) => {}
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -173,7 +176,7 @@ impl DriverProcess {
     pub fn shutdown(mut self) {
         let _ = self.channel.send(&CoreMessage::Shutdown, &[]);
         for _ in 0..200 {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if !matches!(self.child.try_wait(), Ok(None)) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(5));

@@ -52,6 +52,16 @@ fn run_in_state_dir(
     state: &StateDir,
 ) -> Result<i32, String> {
     let signals = crate::signals::take_signals()?;
+    if !settings.pidns {
+        // CMD replaces the child; its orphans come to us to be reaped.
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+            return Err(format!(
+                "PR_SET_CHILD_SUBREAPER: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
     let (ours, theirs) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
     let theirs: OwnedFd = theirs.into_fd();
     let pid = crate::spawn::spawn_child(crate::spawn::clone_flags(settings), &theirs)?;
@@ -192,15 +202,25 @@ fn wait_for_child(pid: Pid, signals: &SignalFd, mut driver: Option<&mut DriverPr
     }
 }
 
+/// Reaps every exited process: the child (CMD, or the PID-1 child with
+/// --pidns), orphans that came to us as subreaper, and the driver (whose
+/// handle then sees it as gone). Returns the child's exit code once it ended.
 fn child_exit(pid: Pid) -> Option<i32> {
-    match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-        Ok(WaitStatus::StillAlive) => None,
-        Ok(status) => crate::waitstatus::exit_code(status).map(|(code, note)| {
-            if let Some(n) = note {
-                eprintln!("[rootlesskit:parent] child {n}");
+    let mut code = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => return code,
+            Ok(status) if status.pid() == Some(pid) => {
+                code = crate::waitstatus::exit_code(status).map(|(c, note)| {
+                    if let Some(n) = note {
+                        eprintln!("[rootlesskit:parent] {n}");
+                    }
+                    c
+                });
             }
-            code
-        }),
-        Err(_) => Some(1),
+            Ok(_) => {}
+            Err(nix::Error::ECHILD) => return code.or(Some(1)),
+            Err(_) => return code,
+        }
     }
 }

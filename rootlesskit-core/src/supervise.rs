@@ -18,6 +18,44 @@ pub fn run_command(run: &CommandToRun) -> i32 {
     }
 }
 
+/// Replaces this process with CMD; returns only if that fails.
+pub fn exec_command(run: &CommandToRun) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let Some((program, args)) = run.argv.split_first() else {
+        return 1;
+    };
+    let err = Command::new(program)
+        .args(args)
+        .envs(run.env.iter().map(|(k, v)| (k, v)))
+        .exec();
+    eprintln!("[rootlesskit:child] error: running {program:?}: {err}");
+    if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    }
+}
+
+/// Checks that CMD can be found and executed, as execvp would look for it.
+pub fn resolve_program(program: &str) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let found = crate::idmap::which(program).ok_or_else(|| {
+        if program.contains('/') {
+            format!("command {program:?} not found or not executable")
+        } else {
+            format!("command {program:?} not found in PATH")
+        }
+    })?;
+    let mode = found
+        .metadata()
+        .map(|m| m.permissions().mode())
+        .unwrap_or(0);
+    if mode & 0o111 == 0 {
+        return Err(format!("command {program:?}: permission denied"));
+    }
+    Ok(found)
+}
+
 fn supervise(run: &CommandToRun) -> Result<i32, String> {
     let signals = crate::signals::take_signals()?;
     if !run.pidns {

@@ -256,13 +256,14 @@ fn explicit_state_dir_has_child_pid_and_lock_and_is_cleaned() {
     let arg = format!("--state-dir={}", sd.display());
     let out = expect_success(&run_sh(
         &[&arg],
-        "cat $ROOTLESSKIT_STATE_DIR/child_pid; echo; ls $ROOTLESSKIT_STATE_DIR; echo $PPID",
+        "cat $ROOTLESSKIT_STATE_DIR/child_pid; echo; ls $ROOTLESSKIT_STATE_DIR; echo $$",
     ));
     let lines: Vec<&str> = out.lines().collect();
+    // Without --pidns CMD takes the child's place, so child_pid is CMD.
     assert_eq!(
         lines[0],
         lines.last().unwrap().trim(),
-        "child_pid must be CMD's parent: {out}"
+        "child_pid must be CMD: {out}"
     );
     assert!(out.contains("lock"), "{out}");
     assert!(!sd.join("child_pid").exists(), "child_pid left after exit");
