@@ -1,0 +1,500 @@
+//! The client state machine of RFC 2131 (section 4.4), without I/O.
+//!
+//! The caller feeds it the time and the datagrams that arrive, and sends
+//! what it returns:
+//! - [`Client::handle_timeout`] whenever [`Client::next_deadline`] has come
+//!   (and once right after [`Client::new`]: the first DISCOVER is due at once);
+//! - [`Client::handle_packet`] for each datagram received on the client port;
+//! - [`Client::release`] before the interface goes away.
+//!
+//! Each returns an [`Output`]: at most one message to send and at most one
+//! [`Event`] for the caller (a lease to configure, a renewal, a loss).
+
+use crate::backoff::{halfway_retry, Backoff};
+use crate::lease::Lease;
+use crate::message::{build, parse_reply, Identity, Outgoing, Reply, ReplyError};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// How the client behaves; [`ClientConfig::new`] gives sensible defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    pub identity: Identity,
+    /// The first retransmission of a DISCOVER or REQUEST comes this long
+    /// after the first send; each later one waits twice as long. Default 250 ms.
+    pub first_retransmit: Duration,
+    /// The longest wait between retransmissions while acquiring. Default 4 s.
+    pub max_retransmit: Duration,
+    /// After this long without a lease the client reports
+    /// [`Event::NoAnswer`] (and keeps trying, more slowly). Default 15 s.
+    pub give_up_after: Duration,
+    /// An address to ask for in the DISCOVER (option 50). After a lease was
+    /// lost the client asks for that lease's address instead.
+    pub requested_address: Option<Ipv4Addr>,
+    /// Offer rapid commit (RFC 4039): a server that supports it answers the
+    /// DISCOVER with an ACK, saving a round trip. Default `true`.
+    pub rapid_commit: bool,
+    /// REQUESTs sent for one OFFER before starting over with a DISCOVER.
+    /// Default 4.
+    pub max_requests: u32,
+}
+
+impl ClientConfig {
+    pub fn new(mac: [u8; 6]) -> Self {
+        ClientConfig {
+            identity: Identity::new(mac),
+            first_retransmit: Duration::from_millis(250),
+            max_retransmit: Duration::from_secs(4),
+            give_up_after: Duration::from_secs(15),
+            requested_address: None,
+            rapid_commit: true,
+            max_requests: 4,
+        }
+    }
+}
+
+/// Where the client is in RFC 2131's state diagram (INIT is folded into
+/// SELECTING: a DISCOVER is always due or on its way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Sending DISCOVERs, waiting for an OFFER.
+    Selecting,
+    /// Sending REQUESTs for an OFFER, waiting for the ACK.
+    Requesting,
+    /// Holding a lease; nothing to send until T1.
+    Bound,
+    /// Past T1: unicast REQUESTs to the lease's server.
+    Renewing,
+    /// Past T2: broadcast REQUESTs to any server.
+    Rebinding,
+    /// The lease was released; the client does nothing more.
+    Released,
+}
+
+/// Where a message goes. Either way to UDP port [`crate::SERVER_PORT`] from
+/// [`crate::CLIENT_PORT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// 255.255.255.255 (ethernet ff:ff:ff:ff:ff:ff).
+    Broadcast,
+    /// The lease's server, by unicast.
+    Server(Ipv4Addr),
+}
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub message: Outgoing,
+    /// The encoded DHCP message (the UDP payload).
+    pub payload: Vec<u8>,
+    pub destination: Destination,
+}
+
+/// Why a lease ended before it was released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LossReason {
+    /// The server refused to extend it (with its message, if any).
+    Nak(Option<String>),
+    /// It expired without any server extending it.
+    Expired,
+}
+
+/// What the caller must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A new lease: configure its address (replacing the one of a lease
+    /// that was lost, which may differ).
+    Bound(Lease),
+    /// The current lease was extended; the address is unchanged, other
+    /// fields may have changed.
+    Renewed(Lease),
+    /// The lease ended: stop using its address. The client is already
+    /// looking for a new one.
+    Lost { lease: Lease, reason: LossReason },
+    /// No lease after [`ClientConfig::give_up_after`]. The client keeps
+    /// trying, with longer waits; a caller that must not wait stops here.
+    NoAnswer { waited: Duration },
+}
+
+/// The result of one call into the client.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub transmit: Option<Transmit>,
+    pub event: Option<Event>,
+    /// Why a datagram passed to [`Client::handle_packet`] was ignored (for
+    /// debug logs; other clients' traffic is normal on a shared link).
+    pub ignored: Option<ReplyError>,
+}
+
+/// The longest wait between DISCOVERs once the client has reported
+/// [`Event::NoAnswer`].
+const SLOW_RETRANSMIT: Duration = Duration::from_secs(64);
+
+/// A DHCPv4 client for one interface.
+#[derive(Debug, Clone)]
+pub struct Client {
+    config: ClientConfig,
+    state: State,
+    xid: u32,
+    rng: u64,
+    backoff: Backoff,
+    /// Start of the current exchange: the `secs` field counts from here.
+    exchange_started: Instant,
+    /// When to report [`Event::NoAnswer`]; `None` once reported or bound.
+    give_up_at: Option<Instant>,
+    next_send: Option<Instant>,
+    last_sent: Instant,
+    offer: Option<Lease>,
+    requests_sent: u32,
+    lease: Option<Lease>,
+    /// The lease's times count from the REQUEST that got it acknowledged.
+    lease_start: Instant,
+}
+
+impl Client {
+    /// A client about to send its first DISCOVER (due at `now`). `seed`
+    /// makes the transaction ids (e.g. [`crate::random_xid`]).
+    pub fn new(config: ClientConfig, seed: u32, now: Instant) -> Self {
+        let backoff = Backoff::new(config.first_retransmit, config.max_retransmit);
+        let mut c = Client {
+            state: State::Selecting,
+            xid: 0,
+            rng: u64::from(seed) ^ 0x5DEE_CE66_D1CE_4E5B,
+            backoff,
+            exchange_started: now,
+            give_up_at: Some(now + config.give_up_after),
+            next_send: Some(now),
+            last_sent: now,
+            offer: None,
+            requests_sent: 0,
+            lease: None,
+            lease_start: now,
+            config,
+        };
+        c.xid = c.next_xid();
+        c
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The lease in force (bound, renewing or rebinding).
+    pub fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
+    }
+
+    /// The transaction id of the current exchange.
+    pub fn xid(&self) -> u32 {
+        self.xid
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.config.identity
+    }
+
+    /// When [`Client::handle_timeout`] must be called next; `None`: only
+    /// when a packet arrives (an infinite lease) or never (released).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::Selecting | State::Requesting => earliest(self.next_send, self.give_up_at),
+            State::Bound => self.lease_time_point(|l| l.renew_after),
+            State::Renewing => earliest(self.next_send, self.lease_time_point(|l| l.rebind_after)),
+            State::Rebinding => earliest(self.next_send, self.lease_time_point(|l| l.lease_time)),
+            State::Released => None,
+        }
+    }
+
+    /// Acts on the timers that have come by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) -> Output {
+        let mut out = Output::default();
+        match self.state {
+            State::Selecting | State::Requesting => {
+                if self.give_up_at.is_some_and(|t| now >= t) {
+                    self.give_up_at = None;
+                    self.backoff.raise_cap(SLOW_RETRANSMIT);
+                    out.event = Some(Event::NoAnswer {
+                        waited: now.saturating_duration_since(self.exchange_started),
+                    });
+                }
+                if self.next_send.is_some_and(|t| now >= t) {
+                    if self.state == State::Requesting
+                        && self.requests_sent >= self.config.max_requests
+                    {
+                        self.start_discovery(now);
+                    }
+                    out.transmit = Some(self.send(now));
+                }
+            }
+            State::Bound | State::Renewing | State::Rebinding => {
+                out = self.advance_lease_phase(now);
+            }
+            State::Released => {}
+        }
+        out
+    }
+
+    /// Takes a datagram received on the client port.
+    pub fn handle_packet(&mut self, bytes: &[u8], now: Instant) -> Output {
+        if self.state == State::Released {
+            return Output::default();
+        }
+        let reply = match parse_reply(bytes, &self.config.identity.mac, self.xid) {
+            Ok(r) => r,
+            Err(e) => {
+                return Output {
+                    ignored: Some(e),
+                    ..Output::default()
+                }
+            }
+        };
+        let mut out = Output::default();
+        match (self.state, reply) {
+            (State::Selecting, Reply::Offer(offer)) => {
+                self.offer = Some(offer);
+                self.state = State::Requesting;
+                self.requests_sent = 0;
+                self.backoff.reset();
+                out.transmit = Some(self.send(now));
+            }
+            (
+                State::Selecting,
+                Reply::Ack {
+                    lease,
+                    rapid_commit,
+                },
+            ) if rapid_commit => {
+                out.event = Some(self.bind(lease));
+            }
+            (State::Requesting, Reply::Ack { lease, .. })
+                if self.sent_by_offerer(Some(lease.server)) =>
+            {
+                out.event = Some(self.bind(lease));
+            }
+            (State::Requesting, Reply::Nak(nak)) if self.sent_by_offerer(nak.server) => {
+                // Try again, but not at once: a server that keeps refusing
+                // must not turn this into a flood.
+                self.start_discovery(now);
+                self.next_send = Some(now + self.backoff.next_delay());
+            }
+            (State::Renewing | State::Rebinding, Reply::Ack { lease, .. }) => {
+                out.event = Some(self.bind(lease));
+            }
+            (State::Renewing | State::Rebinding, Reply::Nak(nak)) => {
+                out = self.lose(now, LossReason::Nak(nak.message));
+            }
+            (_, other) => {
+                out.ignored = Some(ReplyError::Unexpected(format!(
+                    "{} while {:?}",
+                    reply_name(&other),
+                    self.state
+                )));
+            }
+        }
+        out
+    }
+
+    /// Gives the lease back (DHCPRELEASE, unicast to its server) and stops.
+    /// `None` if there is no lease to release.
+    pub fn release(&mut self, now: Instant) -> Option<Transmit> {
+        let had = self.lease.take().filter(|_| {
+            matches!(
+                self.state,
+                State::Bound | State::Renewing | State::Rebinding
+            )
+        });
+        self.state = State::Released;
+        self.next_send = None;
+        self.give_up_at = None;
+        let lease = had?;
+        let message = Outgoing::Release {
+            address: lease.address,
+            server: lease.server,
+        };
+        self.xid = self.next_xid();
+        Some(Transmit {
+            payload: build(&self.config.identity, self.xid, self.secs(now), message),
+            message,
+            destination: Destination::Server(lease.server),
+        })
+    }
+
+    /// Moves through T1, T2 and expiry as far as `now` reaches, sending the
+    /// REQUEST of the phase it ends up in when one is due.
+    fn advance_lease_phase(&mut self, now: Instant) -> Output {
+        let t1 = self.lease_time_point(|l| l.renew_after);
+        let t2 = self.lease_time_point(|l| l.rebind_after);
+        let expiry = self.lease_time_point(|l| l.lease_time);
+        let reached = |t: Option<Instant>| t.is_some_and(|t| now >= t);
+        if reached(expiry) {
+            return self.lose(now, LossReason::Expired);
+        }
+        let phase = if reached(t2) {
+            State::Rebinding
+        } else if reached(t1) {
+            State::Renewing
+        } else {
+            State::Bound
+        };
+        let mut out = Output::default();
+        if phase != self.state {
+            self.state = phase;
+            self.xid = self.next_xid();
+            self.exchange_started = now;
+            out.transmit = Some(self.send(now));
+        } else if phase != State::Bound && self.next_send.is_some_and(|t| now >= t) {
+            out.transmit = Some(self.send(now));
+        }
+        out
+    }
+
+    /// Builds the message of the current state and schedules its
+    /// retransmission.
+    fn send(&mut self, now: Instant) -> Transmit {
+        let lease_address = self.lease.as_ref().map(|l| l.address);
+        let (message, destination, retry) = match self.state {
+            State::Selecting => (
+                Outgoing::Discover {
+                    requested: self.config.requested_address,
+                    rapid_commit: self.config.rapid_commit,
+                },
+                Destination::Broadcast,
+                self.backoff.next_delay(),
+            ),
+            State::Requesting => {
+                let offer = self.offer.as_ref().expect("requesting has an offer");
+                self.requests_sent += 1;
+                (
+                    Outgoing::Select {
+                        offered: offer.address,
+                        server: offer.server,
+                    },
+                    Destination::Broadcast,
+                    self.backoff.next_delay(),
+                )
+            }
+            State::Renewing => {
+                let lease = self.lease.as_ref().expect("renewing has a lease");
+                let t2 = self.lease_time_point(|l| l.rebind_after);
+                (
+                    Outgoing::Renew {
+                        address: lease.address,
+                    },
+                    Destination::Server(lease.server),
+                    halfway_retry(remaining(now, t2)),
+                )
+            }
+            State::Rebinding | State::Bound | State::Released => {
+                let expiry = self.lease_time_point(|l| l.lease_time);
+                (
+                    Outgoing::Rebind {
+                        address: lease_address.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    },
+                    Destination::Broadcast,
+                    halfway_retry(remaining(now, expiry)),
+                )
+            }
+        };
+        self.last_sent = now;
+        self.next_send = Some(now + retry);
+        Transmit {
+            payload: build(&self.config.identity, self.xid, self.secs(now), message),
+            message,
+            destination,
+        }
+    }
+
+    fn bind(&mut self, lease: Lease) -> Event {
+        let same_address = self
+            .lease
+            .as_ref()
+            .is_some_and(|old| old.address == lease.address);
+        self.config.requested_address = Some(lease.address);
+        self.state = State::Bound;
+        self.lease_start = self.last_sent;
+        self.lease = Some(lease.clone());
+        self.offer = None;
+        self.next_send = None;
+        self.give_up_at = None;
+        self.backoff.reset();
+        if same_address {
+            Event::Renewed(lease)
+        } else {
+            Event::Bound(lease)
+        }
+    }
+
+    /// The lease ended: report it and start looking for a new one at once.
+    fn lose(&mut self, now: Instant, reason: LossReason) -> Output {
+        let lease = self.lease.take().expect("only a held lease is lost");
+        self.start_discovery(now);
+        self.give_up_at = Some(now + self.config.give_up_after);
+        self.backoff.reset();
+        Output {
+            transmit: Some(self.send(now)),
+            event: Some(Event::Lost { lease, reason }),
+            ignored: None,
+        }
+    }
+
+    fn start_discovery(&mut self, now: Instant) {
+        self.state = State::Selecting;
+        self.offer = None;
+        self.requests_sent = 0;
+        self.xid = self.next_xid();
+        self.exchange_started = now;
+        self.next_send = Some(now);
+    }
+
+    fn sent_by_offerer(&self, server: Option<Ipv4Addr>) -> bool {
+        match (server, &self.offer) {
+            (Some(s), Some(offer)) => s == offer.server,
+            _ => true,
+        }
+    }
+
+    fn lease_time_point(&self, pick: impl Fn(&Lease) -> Option<Duration>) -> Option<Instant> {
+        let lease = self.lease.as_ref()?;
+        pick(lease).map(|d| self.lease_start + d)
+    }
+
+    fn secs(&self, now: Instant) -> u16 {
+        now.saturating_duration_since(self.exchange_started)
+            .as_secs()
+            .min(u64::from(u16::MAX)) as u16
+    }
+
+    /// splitmix64: distinct, unpredictable-enough transaction ids.
+    fn next_xid(&mut self) -> u32 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) as u32
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn remaining(now: Instant, until: Option<Instant>) -> Duration {
+    until.map_or(Duration::from_secs(60), |t| {
+        t.saturating_duration_since(now)
+    })
+}
+
+fn reply_name(r: &Reply) -> &'static str {
+    match r {
+        Reply::Offer(_) => "DHCPOFFER",
+        Reply::Ack { .. } => "DHCPACK",
+        Reply::Nak(_) => "DHCPNAK",
+    }
+}
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;
