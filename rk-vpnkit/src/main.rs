@@ -1,25 +1,19 @@
-//! Placeholder: answers the protocol but refuses to configure.
+//! `rk-vpnkit`: the `--net=vpnkit` driver of rootlesskit (Rust).
 
-use rk_driver::{ConfigureRequest, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig};
-
-struct NotYet;
-
-impl Driver for NotYet {
-    fn info(&self) -> DriverInfo {
-        DriverInfo::new("vpnkit", env!("CARGO_PKG_VERSION"))
-    }
-
-    fn configure(
-        &mut self,
-        _: ConfigureRequest,
-        _: NamespaceFds,
-    ) -> Result<NetworkConfig, DriverError> {
-        Err(DriverError::new(
-            "the vpnkit driver is not implemented yet in this build",
-        ))
-    }
-}
+mod address;
+mod driver;
+mod event;
+mod framing;
+mod link;
+mod pump;
+mod sandbox;
+mod settings;
+mod stderr_tail;
+mod tap;
+mod uuid;
+mod vpnkit;
+mod wire;
 
 fn main() {
-    rk_driver::serve(NotYet)
+    rk_driver::serve(driver::VpnkitDriver::default())
 }

@@ -1,0 +1,179 @@
+//! `--net=vpnkit`: start vpnkit, connect an interface to it, learn the
+//! address by DHCP over that link, make the tap device inside the child's
+//! namespace and pump frames between the two.
+
+use crate::address::{self, Address};
+use crate::link::Link;
+use crate::pump::Pump;
+use crate::settings::{Settings, BINARY_OPTION};
+use crate::vpnkit::Vpnkit;
+use crate::wire::format_mac;
+use rk_driver::{
+    debug_enabled, ConfigureRequest, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig,
+};
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How long vpnkit may take to answer each step of the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the DHCP exchange may take.
+const DHCP_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Default)]
+pub struct VpnkitDriver {
+    vpnkit: Option<Vpnkit>,
+    socket: Option<PathBuf>,
+    pump: Option<Pump>,
+}
+
+impl Driver for VpnkitDriver {
+    fn info(&self) -> DriverInfo {
+        let mut info = DriverInfo::new("vpnkit", env!("CARGO_PKG_VERSION"));
+        info.capabilities = vec!["detach-netns".into(), "dhcp".into()];
+        info.options = vec![BINARY_OPTION.into()];
+        info
+    }
+
+    fn configure(
+        &mut self,
+        request: ConfigureRequest,
+        namespaces: NamespaceFds,
+    ) -> Result<NetworkConfig, DriverError> {
+        let settings =
+            Settings::from_request(&request).map_err(|e| DriverError::new(e.to_string()))?;
+        if let Some(w) = settings.mtu_warning() {
+            eprintln!("rk-vpnkit: warning: {w}");
+        }
+        let debug = debug_enabled();
+        self.socket = Some(settings.socket.clone());
+        let vpnkit = self.vpnkit.insert(Vpnkit::start(&settings, debug)?);
+        let stream = vpnkit.connect(&settings)?;
+        // Connected: nobody else needs the socket's name, and nothing must
+        // be left behind in the state directory.
+        let _ = std::fs::remove_file(&settings.socket);
+        let uuid = crate::uuid::random_v4()?;
+        let mut link = Link::handshake(stream, uuid, HANDSHAKE_TIMEOUT).map_err(|e| {
+            DriverError::new(format!(
+                "vpnkit handshake on {}: {e}{}",
+                settings.socket.display(),
+                vpnkit.stderr.suffix()
+            ))
+        })?;
+        let vif = link.vif;
+        let mtu = u32::from(vif.mtu);
+        if mtu != settings.mtu {
+            eprintln!(
+                "rk-vpnkit: warning: vpnkit set the link MTU to {mtu}, not the {} asked for; using {mtu}",
+                settings.mtu
+            );
+        }
+        if debug {
+            eprintln!(
+                "rk-vpnkit: connected as {} with MAC {}, MTU {mtu}, max packet {}",
+                link.uuid,
+                format_mac(&vif.mac),
+                vif.max_packet_size
+            );
+        }
+        let addr = address::obtain(&mut link, Instant::now() + DHCP_TIMEOUT)
+            .map_err(|e| DriverError::new(format!("{e}{}", vpnkit.stderr.suffix())))?;
+        let ifname = settings.ifname.clone();
+        let tap = rk_driver::nsexec::run_in_namespaces(
+            Some(namespaces.userns.as_fd()),
+            namespaces.netns.as_fd(),
+            || crate::tap::create(&ifname, vif.mac).map(|fd| vec![fd]),
+        )
+        .map_err(|e| DriverError::new(format!("creating the tap device {ifname}: {e}")))?
+        .pop()
+        .ok_or_else(|| DriverError::new("the namespace helper sent no tap descriptor"))?;
+        // From here on this process starts no program: drop the ability to
+        // gain privileges before the pump touches untrusted frames.
+        crate::sandbox::no_new_privs()?;
+        let uuid = link.uuid.clone();
+        let (stream, reader, _) = link.into_parts()?;
+        self.pump = Some(Pump::start(stream, reader, tap)?);
+        vpnkit.stderr.follow();
+        Ok(answer(
+            &settings,
+            &addr,
+            mtu,
+            &uuid,
+            &vif.mac,
+            vpnkit.process.pid(),
+        ))
+    }
+
+    fn watch(&self) -> Option<BorrowedFd<'_>> {
+        self.pump.as_ref().map(|p| p.ended_fd())
+    }
+
+    fn on_watch(&mut self) -> String {
+        let reason = self
+            .pump
+            .as_ref()
+            .map(|p| p.reason())
+            .unwrap_or_else(|| "the pump stopped".into());
+        let mut message = format!("the vpnkit connection ended: {reason}");
+        if let Some(v) = self.vpnkit.as_mut() {
+            if let Some(note) = v.exit_note() {
+                message.push_str("; ");
+                message.push_str(&note);
+                if matches!(v.process.try_wait(), Ok(Some(s)) if s.code().is_some()) {
+                    message.push_str(&v.stderr.suffix());
+                }
+            }
+        }
+        message
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(p) = self.pump.take() {
+            if debug_enabled() {
+                let c = p.counters();
+                eprintln!(
+                    "rk-vpnkit: frames to vpnkit {}, to the tap {}, dropped by the tap {}",
+                    c.to_vpnkit.load(Ordering::Relaxed),
+                    c.to_tap.load(Ordering::Relaxed),
+                    c.dropped.load(Ordering::Relaxed)
+                );
+            }
+            p.stop();
+        }
+        if let Some(mut v) = self.vpnkit.take() {
+            v.kill();
+        }
+        if let Some(s) = self.socket.take() {
+            let _ = std::fs::remove_file(s);
+        }
+    }
+}
+
+fn answer(
+    settings: &Settings,
+    addr: &Address,
+    mtu: u32,
+    uuid: &str,
+    mac: &[u8; 6],
+    pid: u32,
+) -> NetworkConfig {
+    let mut info = BTreeMap::new();
+    info.insert("vpnkit.uuid".to_owned(), uuid.to_owned());
+    info.insert("vpnkit.mac".to_owned(), format_mac(mac));
+    info.insert("vpnkit.pid".to_owned(), pid.to_string());
+    info.insert("vpnkit.binary".to_owned(), settings.binary.clone());
+    NetworkConfig {
+        interface: settings.ifname.clone(),
+        ipv4: Some(addr.cidr.clone()),
+        gateway4: addr.gateway.clone(),
+        ipv6: None,
+        gateway6: None,
+        dns: addr.dns.clone(),
+        mtu,
+        configured_by_driver: false,
+        dynamic: true,
+        info,
+    }
+}

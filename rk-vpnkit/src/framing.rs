@@ -1,0 +1,300 @@
+//! Ethernet frames on the vpnkit stream: each is a little-endian `u16`
+//! length followed by that many bytes.
+//!
+//! Both directions work in place in one preallocated buffer, so the pump
+//! allocates nothing per frame: [`FrameReader`] takes large reads from the
+//! stream and hands out the complete frames it holds, keeping a partial
+//! frame for the next read; [`FrameBatch`] lays several frames read from the
+//! tap device end to end with their length prefixes, ready for one write.
+
+use crate::wire::FRAME_HEADER_LEN;
+use std::io::{self, Read};
+
+/// The largest frame the length prefix can describe.
+pub const MAX_FRAME: usize = u16::MAX as usize;
+/// Room for one frame of any length and its prefix.
+const MAX_RECORD: usize = FRAME_HEADER_LEN + MAX_FRAME;
+
+/// Splits the byte stream from vpnkit into frames.
+pub struct FrameReader {
+    buf: Box<[u8]>,
+    /// Start of the first byte not yet handed out.
+    start: usize,
+    /// End of the bytes read so far.
+    end: usize,
+}
+
+impl FrameReader {
+    /// `capacity` is rounded up so that any frame fits.
+    pub fn new(capacity: usize) -> Self {
+        FrameReader {
+            buf: vec![0u8; capacity.max(2 * MAX_RECORD)].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// One `read` from `from` into the free space. `Ok(0)` means EOF.
+    pub fn fill(&mut self, from: &mut impl Read) -> io::Result<usize> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.buf.len() - self.end < MAX_RECORD {
+            // What is left is less than one record: moving it to the front
+            // leaves room for at least one whole record more.
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        loop {
+            match from.read(&mut self.buf[self.end..]) {
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next complete frame, if one is buffered. Empty frames are
+    /// skipped: they are not ethernet frames and the tap would reject them.
+    pub fn next_frame(&mut self) -> Option<&[u8]> {
+        loop {
+            let avail = self.end - self.start;
+            if avail < FRAME_HEADER_LEN {
+                return None;
+            }
+            let len = usize::from(u16::from_le_bytes([
+                self.buf[self.start],
+                self.buf[self.start + 1],
+            ]));
+            if avail < FRAME_HEADER_LEN + len {
+                return None;
+            }
+            let from = self.start + FRAME_HEADER_LEN;
+            self.start = from + len;
+            if len > 0 {
+                return Some(&self.buf[from..from + len]);
+            }
+        }
+    }
+
+    /// Bytes of an incomplete frame held back (non-zero at EOF means the
+    /// peer stopped in the middle of a frame).
+    pub fn pending(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// Frames laid end to end with their length prefixes.
+pub struct FrameBatch {
+    buf: Box<[u8]>,
+    len: usize,
+    frames: usize,
+}
+
+impl FrameBatch {
+    /// `capacity` is rounded up so that at least one frame of any length fits.
+    pub fn new(capacity: usize) -> Self {
+        FrameBatch {
+            buf: vec![0u8; capacity.max(MAX_RECORD)].into_boxed_slice(),
+            len: 0,
+            frames: 0,
+        }
+    }
+
+    /// Space for the next frame (as large as any frame can be), or `None`
+    /// when the batch is full and must be written out first.
+    pub fn slot(&mut self) -> Option<&mut [u8]> {
+        let from = self.len + FRAME_HEADER_LEN;
+        if self.buf.len() - self.len < MAX_RECORD {
+            return None;
+        }
+        Some(&mut self.buf[from..from + MAX_FRAME])
+    }
+
+    /// Takes the first `n` bytes of the last [`slot`](Self::slot) as a frame.
+    pub fn commit(&mut self, n: usize) {
+        assert!(n <= MAX_FRAME, "a frame is at most {MAX_FRAME} bytes");
+        if n == 0 {
+            return;
+        }
+        self.buf[self.len..self.len + FRAME_HEADER_LEN].copy_from_slice(&(n as u16).to_le_bytes());
+        self.len += FRAME_HEADER_LEN + n;
+        self.frames += 1;
+    }
+
+    /// Appends a frame by copying it (for frames not read from the tap).
+    pub fn push(&mut self, frame: &[u8]) -> bool {
+        match self.slot() {
+            Some(slot) if frame.len() <= MAX_FRAME => {
+                slot[..frame.len()].copy_from_slice(frame);
+                self.commit(frame.len());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The prefixed frames, ready to write to the stream.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.frames = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out the given chunks, one per `read`, then EOF.
+    struct Chunks(Vec<Vec<u8>>);
+
+    impl Read for Chunks {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Ok(0);
+            }
+            let mut chunk = self.0.remove(0);
+            let n = chunk.len().min(buf.len());
+            buf[..n].copy_from_slice(&chunk[..n]);
+            if n < chunk.len() {
+                self.0.insert(0, chunk.split_off(n));
+            }
+            Ok(n)
+        }
+    }
+
+    fn record(frame: &[u8]) -> Vec<u8> {
+        let mut r = (frame.len() as u16).to_le_bytes().to_vec();
+        r.extend_from_slice(frame);
+        r
+    }
+
+    fn frame(n: usize, fill: u8) -> Vec<u8> {
+        vec![fill; n]
+    }
+
+    fn read_all(reader: &mut FrameReader, src: &mut impl Read) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while reader.fill(src).unwrap() > 0 {
+            while let Some(f) = reader.next_frame() {
+                out.push(f.to_vec());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn recorded_arp_frame_with_prefix() {
+        // An ARP request as gvproxy sends it, prefixed by 42 = 0x002a LE.
+        let mut bytes = vec![0x2a, 0x00];
+        bytes.extend_from_slice(&[0xff; 6]);
+        bytes.extend_from_slice(&[0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xdd, 0x08, 0x06]);
+        bytes.extend_from_slice(&[0u8; 28]);
+        let mut r = FrameReader::new(0);
+        let frames = read_all(&mut r, &mut Chunks(vec![bytes.clone()]));
+        assert_eq!(frames, vec![bytes[2..].to_vec()]);
+    }
+
+    #[test]
+    fn frames_split_at_every_byte_boundary_come_out_whole() {
+        let frames = vec![frame(60, 1), frame(1514, 2), frame(42, 3), frame(65535, 4)];
+        let stream: Vec<u8> = frames.iter().flat_map(|f| record(f)).collect();
+        for cut in [1usize, 2, 3, 61, 62, 63, 1000, 1577, 70000] {
+            let chunks: Vec<Vec<u8>> = stream.chunks(cut).map(|c| c.to_vec()).collect();
+            let mut r = FrameReader::new(0);
+            assert_eq!(read_all(&mut r, &mut Chunks(chunks)), frames, "cut {cut}");
+            assert_eq!(r.pending(), 0);
+        }
+    }
+
+    #[test]
+    fn odd_sized_reads_of_a_long_stream_keep_order_across_compaction() {
+        // Enough data to wrap the buffer several times.
+        let frames: Vec<Vec<u8>> = (0..400).map(|i| frame(1000 + i, i as u8)).collect();
+        let stream: Vec<u8> = frames.iter().flat_map(|f| record(f)).collect();
+        let chunks: Vec<Vec<u8>> = stream.chunks(4093).map(|c| c.to_vec()).collect();
+        let mut r = FrameReader::new(0);
+        assert_eq!(read_all(&mut r, &mut Chunks(chunks)), frames);
+    }
+
+    #[test]
+    fn partial_frame_at_eof_is_reported_not_returned() {
+        let mut stream = record(&frame(100, 7));
+        stream.extend_from_slice(&record(&frame(100, 8))[..50]);
+        let mut r = FrameReader::new(0);
+        let frames = read_all(&mut r, &mut Chunks(vec![stream]));
+        assert_eq!(frames, vec![frame(100, 7)]);
+        assert_eq!(r.pending(), 50);
+    }
+
+    #[test]
+    fn a_lone_length_byte_is_not_a_frame() {
+        let mut r = FrameReader::new(0);
+        let frames = read_all(&mut r, &mut Chunks(vec![vec![0x10]]));
+        assert!(frames.is_empty());
+        assert_eq!(r.pending(), 1);
+    }
+
+    #[test]
+    fn empty_frames_are_skipped() {
+        let mut stream = record(&[]);
+        stream.extend(record(&frame(14, 9)));
+        let mut r = FrameReader::new(0);
+        assert_eq!(
+            read_all(&mut r, &mut Chunks(vec![stream])),
+            vec![frame(14, 9)]
+        );
+    }
+
+    #[test]
+    fn batch_lays_out_prefixed_frames() {
+        let mut b = FrameBatch::new(4 * MAX_RECORD);
+        assert!(b.push(&[1, 2, 3]));
+        let slot = b.slot().unwrap();
+        slot[..2].copy_from_slice(&[9, 9]);
+        b.commit(2);
+        b.commit(0);
+        assert_eq!(b.bytes(), &[3, 0, 1, 2, 3, 2, 0, 9, 9]);
+        assert_eq!(b.frames(), 2);
+        b.clear();
+        assert!(b.is_empty() && b.bytes().is_empty());
+    }
+
+    #[test]
+    fn batch_is_full_when_a_maximal_frame_would_not_fit() {
+        let mut b = FrameBatch::new(0);
+        assert!(b.push(&[1]));
+        assert!(b.slot().is_none());
+        assert!(!b.push(&[2]));
+        b.clear();
+        assert!(b.slot().is_some());
+    }
+
+    #[test]
+    fn batch_output_reads_back_through_the_reader() {
+        let mut b = FrameBatch::new(512 * 1024);
+        let frames: Vec<Vec<u8>> = (0..100).map(|i| frame(60 + i * 13, i as u8)).collect();
+        for f in &frames {
+            assert!(b.push(f));
+        }
+        let mut r = FrameReader::new(0);
+        let chunks = vec![b.bytes().to_vec()];
+        assert_eq!(read_all(&mut r, &mut Chunks(chunks)), frames);
+    }
+}

@@ -1,0 +1,106 @@
+//! The tap device inside the child's network namespace.
+//!
+//! It is made by a short-lived helper that joins the child's user and
+//! network namespaces (`rk_driver::nsexec`); the descriptor it sends back
+//! keeps the device in that namespace. The device is not persistent: it
+//! disappears when the last descriptor closes, i.e. when this driver exits.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+const TUN_PATH: &str = "/dev/net/tun";
+
+/// Opens a new tap device `name` with hardware address `mac`. Runs inside
+/// the target namespaces. The descriptor is non-blocking and close-on-exec.
+pub fn create(name: &str, mac: [u8; 6]) -> Result<OwnedFd, String> {
+    let tun = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(TUN_PATH)
+        .map_err(|e| open_error(&e))?;
+    let mut req = ifreq(name)?;
+    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes an ifreq, which `req` is.
+    if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut req) } < 0 {
+        return Err(format!(
+            "creating tap device {name}: {} (is the name taken?)",
+            io::Error::last_os_error()
+        ));
+    }
+    set_mac(name, mac)?;
+    Ok(OwnedFd::from(tun))
+}
+
+/// SIOCSIFHWADDR through any socket of the namespace.
+fn set_mac(name: &str, mac: [u8; 6]) -> Result<(), String> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(format!("socket: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: the descriptor was just created and nothing else owns it.
+    let sock = unsafe { File::from_raw_fd(raw) };
+    let mut req = ifreq(name)?;
+    // SAFETY: writing plain data into the union member SIOCSIFHWADDR reads.
+    unsafe {
+        req.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
+        for (dst, src) in req.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(mac) {
+            *dst = src as libc::c_char;
+        }
+    }
+    // SAFETY: SIOCSIFHWADDR reads an ifreq, which `req` is.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFHWADDR, &req) } < 0 {
+        return Err(format!(
+            "setting the MAC address of {name}: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+fn ifreq(name: &str) -> Result<libc::ifreq, String> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ', '\0']) {
+        return Err(format!("{name:?} is not a valid interface name"));
+    }
+    // SAFETY: ifreq is plain data; all zeros is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    Ok(req)
+}
+
+fn open_error(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => format!(
+            "opening {TUN_PATH}: {e}: unprivileged users need it readable and writable \
+             (as root: chmod 0666 {TUN_PATH}, the mode most distributions ship)"
+        ),
+        Some(libc::ENOENT) => format!(
+            "opening {TUN_PATH}: {e}: load the tun module (modprobe tun) or create the device node"
+        ),
+        _ => format!("opening {TUN_PATH}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_names_are_checked() {
+        assert!(ifreq("tap0").is_ok());
+        assert!(ifreq("").is_err());
+        assert!(ifreq("sixteen-chars-xx").is_err());
+        assert!(ifreq("a/b").is_err());
+    }
+
+    #[test]
+    fn permission_error_names_the_fix() {
+        let msg = open_error(&io::Error::from_raw_os_error(libc::EACCES));
+        assert!(msg.contains("chmod 0666 /dev/net/tun"), "{msg}");
+    }
+}
