@@ -31,6 +31,16 @@ pub struct ClientConfig {
     /// An address to ask for in the DISCOVER (option 50). After a lease was
     /// lost the client asks for that lease's address instead.
     pub requested_address: Option<Ipv4Addr>,
+    /// The address of an earlier lease, to ask for directly (INIT-REBOOT,
+    /// RFC 2131 3.2) before any DISCOVER. An authoritative server that
+    /// allows it acknowledges at once, which skips the OFFER round trip and
+    /// the server's check that a new address is unused (dnsmasq pings it
+    /// for 3 s). A NAK falls back to DISCOVER at once, silence after
+    /// `reboot_attempts` REQUESTs. Default `None`.
+    pub reboot_address: Option<Ipv4Addr>,
+    /// INIT-REBOOT REQUESTs sent before falling back to DISCOVER. Default 2
+    /// (with the default back-off: a fall-back after 0.75 s).
+    pub reboot_attempts: u32,
     /// Offer rapid commit (RFC 4039): a server that supports it answers the
     /// DISCOVER with an ACK, saving a round trip. Default `true`.
     pub rapid_commit: bool,
@@ -47,6 +57,8 @@ impl ClientConfig {
             max_retransmit: Duration::from_secs(4),
             give_up_after: Duration::from_secs(15),
             requested_address: None,
+            reboot_address: None,
+            reboot_attempts: 2,
             rapid_commit: true,
             max_requests: 4,
         }
@@ -56,7 +68,10 @@ impl ClientConfig {
 /// Where the client is in RFC 2131's state diagram (INIT is folded into
 /// SELECTING: a DISCOVER is always due or on its way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum State {
+    /// Asking for [`ClientConfig::reboot_address`] (INIT-REBOOT).
+    Rebooting,
     /// Sending DISCOVERs, waiting for an OFFER.
     Selecting,
     /// Sending REQUESTs for an OFFER, waiting for the ACK.
@@ -156,8 +171,12 @@ impl Client {
     /// makes the transaction ids (e.g. [`crate::random_xid`]).
     pub fn new(config: ClientConfig, seed: u32, now: Instant) -> Self {
         let backoff = Backoff::new(config.first_retransmit, config.max_retransmit);
+        let state = match config.reboot_address {
+            Some(_) => State::Rebooting,
+            None => State::Selecting,
+        };
         let mut c = Client {
-            state: State::Selecting,
+            state,
             xid: 0,
             rng: u64::from(seed) ^ 0x5DEE_CE66_D1CE_4E5B,
             backoff,
@@ -197,7 +216,9 @@ impl Client {
     /// when a packet arrives (an infinite lease) or never (released).
     pub fn next_deadline(&self) -> Option<Instant> {
         match self.state {
-            State::Selecting | State::Requesting => earliest(self.next_send, self.give_up_at),
+            State::Rebooting | State::Selecting | State::Requesting => {
+                earliest(self.next_send, self.give_up_at)
+            }
             State::Bound => self.lease_time_point(|l| l.renew_after),
             State::Renewing => earliest(self.next_send, self.lease_time_point(|l| l.rebind_after)),
             State::Rebinding => earliest(self.next_send, self.lease_time_point(|l| l.lease_time)),
@@ -209,7 +230,7 @@ impl Client {
     pub fn handle_timeout(&mut self, now: Instant) -> Output {
         let mut out = Output::default();
         match self.state {
-            State::Selecting | State::Requesting => {
+            State::Rebooting | State::Selecting | State::Requesting => {
                 if self.give_up_at.is_some_and(|t| now >= t) {
                     self.give_up_at = None;
                     self.backoff.raise_cap(SLOW_RETRANSMIT);
@@ -218,9 +239,12 @@ impl Client {
                     });
                 }
                 if self.next_send.is_some_and(|t| now >= t) {
-                    if self.state == State::Requesting
-                        && self.requests_sent >= self.config.max_requests
-                    {
+                    let limit = match self.state {
+                        State::Rebooting => Some(self.config.reboot_attempts),
+                        State::Requesting => Some(self.config.max_requests),
+                        _ => None,
+                    };
+                    if limit.is_some_and(|n| self.requests_sent >= n) {
                         self.start_discovery(now);
                     }
                     out.transmit = Some(self.send(now));
@@ -276,6 +300,14 @@ impl Client {
                 // must not turn this into a flood.
                 self.start_discovery(now);
                 self.next_send = Some(now + self.backoff.next_delay());
+            }
+            (State::Rebooting, Reply::Ack { lease, .. }) => {
+                out.event = Some(self.bind(lease));
+            }
+            (State::Rebooting, Reply::Nak(_)) => {
+                // The old address is not to be had: the ordinary way, now.
+                self.start_discovery(now);
+                out.transmit = Some(self.send(now));
             }
             (State::Renewing | State::Rebinding, Reply::Ack { lease, .. }) => {
                 out.event = Some(self.bind(lease));
@@ -353,6 +385,16 @@ impl Client {
     fn send(&mut self, now: Instant) -> Transmit {
         let lease_address = self.lease.as_ref().map(|l| l.address);
         let (message, destination, retry) = match self.state {
+            State::Rebooting => {
+                self.requests_sent += 1;
+                (
+                    Outgoing::Reboot {
+                        address: self.config.reboot_address.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    },
+                    Destination::Broadcast,
+                    self.backoff.next_delay(),
+                )
+            }
             State::Selecting => (
                 Outgoing::Discover {
                     requested: self.config.requested_address,
@@ -438,6 +480,11 @@ impl Client {
     }
 
     fn start_discovery(&mut self, now: Instant) {
+        if self.state == State::Rebooting {
+            // Still worth asking for, in the DISCOVER.
+            self.config.requested_address =
+                self.config.requested_address.or(self.config.reboot_address);
+        }
         self.state = State::Selecting;
         self.offer = None;
         self.requests_sent = 0;

@@ -324,3 +324,70 @@ fn infinite_lease_has_no_deadline() {
     ));
     assert_eq!(c.next_deadline(), None);
 }
+
+fn rebooting_client(t0: Instant) -> (Client, Transmit) {
+    let mut config = ClientConfig::new(MAC);
+    config.reboot_address = Some(ADDR);
+    let mut c = Client::new(config, 10, t0);
+    assert_eq!(c.state(), State::Rebooting);
+    let t = c.handle_timeout(t0).transmit.unwrap();
+    (c, t)
+}
+
+#[test]
+fn init_reboot_asks_for_the_old_address_and_binds_on_ack() {
+    let t0 = Instant::now();
+    let (mut c, t) = rebooting_client(t0);
+    assert_eq!(t.message, Outgoing::Reboot { address: ADDR });
+    assert_eq!(t.destination, Destination::Broadcast);
+    let m = sent(&t);
+    assert_eq!(m.opts().msg_type(), Some(MessageType::Request));
+    assert!(m.ciaddr().is_unspecified());
+    assert!(!m.opts().contains(OptionCode::ServerIdentifier));
+    assert_eq!(
+        m.opts().get(OptionCode::RequestedIpAddress),
+        Some(&DhcpOption::RequestedIpAddress(ADDR))
+    );
+    let ack = server_reply(MessageType::Ack, c.xid(), ADDR, &[]);
+    assert!(matches!(
+        c.handle_packet(&ack, t0 + ms(1)).event,
+        Some(Event::Bound(ref l)) if l.address == ADDR
+    ));
+}
+
+#[test]
+fn init_reboot_nak_falls_back_to_discover_at_once() {
+    let t0 = Instant::now();
+    let (mut c, _) = rebooting_client(t0);
+    let nak = server_reply(MessageType::Nak, c.xid(), Ipv4Addr::UNSPECIFIED, &[]);
+    let out = c.handle_packet(&nak, t0 + ms(1));
+    assert_eq!(
+        out.transmit.map(|t| t.message),
+        Some(Outgoing::Discover {
+            requested: Some(ADDR),
+            rapid_commit: true
+        })
+    );
+    assert_eq!(c.state(), State::Selecting);
+}
+
+#[test]
+fn unanswered_init_reboot_falls_back_to_discover() {
+    let t0 = Instant::now();
+    let (mut c, _) = rebooting_client(t0);
+    let mut log = Vec::new();
+    for _ in 0..3 {
+        let now = c.next_deadline().unwrap();
+        if let Some(t) = c.handle_timeout(now).transmit {
+            log.push(((now - t0).as_millis(), t.message.name()));
+        }
+    }
+    assert_eq!(
+        log,
+        [
+            (250, "DHCPREQUEST"),
+            (750, "DHCPDISCOVER"),
+            (1750, "DHCPDISCOVER")
+        ]
+    );
+}

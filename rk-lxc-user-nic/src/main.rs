@@ -1,25 +1,19 @@
-//! Placeholder: answers the protocol but refuses to configure.
+//! `rk-lxc-user-nic`: rootlesskit's `--net=lxc-user-nic` driver. A veth on a
+//! host bridge made by the setuid `lxc-user-nic`, addressed by the bridge's
+//! DHCP server; the lease is renewed while the child runs and released when
+//! it ends.
 
-use rk_driver::{ConfigureRequest, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig};
-
-struct NotYet;
-
-impl Driver for NotYet {
-    fn info(&self) -> DriverInfo {
-        DriverInfo::new("lxc-user-nic", env!("CARGO_PKG_VERSION"))
-    }
-
-    fn configure(
-        &mut self,
-        _: ConfigureRequest,
-        _: NamespaceFds,
-    ) -> Result<NetworkConfig, DriverError> {
-        Err(DriverError::new(
-            "the lxc-user-nic driver is not implemented yet in this build",
-        ))
-    }
-}
+mod binary;
+mod bridge;
+mod dhcp;
+mod driver;
+mod holder;
+mod inside;
+mod link;
+mod mac;
+mod options;
+mod usernic;
 
 fn main() {
-    rk_driver::serve(NotYet)
+    rk_driver::serve(driver::LxcUserNic::default())
 }

@@ -1,0 +1,184 @@
+//! The DHCP client over the UDP socket made inside the namespace: the first
+//! lease (before `configured`), then a thread that renews it for as long as
+//! the driver runs and releases it at shutdown.
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::unistd::{pipe2, write};
+use rk_dhcp::{Client, Destination, Event, Lease, LossReason, Output, Transmit, SERVER_PORT};
+use rk_driver::DriverError;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+fn debug(msg: &str) {
+    if rk_driver::debug_enabled() {
+        eprintln!("rk-lxc-user-nic: debug: {msg}");
+    }
+}
+
+fn send(socket: &UdpSocket, t: &Transmit) {
+    let to = match t.destination {
+        Destination::Broadcast => Ipv4Addr::BROADCAST,
+        Destination::Server(ip) => ip,
+    };
+    debug(&format!("DHCP: sending {} to {to}", t.message.name()));
+    // A failed send is retried by the client's own retransmission.
+    if let Err(e) = socket.send_to(&t.payload, (to, SERVER_PORT)) {
+        eprintln!(
+            "rk-lxc-user-nic: DHCP: sending {} to {to}: {e}",
+            t.message.name()
+        );
+    }
+}
+
+/// Waits for a datagram, the client's next deadline, or `stop`, and lets
+/// the client act on whichever came; `None` when `stop` became readable.
+fn step(socket: &UdpSocket, client: &mut Client, stop: Option<BorrowedFd<'_>>) -> Option<Output> {
+    let timeout = client
+        .next_deadline()
+        .map(|d| d.saturating_duration_since(Instant::now()));
+    let ms = timeout.map_or(-1, |t| {
+        // Round up, so that the deadline has passed when poll returns.
+        (t.as_micros().div_ceil(1000)).min(i32::MAX as u128) as i32
+    });
+    let mut fds = vec![PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
+    if let Some(s) = stop {
+        fds.push(PollFd::new(s, PollFlags::POLLIN));
+    }
+    let ready = match poll(
+        &mut fds,
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::NONE),
+    ) {
+        Ok(n) => n > 0,
+        Err(_) => false,
+    };
+    if fds
+        .get(1)
+        .and_then(|f| f.revents())
+        .is_some_and(|r| !r.is_empty())
+    {
+        return None;
+    }
+    let readable = ready && fds[0].revents().is_some_and(|r| !r.is_empty());
+    if readable {
+        let mut buf = [0u8; 4096];
+        if let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let out = client.handle_packet(&buf[..n], Instant::now());
+            if let Some(why) = &out.ignored {
+                debug(&format!("DHCP: ignored a datagram from {from}: {why}"));
+            }
+            return Some(out);
+        }
+    }
+    Some(client.handle_timeout(Instant::now()))
+}
+
+/// Runs the client until it has a lease, or fails once it reports that no
+/// server answered.
+pub fn acquire(
+    socket: &UdpSocket,
+    client: &mut Client,
+    bridge: &str,
+) -> Result<Lease, DriverError> {
+    let mut out = client.handle_timeout(Instant::now());
+    loop {
+        if let Some(t) = out.transmit.take() {
+            send(socket, &t);
+        }
+        match out.event.take() {
+            Some(Event::Bound(lease)) => return Ok(lease),
+            Some(Event::NoAnswer { waited }) => {
+                return Err(DriverError::new(format!(
+                "no DHCP server answered on bridge {bridge} within {}s: the bridge needs a DHCP \
+                     server (lxc-net runs dnsmasq on lxcbr0: check that dnsmasq runs for {bridge}, \
+                     e.g. `systemctl restart lxc-net` as root)",
+                waited.as_secs()
+            )))
+            }
+            _ => {}
+        }
+        if let Some(o) = step(socket, client, None) {
+            out = o;
+        }
+    }
+}
+
+/// Keeps the lease for as long as it runs; releases it when stopped.
+#[derive(Debug)]
+pub struct Renewer {
+    stop: OwnedFd,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Renewer {
+    /// `configured`: the address the interface was given.
+    pub fn start(socket: UdpSocket, client: Client, configured: Ipv4Addr) -> std::io::Result<Self> {
+        let (stop_r, stop_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let thread = std::thread::Builder::new()
+            .name("dhcp".into())
+            .spawn(move || keep_lease(socket, client, configured, stop_r))?;
+        Ok(Renewer {
+            stop: stop_w,
+            thread: Some(thread),
+        })
+    }
+
+    /// Releases the lease and waits for the thread to finish.
+    pub fn stop(mut self) {
+        let _ = write(&self.stop, &[1]);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn keep_lease(socket: UdpSocket, mut client: Client, configured: Ipv4Addr, stop: OwnedFd) {
+    while let Some(mut out) = step(&socket, &mut client, Some(stop.as_fd())) {
+        if let Some(t) = out.transmit.take() {
+            send(&socket, &t);
+        }
+        if let Some(e) = out.event.take() {
+            report(&e, configured);
+        }
+    }
+    if let Some(t) = client.release(Instant::now()) {
+        send(&socket, &t);
+    }
+}
+
+fn report(event: &Event, configured: Ipv4Addr) {
+    match event {
+        Event::Renewed(l) => debug(&format!(
+            "DHCP: renewed {} for {}",
+            l.cidr(),
+            l.lease_time.map_or("ever".into(), |t| format!("{}s", t.as_secs()))
+        )),
+        Event::Bound(l) if l.address == configured => {
+            eprintln!("rk-lxc-user-nic: DHCP: got the lease of {} back", l.address)
+        }
+        Event::Bound(l) => eprintln!(
+            "rk-lxc-user-nic: DHCP: the server now gives {} instead of {configured}; the interface \
+             keeps {configured}, which the server may hand to someone else: restart to use the new address",
+            l.cidr()
+        ),
+        Event::Lost { lease, reason } => eprintln!(
+            "rk-lxc-user-nic: DHCP: the lease of {} ended ({}); asking for a new one",
+            lease.address,
+            match reason {
+                LossReason::Nak(Some(m)) => format!("the server refused to extend it: {m}"),
+                LossReason::Nak(None) => "the server refused to extend it".into(),
+                LossReason::Expired => "no server extended it".into(),
+            }
+        ),
+        Event::NoAnswer { waited } => eprintln!(
+            "rk-lxc-user-nic: DHCP: no server answered for {}s; still trying",
+            waited.as_secs()
+        ),
+    }
+}
+
+/// Only for the type's sake: a lease duration printable in `info`.
+pub fn seconds(d: Option<Duration>) -> String {
+    d.map_or("infinite".into(), |d| d.as_secs().to_string())
+}

@@ -1,0 +1,166 @@
+//! The driver: a veth from lxc-user-nic, configured by DHCP.
+//!
+//! configure:
+//! 1. check the options, lxc-user-nic (setuid root) and the bridge;
+//! 2. choose the MAC (stable by default, see `mac`);
+//! 3. `lxc-user-nic create` puts a veth into the child's namespace (named
+//!    by the child's pid, or by a helper's with `--detach-netns`);
+//! 4. inside the namespace: set the MAC, bring the veth up, open the DHCP
+//!    and netlink sockets;
+//! 5. DHCP until a lease; answer with its address, router and DNS.
+//!
+//! Then a thread renews the lease. At shutdown the lease is released and
+//! the veth deleted.
+
+use crate::dhcp::{self, Renewer};
+use crate::options::{self, Options};
+use crate::usernic::CreatedNic;
+use crate::{binary, bridge, holder, inside, link, mac, usernic};
+use rk_dhcp::{Client, ClientConfig, Lease};
+use rk_driver::{ConfigureRequest, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig};
+use std::collections::BTreeMap;
+use std::net::UdpSocket;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Instant;
+
+#[derive(Debug, Default)]
+pub struct LxcUserNic {
+    running: Option<Running>,
+}
+
+/// What a configured network holds on to.
+#[derive(Debug)]
+struct Running {
+    renewer: Option<Renewer>,
+    netlink: OwnedFd,
+    nic: CreatedNic,
+    /// Keeps the MAC slot while the network exists.
+    mac: mac::ChosenMac,
+}
+
+impl Running {
+    fn tear_down(mut self) {
+        if let Some(r) = self.renewer.take() {
+            r.stop();
+        }
+        if let Err(e) = link::delete(&self.netlink, self.nic.index) {
+            eprintln!(
+                "rk-lxc-user-nic: deleting {} (host side {}): {e}; the kernel removes it with the namespace",
+                self.nic.name, self.nic.host_name
+            );
+        }
+    }
+}
+
+impl Driver for LxcUserNic {
+    fn info(&self) -> DriverInfo {
+        let mut info = DriverInfo::new("lxc-user-nic", env!("CARGO_PKG_VERSION"));
+        info.capabilities = ["detach-netns", "dhcp", "dhcp-release", "stable-mac"]
+            .map(String::from)
+            .to_vec();
+        info.options = options::ALL.map(String::from).to_vec();
+        info
+    }
+
+    fn configure(
+        &mut self,
+        request: ConfigureRequest,
+        ns: NamespaceFds,
+    ) -> Result<NetworkConfig, DriverError> {
+        if self.running.is_some() {
+            return Err(DriverError::new("configure sent twice"));
+        }
+        let opts = Options::parse(&request).map_err(|e| DriverError::new(e.to_string()))?;
+        let binary = binary::locate(opts.binary.as_deref())?;
+        binary::check_setuid_root(&binary)?;
+        bridge::check(&opts.bridge)?;
+        let chosen = mac::choose(opts.mac, nix::unistd::getuid().as_raw(), &opts.bridge);
+
+        let nic = {
+            // lxc-user-nic needs a process in the namespace.
+            let helper = if opts.detach_netns {
+                Some(holder::NetnsHolder::spawn(
+                    ns.userns.as_fd(),
+                    ns.netns.as_fd(),
+                )?)
+            } else {
+                None
+            };
+            let pid = helper.as_ref().map_or(request.child_pid, |h| h.pid());
+            usernic::create(&binary, pid, &opts.bridge, &opts.ifname)?
+        };
+        let (ifname, hwaddr) = (nic.name.clone(), chosen.mac);
+        let fds = rk_driver::nsexec::run_in_namespaces(
+            Some(ns.userns.as_fd()),
+            ns.netns.as_fd(),
+            move || inside::prepare(&ifname, hwaddr),
+        )
+        .map_err(|e| DriverError::new(format!("setting up {}: {e}", nic.name)))?;
+        let [udp, netlink] = <[OwnedFd; 2]>::try_from(fds)
+            .map_err(|_| DriverError::new("the namespace helper returned the wrong descriptors"))?;
+        let mut running = Running {
+            renewer: None,
+            netlink,
+            nic,
+            mac: chosen,
+        };
+
+        let socket = UdpSocket::from(udp);
+        let mut dhcp_config = ClientConfig::new(running.mac.mac);
+        dhcp_config.reboot_address = running.mac.remembered_address();
+        let mut client = Client::new(dhcp_config, rk_dhcp::random_xid(), Instant::now());
+        let lease = match dhcp::acquire(&socket, &mut client, &opts.bridge) {
+            Ok(l) => l,
+            Err(e) => {
+                running.tear_down();
+                return Err(e);
+            }
+        };
+        running.mac.remember(lease.address);
+        let config = answer(&opts, &running, &lease);
+        match Renewer::start(socket, client, lease.address) {
+            Ok(r) => running.renewer = Some(r),
+            Err(e) => eprintln!("rk-lxc-user-nic: cannot start the DHCP renewal thread: {e}"),
+        }
+        self.running = Some(running);
+        Ok(config)
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.tear_down();
+        }
+    }
+}
+
+fn answer(opts: &Options, running: &Running, lease: &Lease) -> NetworkConfig {
+    if lease.dns.is_empty() {
+        eprintln!(
+            "rk-lxc-user-nic: the DHCP server on {} named no DNS server; /etc/resolv.conf is left as it is",
+            opts.bridge
+        );
+    }
+    let info: BTreeMap<String, String> = [
+        ("bridge", opts.bridge.clone()),
+        ("host-veth", running.nic.host_name.clone()),
+        ("mac", mac::format(&running.mac.mac)),
+        ("mac-source", running.mac.how.clone()),
+        ("dhcp-server", lease.server.to_string()),
+        ("lease-seconds", dhcp::seconds(lease.lease_time)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    NetworkConfig {
+        interface: running.nic.name.clone(),
+        ipv4: Some(lease.cidr()),
+        gateway4: lease.router.map(|r| r.to_string()),
+        ipv6: None,
+        gateway6: None,
+        dns: lease.dns.iter().map(|d| d.to_string()).collect(),
+        mtu: opts.mtu,
+        configured_by_driver: false,
+        dynamic: true,
+        info,
+    }
+}
