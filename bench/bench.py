@@ -63,16 +63,24 @@ def copy_bins(files, dest):
 
 
 def prepare_impls(args, work):
-    ours_src = Path(args.ours_bin) if args.ours_bin else REPO / "target" / "release"
+    ours_src = Path(args.ours_bin) if args.ours_bin else None
     if not args.ours_bin and not args.no_build:
-        log("building ours: cargo build --release --workspace --bins")
+        # Static, like RootlessKit's Go binaries (see scripts/build-release).
+        log("building ours: scripts/build-release")
         r = subprocess.run(
-            ["cargo", "build", "--release", "--workspace", "--bins"],
+            [str(REPO / "scripts" / "build-release")],
             cwd=REPO,
             stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         if r.returncode != 0:
-            sys.exit("bench: cargo build --release failed")
+            sys.exit("bench: scripts/build-release failed")
+        ours_src = Path(r.stdout.strip().splitlines()[-1])
+    if ours_src is None:
+        triple = subprocess.run(["rustc", "-vV"], capture_output=True, text=True).stdout
+        triple = next(l.split()[1] for l in triple.splitlines() if l.startswith("host:"))
+        ours_src = REPO / "target" / triple / "release"
     ours = Impl("ours", work / "ours")
     files = [
         p
@@ -578,7 +586,7 @@ def main():
         help="runs per start-up timing (default 21, env RK_BENCH_RUNS)",
     )
     ap.add_argument("--ours-bin", help="directory with our built binaries (skips the build)")
-    ap.add_argument("--no-build", action="store_true", help="use target/release as it is")
+    ap.add_argument("--no-build", action="store_true", help="use target/HOST-TRIPLE/release (scripts/build-release) as it is")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args()
 

@@ -37,12 +37,31 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
 }
 
+/// Waits up to `ms` milliseconds for a pidfd to turn readable (the process
+/// exited); `true` if it did.
+pub fn wait_exit(pidfd: BorrowedFd<'_>, ms: u16) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(ms.into());
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left_ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(left_ms)) {
+            Ok(n) => return n > 0,
+            Err(nix::Error::EINTR) if !left.is_zero() => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
 /// A started helper program that is killed when this value is dropped.
 #[derive(Debug)]
 pub struct Supervised {
     name: String,
     child: Child,
     pidfd: OwnedFd,
+    /// SIGKILL was sent; nothing more to do on drop.
+    killed: bool,
 }
 
 impl Supervised {
@@ -55,6 +74,7 @@ impl Supervised {
             name: name.to_owned(),
             child,
             pidfd,
+            killed: false,
         })
     }
 
@@ -85,18 +105,28 @@ impl Supervised {
         }
     }
 
-    /// SIGTERM, a short grace period, then SIGKILL; reaps it.
+    /// SIGKILL at once, without waiting for the exit to finish, for programs
+    /// that keep nothing worth a clean exit. (A process holding a tap device
+    /// takes the kernel tens of milliseconds to tear down; the caller, about
+    /// to exit itself, need not wait for that.)
+    pub fn kill(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        self.killed = true;
+    }
+
+    /// SIGTERM, up to half a second's grace (woken by the pidfd the moment
+    /// it exits), then SIGKILL; reaps it.
     pub fn terminate(&mut self) {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
         // SAFETY: signalling our own unreaped child by pid.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        for _ in 0..50 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        if wait_exit(self.pidfd.as_fd(), 500) {
+            let _ = self.child.wait();
+            return;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -105,6 +135,8 @@ impl Supervised {
 
 impl Drop for Supervised {
     fn drop(&mut self) {
-        self.terminate();
+        if !self.killed {
+            self.terminate();
+        }
     }
 }

@@ -83,20 +83,23 @@ pub fn serve<D: Driver>(mut driver: D) -> ! {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let name = driver.info().driver;
-    let code = match Channel::from_env() {
+    let channel = match Channel::from_env() {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("rk-{name}: {e}");
-            2
+            std::process::exit(2)
         }
-        Ok(channel) => match run(&mut driver, &channel) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("rk-{name}: {e}");
-                1
-            }
-        },
+    };
+    let code = match run(&mut driver, &channel) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("rk-{name}: {e}");
+            1
+        }
     };
     driver.shutdown();
+    // Closing the socket only now tells the core that tear-down is done.
+    drop(channel);
     std::process::exit(code)
 }
 

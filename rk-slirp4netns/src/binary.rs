@@ -109,17 +109,9 @@ pub fn run(path: &Path, arg: &'static str) -> Result<String, BinaryError> {
         // that the reader sees EOF when the program exits.
     };
     let deadline = Instant::now() + RUN_TIMEOUT;
-    let finished = read_until_eof(reader, deadline).and_then(|output| {
-        // The output ended: the program has exited or is about to.
-        while Instant::now() < deadline {
-            match child.try_wait() {
-                Ok(Some(status)) => return Some((status, output)),
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                Err(_) => return None,
-            }
-        }
-        None
-    });
+    // The output ended: the program has exited or is about to.
+    let finished = read_until_eof(reader, deadline)
+        .and_then(|output| wait_until(&mut child, deadline).map(|status| (status, output)));
     let Some((status, output)) = finished else {
         let _ = child.kill();
         let _ = child.wait();
@@ -137,6 +129,33 @@ pub fn run(path: &Path, arg: &'static str) -> Result<String, BinaryError> {
         });
     }
     Ok(output)
+}
+
+/// Waits for `child` to exit, sleeping on its pidfd; `None` at the deadline.
+fn wait_until(
+    child: &mut std::process::Child,
+    deadline: Instant,
+) -> Option<std::process::ExitStatus> {
+    let pidfd = rk_driver::process::pidfd_open(child.id()).ok();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        match &pidfd {
+            Some(fd) => {
+                let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                let _ = poll(&mut fds, PollTimeout::from(ms));
+            }
+            None => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
 }
 
 /// Reads until EOF (or a read error); `None` when the deadline passes first.

@@ -157,9 +157,18 @@ impl Probe {
 /// it supports.
 pub fn probe(binary: &str) -> Result<Probe, BinaryError> {
     let path = binary::resolve(binary, std::env::var_os("PATH").as_deref())?;
-    let help = binary::run(&path, "--help")?;
+    // Both questions at once: each is a process start, and start-up time
+    // is what users notice.
+    let (help, version) = std::thread::scope(|s| {
+        let version = s.spawn(|| binary::run(&path, "--version"));
+        let help = binary::run(&path, "--help");
+        (help, version.join())
+    });
+    let help = help?;
     // A slirp4netns without --version still works; its version is unknown.
-    let version = binary::run(&path, "--version")
+    let version = version
+        .ok()
+        .and_then(Result::ok)
         .map(|text| VersionInfo::from_output(&text))
         .unwrap_or_default();
     Ok(Probe {

@@ -225,10 +225,9 @@ fn output_stays_quiet_unless_debug_is_on() {
         let stderr = driver.stderr();
         if debug {
             assert!(stderr.contains("rk-slirp4netns: running"), "{stderr}");
-            assert!(stderr.contains("slirp4netns: received tapfd"), "{stderr}");
-            // Closing the exit fd, not a signal, ended it: its stdout got flushed.
-            assert!(stderr.contains("slirp4netns: exitfd event"), "{stderr}");
-            assert!(stderr.contains("Starting slirp"), "{stderr}");
+            // slirp4netns's own stderr reaches the log too (it is killed at
+            // shutdown, so its buffered stdout may not).
+            assert!(stderr.contains("slirp4netns: sent tapfd"), "{stderr}");
         } else {
             assert_eq!(stderr, "");
         }

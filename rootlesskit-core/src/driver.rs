@@ -171,15 +171,21 @@ impl DriverProcess {
         }
     }
 
-    /// Sends shutdown and waits up to a second for it to exit; dropping
-    /// kills it if it has not.
+    /// Sends shutdown and waits up to a second for the driver to finish its
+    /// tear-down, which it signals by closing the socket. Its process may
+    /// still be exiting then; it dies with us in any case (PDEATHSIG).
     pub fn shutdown(mut self) {
         let _ = self.channel.send(&CoreMessage::Shutdown, &[]);
-        for _ in 0..200 {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.channel.recv_raw(Some(left)) {
+                Ok(_) => continue,
+                Err(_) => break,
             }
-            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Ok(None) = self.child.try_wait() {
+            // Done with us: let it exit on its own, not killed by our drop.
+            std::mem::forget(self);
         }
     }
 }

@@ -96,9 +96,11 @@ pub fn lookup(kind: IdKind, source: &str, user: &str, id: u32) -> Result<Vec<Sub
             "--subid-source=dynamic: running `getsubids` failed: install it (package uidmap/shadow) or use --subid-source=static".to_string()
         })?,
         "static" => from_file(),
-        _ => match getsubids(kind, user) {
-            Some(r) if !r.is_empty() => r,
-            _ => from_file(),
+        // auto: the files first (no process to start), getsubids only for
+        // users they do not list (e.g. subordinate ids served by sssd).
+        _ => match from_file() {
+            r if !r.is_empty() => r,
+            _ => getsubids(kind, user).unwrap_or_default(),
         },
     };
     if ranges.is_empty() {

@@ -22,7 +22,11 @@ mod waitstatus;
 
 use clap::Parser;
 
+/// When the process started, for the timings of --debug.
+pub static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
 fn main() {
+    START.get_or_init(std::time::Instant::now);
     if let Some(fd) = std::env::var_os(sync::CHILD_FD_ENV) {
         std::process::exit(child::main(&fd.to_string_lossy()));
     }

@@ -25,6 +25,7 @@ pub fn run(settings: Settings) -> Result<i32, String> {
     };
     let idmaps = IdMaps::lookup(&settings.subid_source)?;
     let state = StateDir::open(settings.state_dir.as_deref())?;
+    debug(&settings, &format!("state dir {}", state.path().display()));
     let result = run_in_state_dir(&settings, driver_path, &idmaps, &state);
     state.cleanup();
     result
@@ -67,7 +68,9 @@ fn run_in_state_dir(
     let pid = crate::spawn::spawn_child(crate::spawn::clone_flags(settings), &theirs)?;
     drop(theirs);
     let mut guard = ChildGuard { pid, done: false };
+    debug(settings, &format!("child {pid} cloned"));
     idmaps.apply(pid.as_raw())?;
+    debug(settings, "id maps written");
     crate::spawn::release_child(&ours)?;
     ours.send(
         &ToChild::Start {
@@ -80,6 +83,7 @@ fn run_in_state_dir(
     )
     .map_err(|e| child_gone(&e))?;
     let fds = expect_namespaces(&ours)?;
+    debug(settings, "namespaces received");
 
     let mut driver = None;
     let mut config: Option<NetworkConfig> = None;
@@ -119,9 +123,12 @@ fn run_in_state_dir(
     }
     state.write_child_pid(pid.as_raw())?;
     guard.done = true;
+    debug(settings, "child ready");
     let code = wait_for_child(pid, &signals, driver.as_mut());
+    debug(settings, &format!("command exited ({code})"));
     if let Some(d) = driver {
         d.shutdown();
+        debug(settings, "driver stopped");
     }
     Ok(code)
 }
@@ -153,9 +160,14 @@ fn configure_request(settings: &Settings, pid: Pid, state: &StateDir) -> Configu
     }
 }
 
+/// Debug line with the time since start, to see where start-up time goes.
 pub fn debug(settings: &Settings, msg: &str) {
     if settings.debug {
-        eprintln!("[rootlesskit:parent] debug: {msg}");
+        let ms = crate::START
+            .get()
+            .map(|t| t.elapsed().as_secs_f64() * 1e3)
+            .unwrap_or(0.0);
+        eprintln!("[rootlesskit:parent] debug: +{ms:.1}ms {msg}");
     }
 }
 
