@@ -1,0 +1,295 @@
+//! `--net=slirp4netns` end to end: the real slirp4netns, unprivileged, with
+//! real traffic to servers on the host's loopback.
+
+use rk_tests::dns::LocalResolver;
+use rk_tests::servers::{tcp_echo, udp_echo};
+use rk_tests::*;
+use std::process::Stdio;
+
+const SLIRP: &[&str] = &[
+    "--net=slirp4netns",
+    "--copy-up=/etc",
+    "--disable-host-loopback",
+];
+
+fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v: Vec<&str> = vec!["--net=slirp4netns", "--copy-up=/etc"];
+    v.extend_from_slice(extra);
+    v
+}
+
+#[test]
+fn interface_route_mtu_and_resolv_conf_are_as_rootlesskit_sets_them() {
+    let out = expect_success(&run_sh(
+        SLIRP,
+        "id -u; ip -o -4 addr show tap0; ip route show default; cat /sys/class/net/tap0/mtu; \
+         cat /etc/resolv.conf; ip -o link show lo",
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "0", "{out}");
+    assert!(lines[1].contains("inet 10.0.2.100/24"), "{out}");
+    assert!(
+        lines[2].starts_with("default via 10.0.2.2 dev tap0"),
+        "{out}"
+    );
+    assert_eq!(lines[3], "65520", "{out}");
+    assert_eq!(lines[4], "nameserver 10.0.2.3", "{out}");
+    assert!(lines[5].contains(",UP"), "{out}");
+}
+
+#[test]
+fn tcp_and_udp_reach_host_loopback_through_the_gateway() {
+    let tcp = tcp_echo("127.0.0.1");
+    let udp = udp_echo("127.0.0.1");
+    let out = expect_success(&run_sh(
+        &args(&[]),
+        &format!(
+            "echo hello-tcp | socat -t5 - TCP:10.0.2.2:{tcp}; \
+             echo hello-udp | socat -t5 - UDP:10.0.2.2:{udp}"
+        ),
+    ));
+    assert!(out.contains("reply: hello-tcp"), "{out}");
+    assert!(out.contains("reply: hello-udp"), "{out}");
+}
+
+#[test]
+fn disable_host_loopback_blocks_the_gateway_to_host_loopback() {
+    let tcp = tcp_echo("127.0.0.1");
+    let out = run_sh(
+        SLIRP,
+        &format!("echo x | socat -t3 - TCP:10.0.2.2:{tcp},connect-timeout=3 && echo REACHED || echo BLOCKED"),
+    );
+    let text = expect_success(&out);
+    assert!(
+        text.contains("BLOCKED") && !text.contains("reply:"),
+        "{text}"
+    );
+}
+
+#[test]
+fn ping_reaches_the_gateway() {
+    let out = expect_success(&run_sh(SLIRP, "ping -c1 -W5 10.0.2.2"));
+    assert!(out.contains("1 received"), "{out}");
+}
+
+#[test]
+fn dns_through_10_0_2_3_reaches_the_hosts_resolver() {
+    let resolver = LocalResolver::start("127.0.0.61", "slirp.test", "10.9.8.7");
+    let cmd = rootlesskit(&[SLIRP, &["--", "getent", "hosts", "slirp.test"]].concat());
+    let out = in_root_mount_ns("private", &resolver.mount_snippet(), &cmd)
+        .output()
+        .unwrap();
+    let text = expect_success(&out);
+    assert!(text.starts_with("10.9.8.7"), "{text}");
+}
+
+#[test]
+fn cidr_moves_address_gateway_and_dns() {
+    let tcp = tcp_echo("127.0.0.1");
+    let out = expect_success(&run_sh(
+        &args(&["--cidr=10.0.7.0/24"]),
+        &format!(
+            "ip -o -4 addr show tap0; ip route show default; cat /etc/resolv.conf; \
+             echo via-cidr | socat -t5 - TCP:10.0.7.2:{tcp}"
+        ),
+    ));
+    assert!(out.contains("inet 10.0.7.100/24"), "{out}");
+    assert!(out.contains("default via 10.0.7.2"), "{out}");
+    assert!(out.contains("nameserver 10.0.7.3"), "{out}");
+    assert!(out.contains("reply: via-cidr"), "{out}");
+}
+
+#[test]
+fn mtu_flag_sets_the_interface_mtu() {
+    let tcp = tcp_echo("127.0.0.1");
+    let out = expect_success(&run_sh(
+        &args(&["--mtu=1500"]),
+        &format!("cat /sys/class/net/tap0/mtu; echo small | socat -t5 - TCP:10.0.2.2:{tcp}"),
+    ));
+    assert!(out.starts_with("1500\n"), "{out}");
+    assert!(out.contains("reply: small"), "{out}");
+}
+
+#[test]
+fn ipv6_exchange_with_host_loopback() {
+    let listener = std::net::TcpListener::bind("[::1]:0").expect("::1 on the host's lo");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        if let Ok((s, _)) = listener.accept() {
+            let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = (&s).write_all(format!("v6 reply: {line}").as_bytes());
+        }
+    });
+    let out = expect_success(&run_sh(
+        &args(&["--ipv6"]),
+        &format!(
+            "ip -o -6 addr show tap0 scope global; echo six | socat -t5 - TCP6:[fd00::2]:{port}"
+        ),
+    ));
+    assert!(out.contains("fd00::100/64"), "{out}");
+    assert!(out.contains("v6 reply: six"), "{out}");
+}
+
+#[test]
+fn detach_netns_keeps_cmd_in_host_netns_and_pins_the_new_one() {
+    let tcp = tcp_echo("127.0.0.1");
+    let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let out = expect_success(&run_sh(
+        &args(&["--detach-netns"]),
+        &format!(
+            "readlink /proc/self/ns/net; \
+             nsenter --net=$ROOTLESSKIT_STATE_DIR/netns sh -c \
+               'ip -o -4 addr show tap0; echo detached | socat -t5 - TCP:10.0.2.2:{tcp}'"
+        ),
+    ));
+    let first = out.lines().next().unwrap();
+    assert_eq!(
+        first,
+        host_net.to_string_lossy(),
+        "CMD must stay in the host netns: {out}"
+    );
+    assert!(out.contains("inet 10.0.2.100/24"), "{out}");
+    assert!(out.contains("reply: detached"), "{out}");
+}
+
+#[test]
+fn detach_netns_with_sandbox_is_reported_or_works() {
+    // slirp4netns#317: RootlessKit refuses the sandbox with --detach-netns;
+    // this driver makes the combination work.
+    let tcp = tcp_echo("127.0.0.1");
+    let out = expect_success(&run_sh(
+        &args(&["--detach-netns", "--slirp4netns-sandbox=true"]),
+        &format!("nsenter --net=$ROOTLESSKIT_STATE_DIR/netns sh -c 'echo sb | socat -t5 - TCP:10.0.2.2:{tcp}'"),
+    ));
+    assert!(out.contains("reply: sb"), "{out}");
+}
+
+#[test]
+fn sandbox_and_seccomp_true_work_with_traffic() {
+    let tcp = tcp_echo("127.0.0.1");
+    let out = expect_success(&run_sh(
+        &args(&["--slirp4netns-sandbox=true", "--slirp4netns-seccomp=true"]),
+        &format!("echo sec | socat -t5 - TCP:10.0.2.2:{tcp}"),
+    ));
+    assert!(out.contains("reply: sec"), "{out}");
+}
+
+#[test]
+fn kill_9_of_the_parent_leaves_no_process_behind() {
+    let mark = marker("kill9");
+    let sd = user_temp_dir("kill9");
+    let state = format!("--state-dir={}", sd.join("s").display());
+    let mut child = rootlesskit(
+        &[
+            SLIRP,
+            &[
+                &state,
+                "--",
+                "sh",
+                "-c",
+                &format!("echo ready; sleep 100 # {mark}"),
+            ],
+        ]
+        .concat(),
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut buf).unwrap();
+    assert_eq!(&buf, b"ready\n");
+    let sd_s = sd.to_string_lossy().into_owned();
+    assert!(
+        !processes_matching(&sd_s).is_empty(),
+        "slirp4netns/driver should be running"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let left = wait_until_gone(&mark, 2);
+    assert!(left.is_empty(), "CMD left behind: {left:?}");
+    let left: Vec<_> = wait_until_gone(&sd_s, 2)
+        .into_iter()
+        .chain(
+            wait_until_gone("rk-slirp4netns", 0)
+                .into_iter()
+                .filter(|(p, _)| parent_is_init_or_gone(*p)),
+        )
+        .collect();
+    assert!(
+        left.is_empty(),
+        "driver or slirp4netns left behind: {left:?}"
+    );
+    // And the stale state dir does not stop the next run.
+    let out = run_sh(&[SLIRP, &[&state]].concat(), "echo again");
+    assert_eq!(expect_success(&out).trim(), "again");
+    let _ = std::fs::remove_dir_all(sd);
+}
+
+fn parent_is_init_or_gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.split_whitespace().nth(1) == Some("1"))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn missing_slirp4netns_is_a_clear_error_and_leaves_nothing() {
+    let mark = marker("noslirp");
+    let out = run_sh(
+        &args(&["--slirp4netns-binary=/nonexistent/slirp4netns"]),
+        &format!("true {mark}"),
+    );
+    expect_failure(&out, "slirp4netns");
+    expect_failure(&out, "--slirp4netns-binary");
+    assert!(wait_until_gone(&mark, 2).is_empty());
+}
+
+#[test]
+fn a_driver_that_exits_during_the_handshake_is_reported() {
+    let dir = user_temp_dir("exitdrv");
+    let drv = dir.join("rk-quitter");
+    std::fs::write(&drv, "#!/bin/sh\nexit 3\n").unwrap();
+    chmod(&drv, 0o755);
+    let path = dir.to_string_lossy().into_owned();
+    let out = rootlesskit_with_env(
+        &["--net=quitter", "--", "true"],
+        &[("ROOTLESSKIT_DRIVER_PATH", &path)],
+    )
+    .output()
+    .unwrap();
+    expect_failure(&out, "exited during the handshake");
+    expect_failure(&out, "exit status: 3");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_driver_dying_while_cmd_runs_is_reported() {
+    let mut child = rootlesskit(&[SLIRP, &["--", "sh", "-c", "echo ready; sleep 2"]].concat())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut buf).unwrap();
+    let slirp: Vec<(u32, String)> = descendants(child.id())
+        .into_iter()
+        .filter(|(_, comm)| comm == "slirp4netns")
+        .collect();
+    assert_eq!(slirp.len(), 1, "{slirp:?}");
+    unsafe { libc::kill(slirp[0].0 as i32, libc::SIGKILL) };
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(err.contains("slirp4netns exited unexpectedly"), "{err}");
+    assert!(err.contains("the network inside is gone"), "{err}");
+    assert!(
+        out.status.success(),
+        "CMD goes on and its status counts: {err}"
+    );
+}
