@@ -32,6 +32,8 @@ const BATCH_BUFFER: usize = 256 * 1024;
 #[derive(Default)]
 pub struct Counters {
     pub to_vpnkit: AtomicU64,
+    /// Writes to vpnkit that carried those frames.
+    pub batches: AtomicU64,
     pub to_tap: AtomicU64,
     /// Frames the tap refused (e.g. while it was still down).
     pub dropped: AtomicU64,
@@ -135,6 +137,31 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle
 fn tap_to_vpnkit(tap: &File, mut out: UnixStream, shared: &Shared) -> String {
     let mut batch = FrameBatch::new(BATCH_BUFFER);
     loop {
+        // Read until the tap is empty (or the batch full) and send what came;
+        // wait only when there was nothing at all, so that a steady flow
+        // costs one read per frame and one write per batch, and no poll.
+        let empty = match fill_from_tap(tap, &mut batch) {
+            Ok(empty) => empty,
+            Err(reason) => return reason,
+        };
+        if !batch.is_empty() {
+            if let Err(e) = out.write_all(batch.bytes()) {
+                return match e.kind() {
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+                        "vpnkit closed the connection".to_owned()
+                    }
+                    _ => format!("writing to vpnkit: {e}"),
+                };
+            }
+            let c = &shared.counters;
+            c.to_vpnkit
+                .fetch_add(batch.frames() as u64, Ordering::Relaxed);
+            c.batches.fetch_add(1, Ordering::Relaxed);
+            batch.clear();
+        }
+        if !empty {
+            continue;
+        }
         let mut fds = [
             PollFd::new(tap.as_fd(), PollFlags::POLLIN),
             PollFd::new(shared.stop.as_fd(), PollFlags::POLLIN),
@@ -146,32 +173,22 @@ fn tap_to_vpnkit(tap: &File, mut out: UnixStream, shared: &Shared) -> String {
         if fds[1].revents().is_some_and(|r| !r.is_empty()) {
             return "stopped".to_owned();
         }
-        batch.clear();
-        while let Some(slot) = batch.slot() {
-            match (&*tap).read(slot) {
-                Ok(0) => return "the tap device was closed".to_owned(),
-                Ok(n) => batch.commit(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return format!("reading from the tap device: {e}"),
-            }
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        if let Err(e) = out.write_all(batch.bytes()) {
-            return match e.kind() {
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
-                    "vpnkit closed the connection".to_owned()
-                }
-                _ => format!("writing to vpnkit: {e}"),
-            };
-        }
-        shared
-            .counters
-            .to_vpnkit
-            .fetch_add(batch.frames() as u64, Ordering::Relaxed);
     }
+}
+
+/// Reads frames into `batch` until the tap has none left (`Ok(true)`) or
+/// the batch is full (`Ok(false)`).
+fn fill_from_tap(tap: &File, batch: &mut FrameBatch) -> Result<bool, String> {
+    while let Some(slot) = batch.slot() {
+        match (&*tap).read(slot) {
+            Ok(0) => return Err("the tap device was closed".to_owned()),
+            Ok(n) => batch.commit(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("reading from the tap device: {e}")),
+        }
+    }
+    Ok(false)
 }
 
 /// Returns why it stopped.
