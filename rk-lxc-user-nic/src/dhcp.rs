@@ -17,18 +17,23 @@ fn debug(msg: &str) {
     }
 }
 
-fn send(socket: &UdpSocket, t: &Transmit) {
+/// `true` if the datagram went out.
+fn send(socket: &UdpSocket, t: &Transmit) -> bool {
     let to = match t.destination {
         Destination::Broadcast => Ipv4Addr::BROADCAST,
         Destination::Server(ip) => ip,
     };
     debug(&format!("DHCP: sending {} to {to}", t.message.name()));
     // A failed send is retried by the client's own retransmission.
-    if let Err(e) = socket.send_to(&t.payload, (to, SERVER_PORT)) {
-        eprintln!(
-            "rk-lxc-user-nic: DHCP: sending {} to {to}: {e}",
-            t.message.name()
-        );
+    match socket.send_to(&t.payload, (to, SERVER_PORT)) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!(
+                "rk-lxc-user-nic: DHCP: sending {} to {to}: {e}",
+                t.message.name()
+            );
+            false
+        }
     }
 }
 
@@ -108,7 +113,7 @@ pub fn acquire(
 #[derive(Debug)]
 pub struct Renewer {
     stop: OwnedFd,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<bool>>,
 }
 
 impl Renewer {
@@ -124,16 +129,18 @@ impl Renewer {
         })
     }
 
-    /// Releases the lease and waits for the thread to finish.
-    pub fn stop(mut self) {
+    /// Releases the lease and waits for the thread to finish; `true` if
+    /// the release went out.
+    pub fn stop(mut self) -> bool {
         let _ = write(&self.stop, &[1]);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or(false)
     }
 }
 
-fn keep_lease(socket: UdpSocket, mut client: Client, configured: Ipv4Addr, stop: OwnedFd) {
+fn keep_lease(socket: UdpSocket, mut client: Client, configured: Ipv4Addr, stop: OwnedFd) -> bool {
     while let Some(mut out) = step(&socket, &mut client, Some(stop.as_fd())) {
         if let Some(t) = out.transmit.take() {
             send(&socket, &t);
@@ -142,8 +149,9 @@ fn keep_lease(socket: UdpSocket, mut client: Client, configured: Ipv4Addr, stop:
             report(&e, configured);
         }
     }
-    if let Some(t) = client.release(Instant::now()) {
-        send(&socket, &t);
+    match client.release(Instant::now()) {
+        Some(t) => send(&socket, &t),
+        None => false,
     }
 }
 

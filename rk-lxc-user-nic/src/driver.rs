@@ -10,9 +10,10 @@
 //! 5. DHCP until a lease; answer with its address, router and DNS.
 //!
 //! Then a thread renews the lease. At shutdown the lease is released and
-//! the veth deleted.
+//! the veth deleted; a guard process does both if the driver is killed.
 
 use crate::dhcp::{self, Renewer};
+use crate::guard::CleanupGuard;
 use crate::options::{self, Options};
 use crate::usernic::CreatedNic;
 use crate::{binary, bridge, holder, inside, link, mac, usernic};
@@ -32,6 +33,7 @@ pub struct LxcUserNic {
 #[derive(Debug)]
 struct Running {
     renewer: Option<Renewer>,
+    guard: Option<CleanupGuard>,
     netlink: OwnedFd,
     nic: CreatedNic,
     /// Keeps the MAC slot while the network exists.
@@ -40,14 +42,15 @@ struct Running {
 
 impl Running {
     fn tear_down(mut self) {
-        if let Some(r) = self.renewer.take() {
-            r.stop();
-        }
+        let released = self.renewer.take().is_some_and(Renewer::stop);
         if let Err(e) = link::delete(&self.netlink, self.nic.index) {
             eprintln!(
                 "rk-lxc-user-nic: deleting {} (host side {}): {e}; the kernel removes it with the namespace",
                 self.nic.name, self.nic.host_name
             );
+        }
+        if let Some(g) = self.guard.take() {
+            g.finish(released);
         }
     }
 }
@@ -100,6 +103,7 @@ impl Driver for LxcUserNic {
             .map_err(|_| DriverError::new("the namespace helper returned the wrong descriptors"))?;
         let mut running = Running {
             renewer: None,
+            guard: None,
             netlink,
             nic,
             mac: chosen,
@@ -118,6 +122,15 @@ impl Driver for LxcUserNic {
         };
         running.mac.remember(lease.address);
         let config = answer(&opts, &running, &lease);
+        // Before the renewal thread: forking needs a single-threaded process.
+        match CleanupGuard::spawn(&socket, &running.netlink, running.nic.index, &client) {
+            Ok(g) => running.guard = Some(g),
+            Err(e) => eprintln!(
+                "rk-lxc-user-nic: cannot start the cleanup guard ({e}): if rootlesskit is killed, \
+                 {} stays on {} until the last process in the namespace exits",
+                running.nic.host_name, opts.bridge
+            ),
+        }
         match Renewer::start(socket, client, lease.address) {
             Ok(r) => running.renewer = Some(r),
             Err(e) => eprintln!("rk-lxc-user-nic: cannot start the DHCP renewal thread: {e}"),

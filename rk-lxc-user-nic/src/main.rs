@@ -7,6 +7,7 @@ mod binary;
 mod bridge;
 mod dhcp;
 mod driver;
+mod guard;
 mod holder;
 mod inside;
 mod link;

@@ -1,0 +1,132 @@
+//! Cleaning up after a driver that was killed.
+//!
+//! The kernel deletes the veth only when the child's network namespace is
+//! destroyed, and that waits for the last process in it. When rootlesskit
+//! is SIGKILLed, the driver dies with it (PDEATHSIG), but CMD's own children
+//! may live on in the namespace (without `--pidns` nothing kills them), and
+//! with them the veth on the bridge (counting against the user's
+//! lxc-usernet quota) and the DHCP lease.
+//!
+//! So the driver forks a small guard that holds copies of the DHCP and
+//! netlink sockets and a pipe from the driver. When the pipe reaches EOF,
+//! the driver is gone, however it ended: the guard releases the lease
+//! (unless the driver said it did) and deletes the veth, then exits.
+
+use crate::link;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, pipe2, read, write, ForkResult, Pid};
+use rk_dhcp::{Client, Destination, SERVER_PORT};
+use std::net::{Ipv4Addr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// Written by the driver when it released the lease itself.
+const RELEASED: u8 = 1;
+
+#[derive(Debug)]
+pub struct CleanupGuard {
+    pid: Pid,
+    pipe: OwnedFd,
+}
+
+impl CleanupGuard {
+    /// Forks the guard with its own copy of `client` (and so of the lease).
+    /// The caller must be single-threaded.
+    pub fn spawn(
+        socket: &UdpSocket,
+        netlink: &OwnedFd,
+        index: u32,
+        client: &Client,
+    ) -> std::io::Result<Self> {
+        let (from_driver, to_guard) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        // SAFETY: the process is single-threaded here (see above), so the
+        // child may run ordinary code.
+        match unsafe { fork() }? {
+            ForkResult::Child => {
+                drop(to_guard);
+                let keep = [
+                    from_driver.as_raw_fd(),
+                    socket.as_raw_fd(),
+                    netlink.as_raw_fd(),
+                ];
+                detach(&keep);
+                let mut client = client.clone();
+                let mut byte = [0u8; 1];
+                let released = loop {
+                    match read(from_driver.as_fd(), &mut byte) {
+                        Ok(1) => break byte[0] == RELEASED,
+                        Ok(_) => break false,
+                        Err(nix::Error::EINTR) => continue,
+                        Err(_) => break false,
+                    }
+                };
+                if !released {
+                    if let Some(t) = client.release(Instant::now()) {
+                        let to = match t.destination {
+                            Destination::Broadcast => Ipv4Addr::BROADCAST,
+                            Destination::Server(ip) => ip,
+                        };
+                        let _ = socket.send_to(&t.payload, (to, SERVER_PORT));
+                    }
+                }
+                let _ = link::delete(netlink, index);
+                // SAFETY: ends the forked copy without running the driver's
+                // destructors (they would act on the driver's state).
+                unsafe { libc::_exit(0) }
+            }
+            ForkResult::Parent { child } => {
+                drop(from_driver);
+                Ok(CleanupGuard {
+                    pid: child,
+                    pipe: to_guard,
+                })
+            }
+        }
+    }
+
+    /// Lets the guard finish (`released`: the driver released the lease)
+    /// and reaps it.
+    pub fn finish(self, released: bool) {
+        if released {
+            let _ = write(&self.pipe, &[RELEASED]);
+        }
+        drop(self.pipe);
+        let deadline = Instant::now() + Duration::from_millis(300);
+        loop {
+            match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Leaves the driver's session and descriptors: a Ctrl-C at the terminal
+/// must not kill the guard before it cleaned up, and it must keep neither
+/// the driver's protocol socket (the core would not see the driver go) nor
+/// its output open (whoever reads rootlesskit's output would wait for it).
+fn detach(keep: &[RawFd]) {
+    // SAFETY: setsid and signal with constant arguments.
+    unsafe {
+        libc::setsid();
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in open {
+        if !keep.contains(&fd) {
+            // SAFETY: closing a descriptor of this forked copy that nothing
+            // in it uses (the directory listing's own is already closed).
+            unsafe { libc::close(fd) };
+        }
+    }
+}
