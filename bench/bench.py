@@ -432,24 +432,33 @@ class Bench:
         self.runs = runs
         self.rows = []
 
-    def measure(self, section, metric, unit, lower_is_better, fn):
+    def measure(self, section, metric, unit, lower_is_better, fn, rounds=1):
         """Runs fn(impl) -> float for each implementation; a failure of one
-        does not stop the other."""
+        does not stop the other. With rounds > 1 the implementations take
+        turns (ours, theirs, theirs, ours, ...) and each gets the median of
+        its rounds, so that drift on a busy machine hits both alike."""
         row = Row(section, metric, unit, lower_is_better)
+        samples = {impl.name: [] for impl in self.impls}
+        for r in range(rounds):
+            order = self.impls if r % 2 == 0 else list(reversed(self.impls))
+            for impl in order:
+                if impl.error:
+                    row.errors[impl.name] = impl.error
+                    continue
+                if impl.name in row.errors:
+                    continue
+                log(f"{section}: {metric} [{impl.name}] round {r + 1}/{rounds}")
+                try:
+                    v = fn(impl)
+                    samples[impl.name].append(v)
+                    log(f"  -> {fmt_value(v, unit)}")
+                except MeasureError as e:
+                    row.errors[impl.name] = str(e)
+                    log(f"  -> FAILED: {e}")
         for impl in self.impls:
-            if impl.error:
-                row.values[impl.name] = None
-                row.errors[impl.name] = impl.error
-                continue
-            log(f"{section}: {metric} [{impl.name}]")
-            try:
-                v = fn(impl)
-                row.values[impl.name] = v
-                log(f"  -> {fmt_value(v, unit)}")
-            except MeasureError as e:
-                row.values[impl.name] = None
-                row.errors[impl.name] = str(e)
-                log(f"  -> FAILED: {e}")
+            vals = samples[impl.name]
+            ok = vals and impl.name not in row.errors
+            row.values[impl.name] = statistics.median(vals) if ok else None
         self.rows.append(row)
         return row
 
@@ -496,16 +505,20 @@ def section_memory(bench):
     bench.measure("memory", "--net=slirp4netns RSS, all but slirp4netns+CMD", "MiB", True, rss)
 
 
+IPERF_ROUNDS = int(os.environ.get("RK_BENCH_IPERF_ROUNDS", "3"))
+
+
 def section_iperf_slirp4netns(bench):
     for mtu in (1500, 65520):
         bench.measure(
             "iperf",
-            f"slirp4netns child->host MTU {mtu}",
+            f"slirp4netns child->host MTU {mtu} (median of {IPERF_ROUNDS})",
             "Gbit/s",
             False,
             lambda impl, m=mtu: measure_iperf(
                 impl, ["--net=slirp4netns", f"--mtu={m}"], "10.0.2.2"
             ),
+            rounds=IPERF_ROUNDS,
         )
 
 
