@@ -1,25 +1,20 @@
-//! Placeholder: answers the protocol but refuses to configure.
+//! `rk-pasta`: the `--net=pasta` network driver of rootlesskit. It runs
+//! pasta (from passt), which connects the child's network namespace to the
+//! host through a tap device and the host's own sockets, and, with
+//! `--port-driver=implicit`, makes every port a program inside listens on
+//! reachable on the host.
 
-use rk_driver::{ConfigureRequest, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig};
-
-struct NotYet;
-
-impl Driver for NotYet {
-    fn info(&self) -> DriverInfo {
-        DriverInfo::new("pasta", env!("CARGO_PKG_VERSION"))
-    }
-
-    fn configure(
-        &mut self,
-        _: ConfigureRequest,
-        _: NamespaceFds,
-    ) -> Result<NetworkConfig, DriverError> {
-        Err(DriverError::new(
-            "the pasta driver is not implemented yet in this build",
-        ))
-    }
-}
+mod args;
+mod binary;
+mod driver;
+mod launch;
+mod network;
+mod nspaths;
+mod options;
+mod output;
+mod portfwd;
+mod probe;
 
 fn main() {
-    rk_driver::serve(NotYet)
+    rk_driver::serve(driver::PastaDriver::default())
 }

@@ -1,0 +1,213 @@
+//! The [`Driver`] implementation: validates the request, probes pasta,
+//! starts it and says how the child's interface looks.
+
+use crate::args::{Invocation, PastaPorts};
+use crate::launch::Pasta;
+use crate::network::Network;
+use crate::options::{DriverOptions, Ports};
+use crate::portfwd::{self, AutoForwarder, Forwarding};
+use crate::probe::{self, Probe};
+use rk_driver::{
+    debug_enabled, ConfigureRequest, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig,
+};
+use std::collections::BTreeMap;
+use std::net::Ipv6Addr;
+use std::os::fd::BorrowedFd;
+
+pub const CAPABILITIES: [&str; 6] = [
+    "mtu",
+    "cidr",
+    "ifname",
+    "ipv6",
+    "disable-host-loopback",
+    "detach-netns",
+];
+
+/// The pasta network driver: one pasta per configured network.
+#[derive(Debug, Default)]
+pub struct PastaDriver {
+    running: Option<Running>,
+}
+
+#[derive(Debug)]
+struct Running {
+    pasta: Pasta,
+    /// The driver's own port forwarding, for what this pasta cannot do.
+    _forwarder: Option<AutoForwarder>,
+    /// Kept open while pasta runs: a path pasta was given may name them.
+    _namespaces: NamespaceFds,
+}
+
+fn debug(message: impl std::fmt::Display) {
+    if debug_enabled() {
+        eprintln!("rk-pasta: {message}");
+    }
+}
+
+fn user_error(e: impl std::fmt::Display) -> DriverError {
+    DriverError::new(e.to_string())
+}
+
+impl Driver for PastaDriver {
+    fn info(&self) -> DriverInfo {
+        let mut info = DriverInfo::new("pasta", env!("CARGO_PKG_VERSION"));
+        info.capabilities = CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        info.options = crate::options::ALL.iter().map(|o| o.to_string()).collect();
+        info
+    }
+
+    fn configure(
+        &mut self,
+        request: ConfigureRequest,
+        namespaces: NamespaceFds,
+    ) -> Result<NetworkConfig, DriverError> {
+        if self.running.is_some() {
+            return Err(DriverError::new(
+                "configure sent twice: this driver runs one pasta per network",
+            ));
+        }
+        // Cheap checks first: a bad flag never starts anything.
+        let options = DriverOptions::parse(&request.options).map_err(user_error)?;
+        let network = Network::from_request(&request).map_err(user_error)?;
+        let probe = probe::probe(&options.binary).map_err(user_error)?;
+        debug(format_args!(
+            "{} is {}",
+            probe.path.display(),
+            probe.version_label()
+        ));
+        let forwarding = match options.ports {
+            Ports::None => Forwarding::default(),
+            Ports::Implicit => Forwarding::for_pasta(&probe),
+        };
+        debug(format_args!("port forwarding: {forwarding}"));
+        // Forked while this process is still single-threaded.
+        let forwarder = forwarding
+            .needs_driver()
+            .then(|| AutoForwarder::prepare(&namespaces, forwarding))
+            .transpose()
+            .map_err(|e| user_error(format_args!("preparing port forwarding: {e}")))?;
+        let ns_paths = crate::nspaths::resolve(
+            request.child_pid,
+            &request.state_dir,
+            request.detach_netns,
+            &namespaces,
+        );
+        let args = Invocation {
+            network: &network,
+            namespaces: &ns_paths,
+            disable_host_loopback: request.disable_host_loopback,
+            ports: PastaPorts {
+                tcp: forwarding.tcp == portfwd::By::Pasta,
+                udp: forwarding.udp == portfwd::By::Pasta,
+            },
+        }
+        .args(&probe)
+        .map_err(user_error)?;
+        let pasta = Pasta::start(&probe.path, &args, debug_enabled()).map_err(user_error)?;
+        debug(format_args!("pasta (pid {}) is ready", pasta.pid()));
+        let forwarder = forwarder
+            .map(AutoForwarder::start)
+            .transpose()
+            .map_err(|e| user_error(format_args!("starting port forwarding: {e}")))?;
+
+        let facts = pasta.output().facts();
+        let mut config = NetworkConfig {
+            interface: network.ifname.clone(),
+            ipv4: Some(format!("{}/{}", network.address(), network.cidr.prefix())),
+            gateway4: Some(network.gateway().to_string()),
+            dns: vec![network.dns().to_string()],
+            mtu: network.mtu,
+            configured_by_driver: true,
+            info: info_map(&probe, &pasta, &forwarding),
+            ..Default::default()
+        };
+        if network.ipv6 {
+            match (facts.ipv6_address, facts.ipv6_router) {
+                (Some(address), router) => {
+                    config.ipv6 = Some(format!("{address}/{}", host_prefix_len(address)));
+                    config.gateway6 = router.map(|r| r.to_string());
+                }
+                (None, _) => eprintln!(
+                    "rk-pasta: warning: --ipv6: pasta found no IPv6 address and default \
+                     route on the host to copy, so the namespace has IPv4 only"
+                ),
+            }
+        }
+        self.running = Some(Running {
+            pasta,
+            _forwarder: forwarder,
+            _namespaces: namespaces,
+        });
+        Ok(config)
+    }
+
+    fn watch(&self) -> Option<BorrowedFd<'_>> {
+        self.running.as_ref().map(|r| r.pasta.exit_fd())
+    }
+
+    fn on_watch(&mut self) -> String {
+        match self.running.as_mut() {
+            Some(r) => r.pasta.describe_exit(),
+            None => "pasta is not running".to_owned(),
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(mut running) = self.running.take() {
+            running.pasta.stop();
+        }
+    }
+}
+
+/// The prefix length of `address` on the host interface pasta copied it
+/// from; pasta 2023_03_09 always uses 64 when it copies.
+fn host_prefix_len(address: Ipv6Addr) -> u8 {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return 64;
+    };
+    for a in addrs {
+        let (Some(addr), Some(mask)) = (a.address, a.netmask) else {
+            continue;
+        };
+        let (Some(addr), Some(mask)) = (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) else {
+            continue;
+        };
+        if addr.ip() == address {
+            return u128::from(mask.ip()).leading_ones() as u8;
+        }
+    }
+    64
+}
+
+/// The facts `rootlessctl info` shows.
+fn info_map(probe: &Probe, pasta: &Pasta, forwarding: &Forwarding) -> BTreeMap<String, String> {
+    let mut info = BTreeMap::new();
+    let mut put = |k: &str, v: String| info.insert(k.to_owned(), v);
+    put("pasta.path", probe.path.display().to_string());
+    put("pasta.version", probe.version_label().to_owned());
+    put("pasta.pid", pasta.pid().to_string());
+    put("port_forwarding", forwarding.to_string());
+    info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_announces_name_capabilities_and_options() {
+        let info = PastaDriver::default().info();
+        assert_eq!(info.driver, "pasta");
+        assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+        for c in CAPABILITIES {
+            assert!(info.capabilities.iter().any(|x| x == c), "{c}");
+        }
+        assert_eq!(info.options, ["pasta-binary", "port-driver"]);
+    }
+
+    #[test]
+    fn prefix_of_an_address_not_on_the_host_is_64() {
+        assert_eq!(host_prefix_len("fd99::1234".parse().unwrap()), 64);
+        assert_eq!(host_prefix_len(Ipv6Addr::LOCALHOST), 128);
+    }
+}

@@ -1,0 +1,296 @@
+//! Starting pasta, waiting until the namespace is configured, and stopping
+//! it.
+//!
+//! pasta runs in the foreground (`--foreground`) as our child, so that it
+//! dies with the driver (PR_SET_PDEATHSIG) and its exit is seen at once
+//! (pidfd). It writes its pid (`--pid`) to its stdout, a pipe, only after
+//! it has set up the interface, addresses and routes in the namespace:
+//! that write is the ready signal. Its log arrives on its stderr.
+
+use crate::output::{format_block, Output};
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use rk_driver::process::Supervised;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long pasta may take to configure the namespace.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long to wait for the last output of a pasta that has exited.
+const OUTPUT_GRACE: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("setting up pasta: {what}: {source}")]
+    Setup {
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("starting {}: {source}", path.display())]
+    Spawn { path: PathBuf, source: io::Error },
+    #[error(
+        "pasta ({}) exited before the network was up ({status}){}{}",
+        path.display(), format_block(output), hint(output)
+    )]
+    EarlyExit {
+        path: PathBuf,
+        status: String,
+        output: Vec<String>,
+    },
+    #[error(
+        "pasta ({}) did not finish setting up the network within {}s{}",
+        path.display(), READY_TIMEOUT.as_secs(), format_block(output)
+    )]
+    Timeout { path: PathBuf, output: Vec<String> },
+}
+
+/// A fix for the failures whose cause pasta's message does not name.
+fn hint(output: &[String]) -> &'static str {
+    if output.iter().any(|l| l.contains("tun socket")) {
+        "\n(pasta could not create the tap device: /dev/net/tun must be readable and \
+         writable by you, and --ifname must not name an existing interface)"
+    } else {
+        ""
+    }
+}
+
+/// A running pasta. Dropping it stops the program.
+#[derive(Debug)]
+pub struct Pasta {
+    process: Supervised,
+    output: Output,
+}
+
+impl Pasta {
+    /// Starts `path ARGS` and waits until the namespace is configured.
+    pub fn start(path: &Path, args: &[String], debug: bool) -> Result<Pasta, LaunchError> {
+        let setup = |what| move |source| LaunchError::Setup { what, source };
+        let (pid_reader, pid_writer) = pipe().map_err(setup("pid pipe"))?;
+        let (log_reader, log_writer) = pipe().map_err(setup("log pipe"))?;
+        let mut cmd = Command::new(path);
+        cmd.args(args)
+            .env_remove(rk_driver::DRIVER_FD_ENV)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(pid_writer))
+            .stderr(Stdio::from(log_writer));
+        if debug {
+            eprintln!("rk-pasta: running {cmd:?}");
+        }
+        let process =
+            Supervised::spawn("pasta", &mut cmd).map_err(|source| LaunchError::Spawn {
+                path: path.to_owned(),
+                source,
+            })?;
+        // Our copies of the write ends must go, so that pasta's exit shows
+        // up as EOF.
+        drop(cmd);
+        let mut pasta = Pasta {
+            process,
+            output: Output::new(debug),
+        };
+        pasta.wait_ready(pid_reader, log_reader, path)?;
+        Ok(pasta)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Readable once pasta has exited.
+    pub fn exit_fd(&self) -> BorrowedFd<'_> {
+        self.process.exit_fd()
+    }
+
+    pub fn output(&self) -> &Output {
+        &self.output
+    }
+
+    /// Reads pasta's log while waiting for its pid on stdout. Reading both
+    /// here, in one thread, means that when the pid arrives every line
+    /// pasta printed before it (the facts about the network) is in
+    /// `output` too.
+    fn wait_ready(
+        &mut self,
+        pid_reader: OwnedFd,
+        log_reader: OwnedFd,
+        path: &Path,
+    ) -> Result<(), LaunchError> {
+        let setup = |what| move |source| LaunchError::Setup { what, source };
+        set_nonblocking(log_reader.as_fd(), true).map_err(setup("log pipe"))?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut pid_pipe = std::fs::File::from(pid_reader);
+        let mut log_open = true;
+        let mut pid_text = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(LaunchError::Timeout {
+                    path: path.to_owned(),
+                    output: self.output.last_lines(Duration::ZERO),
+                });
+            }
+            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            let mut fds = vec![
+                PollFd::new(pid_pipe.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.process.exit_fd(), PollFlags::POLLIN),
+            ];
+            if log_open {
+                fds.push(PollFd::new(log_reader.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(_) | Err(nix::Error::EINTR) => {}
+                Err(e) => return Err(setup("waiting for pasta")(e.into())),
+            }
+            let fired = |i: usize| {
+                fds.get(i)
+                    .and_then(PollFd::revents)
+                    .is_some_and(|r| !r.is_empty())
+            };
+            let (pid_fired, exited, log_fired) = (fired(0), fired(1), fired(2));
+            drop(fds);
+            if log_fired {
+                log_open = self.read_available(&log_reader);
+            }
+            if pid_fired {
+                let mut buf = [0u8; 32];
+                match pid_pipe.read(&mut buf) {
+                    Ok(0) => return Err(self.early_exit(path, log_reader)),
+                    Ok(n) => pid_text.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(setup("reading pasta's pid")(e)),
+                }
+                if pid_text.contains(&b'\n') {
+                    break;
+                }
+            }
+            if exited {
+                return Err(self.early_exit(path, log_reader));
+            }
+        }
+        // Lines written before the pid are in the pipe by now.
+        self.read_available(&log_reader);
+        set_nonblocking(log_reader.as_fd(), false).map_err(setup("log pipe"))?;
+        self.output
+            .drain_in_background(log_reader)
+            .map_err(setup("log reader thread"))
+    }
+
+    /// Reads what the log pipe holds without blocking; `false` at EOF.
+    fn read_available(&self, reader: &OwnedFd) -> bool {
+        let mut buf = [0u8; 4096];
+        loop {
+            match nix::unistd::read(reader.as_fd(), &mut buf) {
+                Ok(0) => return false,
+                Ok(n) => self.output.feed(&buf[..n]),
+                Err(nix::Error::EINTR) => continue,
+                Err(nix::Error::EAGAIN) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    fn early_exit(&mut self, path: &Path, log_reader: OwnedFd) -> LaunchError {
+        rk_driver::process::wait_exit(self.process.exit_fd(), OUTPUT_GRACE.as_millis() as u16);
+        let status = match self.process.try_wait() {
+            Ok(Some(status)) => status.to_string(),
+            _ => "it closed its standard output".to_owned(),
+        };
+        let _ = set_nonblocking(log_reader.as_fd(), false);
+        let _ = self.output.drain_in_background(log_reader);
+        LaunchError::EarlyExit {
+            path: path.to_owned(),
+            status,
+            output: self.output.last_lines(OUTPUT_GRACE),
+        }
+    }
+
+    /// Says how pasta ended, once `exit_fd` turned readable.
+    pub fn describe_exit(&mut self) -> String {
+        let status = match self.process.try_wait() {
+            Ok(Some(status)) => status.to_string(),
+            Ok(None) => "still running".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        format!(
+            "pasta (pid {}) exited unexpectedly ({status}){}",
+            self.process.pid(),
+            format_block(&self.output.last_lines(OUTPUT_GRACE))
+        )
+    }
+
+    /// Kills pasta at once: it keeps no state worth a clean exit, and
+    /// rootlesskit's own exit waits for the driver's.
+    pub fn stop(&mut self) {
+        self.process.kill();
+    }
+}
+
+impl Drop for Pasta {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
+}
+
+fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    let flags = if on {
+        flags | OFlag::O_NONBLOCK
+    } else {
+        flags - OFlag::O_NONBLOCK
+    };
+    fcntl(fd, FcntlArg::F_SETFL(flags))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Result<Pasta, LaunchError> {
+        Pasta::start(
+            Path::new("/bin/sh"),
+            &["-c".to_owned(), script.to_owned()],
+            false,
+        )
+    }
+
+    #[test]
+    fn ready_when_the_pid_line_arrives_with_the_output_before_it() {
+        let mut p =
+            sh("echo 'NDP/DHCPv6:' >&2; echo '    assign: fd00::2' >&2; echo $$; exec sleep 30")
+                .unwrap();
+        assert_eq!(
+            p.output().facts().ipv6_address,
+            Some("fd00::2".parse().unwrap())
+        );
+        p.stop();
+    }
+
+    #[test]
+    fn exit_before_ready_reports_status_and_output() {
+        let e = sh("echo 'Failed to open tun socket in namespace' >&2; exit 3").unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with("pasta (/bin/sh) exited before the network was up (exit status: 3):\n  Failed to open tun socket in namespace\n(pasta could not create the tap device"), "{text}");
+        let e = sh("exec >&-; sleep 0.1; echo gone >&2").unwrap_err();
+        assert!(matches!(e, LaunchError::EarlyExit { .. }), "{e}");
+    }
+
+    #[test]
+    fn exit_after_ready_is_described() {
+        let mut p = sh("echo $$; echo bye >&2; exit 7").unwrap();
+        assert!(rk_driver::process::wait_exit(p.exit_fd(), 5000));
+        let text = p.describe_exit();
+        assert!(
+            text.contains("exited unexpectedly (exit status: 7):\n  bye"),
+            "{text}"
+        );
+    }
+}
