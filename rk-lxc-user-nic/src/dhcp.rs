@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-fn debug(msg: &str) {
+pub fn debug(msg: &str) {
     if rk_driver::debug_enabled() {
         eprintln!("rk-lxc-user-nic: debug: {msg}");
     }

@@ -43,14 +43,19 @@ struct Running {
 impl Running {
     fn tear_down(mut self) {
         let released = self.renewer.take().is_some_and(Renewer::stop);
-        if let Err(e) = link::delete(&self.netlink, self.nic.index) {
-            eprintln!(
-                "rk-lxc-user-nic: deleting {} (host side {}): {e}; the kernel removes it with the namespace",
-                self.nic.name, self.nic.host_name
-            );
-        }
-        if let Some(g) = self.guard.take() {
-            g.finish(released);
+        match self.guard.take() {
+            // Deleting a veth waits for RCU grace periods (tens of ms): the
+            // guard does it once the driver is gone, off rootlesskit's way
+            // out.
+            Some(g) => g.hand_over(released),
+            None => {
+                if let Err(e) = link::delete(&self.netlink, self.nic.index) {
+                    eprintln!(
+                        "rk-lxc-user-nic: deleting {} (host side {}): {e}; the kernel removes it with the namespace",
+                        self.nic.name, self.nic.host_name
+                    );
+                }
+            }
         }
     }
 }
@@ -90,7 +95,15 @@ impl Driver for LxcUserNic {
                 None
             };
             let pid = helper.as_ref().map_or(request.child_pid, |h| h.pid());
-            usernic::create(&binary, pid, &opts.bridge, &opts.ifname)?
+            let started = Instant::now();
+            let nic = usernic::create(&binary, pid, &opts.bridge, &opts.ifname)?;
+            dhcp::debug(&format!(
+                "lxc-user-nic made {} (host side {}) in {} ms",
+                nic.name,
+                nic.host_name,
+                started.elapsed().as_millis()
+            ));
+            nic
         };
         let (ifname, hwaddr) = (nic.name.clone(), chosen.mac);
         let fds = rk_driver::nsexec::run_in_namespaces(
@@ -113,8 +126,17 @@ impl Driver for LxcUserNic {
         let mut dhcp_config = ClientConfig::new(running.mac.mac);
         dhcp_config.reboot_address = running.mac.remembered_address();
         let mut client = Client::new(dhcp_config, rk_dhcp::random_xid(), Instant::now());
+        let started = Instant::now();
         let lease = match dhcp::acquire(&socket, &mut client, &opts.bridge) {
-            Ok(l) => l,
+            Ok(l) => {
+                dhcp::debug(&format!(
+                    "DHCP: {} from {} in {} ms",
+                    l.cidr(),
+                    l.server,
+                    started.elapsed().as_millis()
+                ));
+                l
+            }
             Err(e) => {
                 running.tear_down();
                 return Err(e);

@@ -13,19 +13,17 @@
 //! (unless the driver said it did) and deletes the veth, then exits.
 
 use crate::link;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, pipe2, read, write, ForkResult, Pid};
+use nix::unistd::{fork, pipe2, read, write, ForkResult};
 use rk_dhcp::{Client, Destination, SERVER_PORT};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Written by the driver when it released the lease itself.
 const RELEASED: u8 = 1;
 
 #[derive(Debug)]
 pub struct CleanupGuard {
-    pid: Pid,
     pipe: OwnedFd,
 }
 
@@ -74,32 +72,21 @@ impl CleanupGuard {
                 // destructors (they would act on the driver's state).
                 unsafe { libc::_exit(0) }
             }
-            ForkResult::Parent { child } => {
+            ForkResult::Parent { .. } => {
                 drop(from_driver);
-                Ok(CleanupGuard {
-                    pid: child,
-                    pipe: to_guard,
-                })
+                Ok(CleanupGuard { pipe: to_guard })
             }
         }
     }
 
-    /// Lets the guard finish (`released`: the driver released the lease)
-    /// and reaps it.
-    pub fn finish(self, released: bool) {
+    /// Leaves the clean-up to the guard (`released`: the driver released
+    /// the lease itself). The guard finishes on its own; once the driver
+    /// has exited, whoever adopts it reaps it.
+    pub fn hand_over(self, released: bool) {
         if released {
             let _ = write(&self.pipe, &[RELEASED]);
         }
         drop(self.pipe);
-        let deadline = Instant::now() + Duration::from_millis(300);
-        loop {
-            match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(2))
-                }
-                _ => return,
-            }
-        }
     }
 }
 
