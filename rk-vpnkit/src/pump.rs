@@ -81,6 +81,7 @@ impl Pump {
         {
             let (shared, tap, out) = (Arc::clone(&shared), Arc::clone(&tap), stream.try_clone()?);
             threads.push(spawn("tap-to-vpnkit", move || {
+                confine();
                 let reason = tap_to_vpnkit(&tap, out, &shared);
                 shared.finish(reason);
             })?);
@@ -88,6 +89,7 @@ impl Pump {
         {
             let (shared, input) = (Arc::clone(&shared), stream.try_clone()?);
             threads.push(spawn("vpnkit-to-tap", move || {
+                confine();
                 let reason = vpnkit_to_tap(input, reader, &tap, &shared.counters);
                 shared.finish(reason);
             })?);
@@ -125,6 +127,16 @@ impl Pump {
         self.shared.stop.signal();
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+    }
+}
+
+/// The seccomp filter of a pump thread; without it (an old kernel) the
+/// pump still works, and says so with `--debug`.
+fn confine() {
+    if let Err(e) = crate::sandbox::confine_pump_thread() {
+        if rk_driver::debug_enabled() {
+            eprintln!("rk-vpnkit: pump thread runs without its seccomp filter: {e}");
         }
     }
 }

@@ -507,10 +507,41 @@ fn vpnkit_dying_mid_run_is_reported_and_the_driver_exits() {
     assert_nothing_left(&dir.display().to_string(), &dir);
 }
 
+/// `(thread name, Seccomp mode, NoNewPrivs)` of each thread of `pid`.
+fn threads(pid: u32) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let get = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        out.push((get("Name:"), get("Seccomp:"), get("NoNewPrivs:")));
+    }
+    out.sort();
+    out
+}
+
 #[test]
 fn killing_rootlesskit_takes_the_driver_and_vpnkit_with_it() {
     let (dir, sd) = state_dir("vpnkit-kill");
     let (mut child, _err, driver, gvproxy) = start_long_run(&sd);
+    // While it runs: no_new_privs everywhere, and both pump threads under
+    // their seccomp filter (mode 2).
+    let t = threads(driver);
+    let pump: Vec<_> = t
+        .iter()
+        .filter(|(name, _, _)| name == "tap-to-vpnkit" || name == "vpnkit-to-tap")
+        .collect();
+    assert_eq!(pump.len(), 2, "{t:?}");
+    assert!(pump.iter().all(|(_, seccomp, _)| seccomp == "2"), "{t:?}");
+    assert!(t.iter().all(|(_, _, nnp)| nnp == "1"), "{t:?}");
     // SAFETY: kill with a pid and a signal number.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
     child.wait().unwrap();
