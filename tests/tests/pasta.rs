@@ -1,0 +1,560 @@
+//! `--net=pasta` end to end: the real pasta, unprivileged, with real
+//! traffic to servers on the host's loopback.
+//!
+//! Traffic rules: everything here reaches only the host's loopback (through
+//! pasta's gateway mapping, its DNS forwarder and the implicit port
+//! forwarding) or addresses inside the namespaces a test made. What would
+//! leave the host otherwise (ICMP, and anything to 10.0.2.2 with
+//! --disable-host-loopback: pasta then sends it to that address for real)
+//! runs inside a network namespace of its own standing in for the host,
+//! with nothing behind its default route.
+
+use rk_tests::dns::LocalResolver;
+use rk_tests::servers::{tcp_echo, udp_echo};
+use rk_tests::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The recommended way to run it, as in RootlessKit's documentation.
+const PASTA: &[&str] = &[
+    "--net=pasta",
+    "--port-driver=implicit",
+    "--copy-up=/etc",
+    "--disable-host-loopback",
+];
+
+fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v: Vec<&str> = vec!["--net=pasta", "--copy-up=/etc"];
+    v.extend_from_slice(extra);
+    v
+}
+
+/// A TCP port that was free on the host a moment ago.
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    // The UDP port of the same number must be free as well.
+    match UdpSocket::bind(("127.0.0.1", port)) {
+        Ok(_) => port,
+        Err(_) => free_port(),
+    }
+}
+
+/// Starts rootlesskit running `script` and waits for the line `line` (the
+/// script prints it once its servers listen); returns the lines before it.
+fn start_and_wait_for_line(args: &[&str], script: &str, line: &str) -> (Child, Vec<String>) {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--", "sh", "-c", script]);
+    let mut child = rootlesskit(&all)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut before = Vec::new();
+    loop {
+        let mut got = String::new();
+        if out.read_line(&mut got).unwrap_or(0) == 0 {
+            let _ = child.kill();
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("no {line:?} line; stdout: {before:?}; stderr:\n{err}");
+        }
+        if got.trim_end() == line {
+            break;
+        }
+        before.push(got.trim_end().to_owned());
+    }
+    // Keep CMD's later output flowing somewhere.
+    child.stdout = Some(out.into_inner());
+    (child, before)
+}
+
+/// Connects to the host's 127.0.0.1:`port` until a server answers `hello`
+/// with a line, for up to `secs` seconds.
+fn tcp_ask(port: u16, secs: u64) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if let Ok(mut s) =
+            TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
+        {
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let _ = s.write_all(b"hello\n");
+            let mut got = String::new();
+            let _ = s.read_to_string(&mut got);
+            if !got.is_empty() {
+                return Some(got);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// Sends datagrams to the host's 127.0.0.1:`port` until one is answered,
+/// for up to `secs` seconds.
+fn udp_ask(port: u16, secs: u64) -> Option<String> {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline {
+        let _ = s.send_to(b"hello\n", ("127.0.0.1", port));
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    None
+}
+
+/// Quotes `s` for sh.
+fn quoted(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Runs `cmd` (a rootlesskit command) inside a network namespace of root's
+/// that stands in for the host: loopback, a veth pair whose other end is in
+/// the same namespace as the "uplink" with the default route pasta needs,
+/// and nothing behind it. `setup` runs there first (as root); `teardown`
+/// after `cmd`.
+fn in_isolated_host_netns(setup: &str, cmd: &Command, teardown: &str) -> Command {
+    assert!(is_root(), "this test makes a network namespace as root");
+    let mut line = quoted(&cmd.get_program().to_string_lossy());
+    for a in cmd.get_args() {
+        line.push(' ');
+        line.push_str(&quoted(&a.to_string_lossy()));
+    }
+    let script = format!(
+        "set -e\n\
+         ip link set lo up\n\
+         ip link add uplink0 type veth peer name uplink1\n\
+         ip link set uplink1 up\n\
+         ip addr add 192.0.2.2/24 dev uplink0\n\
+         ip link set uplink0 up\n\
+         ip route add default via 192.0.2.1\n\
+         echo '0 2147483647' > /proc/sys/net/ipv4/ping_group_range\n\
+         {setup}\n\
+         set +e\n\
+         {line}\n\
+         rc=$?\n\
+         {teardown}\n\
+         exit $rc\n"
+    );
+    let mut c = Command::new("unshare");
+    c.args(["--net", "sh", "-c", &script]);
+    c.stdin(Stdio::null());
+    c
+}
+
+#[test]
+fn interface_route_mtu_and_resolv_conf_are_as_rootlesskit_sets_them() {
+    let out = expect_success(&run_sh(
+        PASTA,
+        "id -u; ip -o -4 addr show tap0; ip route show default; cat /sys/class/net/tap0/mtu; \
+         cat /etc/resolv.conf; ip -o link show lo; ip -o link show tap0; ip -o -6 addr show scope global",
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "0", "{out}");
+    assert!(lines[1].contains("inet 10.0.2.100/24"), "{out}");
+    assert!(
+        lines[2].starts_with("default via 10.0.2.2 dev tap0"),
+        "{out}"
+    );
+    assert_eq!(lines[3], "65520", "{out}");
+    assert_eq!(lines[4], "nameserver 10.0.2.3", "{out}");
+    assert!(lines[5].contains(",UP"), "{out}");
+    assert!(
+        lines[6].contains(",UP") && lines[6].contains("mtu 65520"),
+        "{out}"
+    );
+    // IPv4 only unless --ipv6.
+    assert_eq!(lines.len(), 7, "{out}");
+}
+
+#[test]
+fn tcp_and_udp_reach_host_loopback_through_the_gateway() {
+    let tcp = tcp_echo("127.0.0.1");
+    let udp = udp_echo("127.0.0.1");
+    let out = expect_success(&run_sh(
+        &args(&[]),
+        &format!(
+            "echo hello-tcp | socat -t5 - TCP:10.0.2.2:{tcp}; \
+             echo hello-udp | socat -t5 - UDP:10.0.2.2:{udp}"
+        ),
+    ));
+    assert!(out.contains("reply: hello-tcp"), "{out}");
+    assert!(out.contains("reply: hello-udp"), "{out}");
+}
+
+#[test]
+fn disable_host_loopback_keeps_the_gateway_away_from_host_loopback() {
+    // pasta --no-map-gw sends what goes to 10.0.2.2 to that address for
+    // real, so this runs in a stand-in host namespace: its loopback has a
+    // server that counts connections, and nothing is behind its uplink.
+    let port = 45999;
+    let seen = user_temp_dir("nomapgw").join("seen");
+    let setup = format!(
+        "socat -u TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork OPEN:{},creat,append &\n\
+         server=$!\n\
+         sleep 0.3",
+        seen.display()
+    );
+    let script = format!(
+        "echo blocked | socat -t2 - TCP:10.0.2.2:{port},connect-timeout=2 && echo REACHED || echo BLOCKED; \
+         echo direct | socat -t2 - TCP:127.0.0.1:{port},connect-timeout=2 && echo REACHED || echo BLOCKED"
+    );
+    let cmd = rootlesskit(&[PASTA, &["--", "sh", "-c", &script]].concat());
+    let out = in_isolated_host_netns(&setup, &cmd, "kill $server")
+        .output()
+        .unwrap();
+    let text = expect_success(&out);
+    // Neither the gateway nor the namespace's own loopback (pasta's -T
+    // mirroring is off) reaches the host's loopback.
+    assert_eq!(text.matches("BLOCKED").count(), 2, "{text}");
+    let got = std::fs::read_to_string(&seen).unwrap_or_default();
+    assert!(
+        got.is_empty(),
+        "the host's loopback server was reached: {got:?}"
+    );
+}
+
+#[test]
+fn without_disable_host_loopback_the_gateway_is_host_loopback() {
+    let tcp = tcp_echo("127.0.0.1");
+    let out = expect_success(&run_sh(
+        &args(&["--port-driver=implicit"]),
+        &format!("echo mapped | socat -t5 - TCP:10.0.2.2:{tcp}"),
+    ));
+    assert!(out.contains("reply: mapped"), "{out}");
+}
+
+#[test]
+fn ping_goes_through_pasta_and_is_answered_on_the_host_side() {
+    // pasta before 2024_07_26 sends ICMP echo to the gateway address itself
+    // (later ones to the host's loopback): the stand-in host namespace has
+    // 10.0.2.2 on its loopback so that either way the answer comes from
+    // the host side, and nothing leaves.
+    let cmd = rootlesskit(&args(&["--", "ping", "-c1", "-W5", "10.0.2.2"]));
+    let out = in_isolated_host_netns("ip addr add 10.0.2.2/32 dev lo", &cmd, "")
+        .output()
+        .unwrap();
+    let text = expect_success(&out);
+    assert!(text.contains("1 received"), "{text}");
+}
+
+#[test]
+fn dns_through_10_0_2_3_reaches_the_hosts_resolver() {
+    let resolver = LocalResolver::start("127.0.0.83", "pasta.test", "10.9.8.7");
+    let cmd = rootlesskit(&[PASTA, &["--", "getent", "hosts", "pasta.test"]].concat());
+    let out = in_root_mount_ns("private", &resolver.mount_snippet(), &cmd)
+        .output()
+        .unwrap();
+    let text = expect_success(&out);
+    assert!(text.starts_with("10.9.8.7"), "{text}");
+}
+
+#[test]
+fn implicit_forwards_a_tcp_server_started_inside_and_stops_with_it() {
+    let port = free_port();
+    let (mut child, _) = start_and_wait_for_line(
+        PASTA,
+        &format!(
+            "socat TCP-LISTEN:{port},reuseaddr SYSTEM:'read x; echo inside-tcp $x' & \
+             sleep 0.2; echo listening; wait; sleep 3"
+        ),
+        "listening",
+    );
+    let got = tcp_ask(port, 10);
+    assert_eq!(got.as_deref(), Some("inside-tcp hello\n"));
+    // The server took one connection and exited: the host's port closes.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let closed = loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_err() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        closed,
+        "127.0.0.1:{port} still accepts after the server inside exited"
+    );
+}
+
+#[test]
+fn implicit_forwards_a_udp_server_started_inside() {
+    let port = free_port();
+    let (mut child, _) = start_and_wait_for_line(
+        PASTA,
+        &format!(
+            "socat -T5 UDP4-RECVFROM:{port},reuseaddr SYSTEM:'read x; echo inside-udp $x' & \
+             sleep 0.2; echo listening; wait"
+        ),
+        "listening",
+    );
+    let got = udp_ask(port, 10);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(got.as_deref(), Some("inside-udp hello\n"));
+}
+
+#[test]
+fn without_implicit_no_port_is_forwarded() {
+    let port = free_port();
+    let (mut child, _) = start_and_wait_for_line(
+        &args(&["--disable-host-loopback"]),
+        &format!(
+            "socat TCP-LISTEN:{port},reuseaddr SYSTEM:'echo inside' & \
+             sleep 0.2; echo listening; sleep 5"
+        ),
+        "listening",
+    );
+    // Longer than either pasta's or the driver's scan interval.
+    let got = tcp_ask(port, 2);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        got, None,
+        "a port was forwarded without --port-driver=implicit"
+    );
+}
+
+#[test]
+fn detach_netns_keeps_cmd_in_host_netns_and_forwards_from_the_detached_one() {
+    let tcp = tcp_echo("127.0.0.1");
+    let port = free_port();
+    let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let (mut child, before) = start_and_wait_for_line(
+        &args(&["--detach-netns", "--port-driver=implicit"]),
+        &format!(
+            "readlink /proc/self/ns/net; \
+             nsenter --net=$ROOTLESSKIT_STATE_DIR/netns sh -c \
+               'ip -o -4 addr show tap0; echo detached | socat -t5 - TCP:10.0.2.2:{tcp}'; \
+             nsenter --net=$ROOTLESSKIT_STATE_DIR/netns \
+               socat TCP-LISTEN:{port},reuseaddr SYSTEM:'read x; echo from-detached $x' & \
+             sleep 0.2; echo listening; wait"
+        ),
+        "listening",
+    );
+    let got = tcp_ask(port, 10);
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = before.join("\n");
+    assert_eq!(
+        before[0],
+        host_net.to_string_lossy(),
+        "CMD must stay in the host netns: {text}"
+    );
+    assert!(text.contains("inet 10.0.2.100/24"), "{text}");
+    assert!(text.contains("reply: detached"), "{text}");
+    assert_eq!(got.as_deref(), Some("from-detached hello\n"));
+}
+
+#[test]
+fn ipv6_exchange_with_host_loopback_through_the_ipv6_gateway() {
+    let listener = TcpListener::bind("[::1]:0").expect("::1 on the host's lo");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((s, _)) = listener.accept() {
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = (&s).write_all(format!("v6 reply: {line}").as_bytes());
+        }
+    });
+    let out = expect_success(&run_sh(
+        &args(&["--ipv6"]),
+        &format!(
+            "ip -o -6 addr show tap0 scope global; \
+             gw=$(ip -6 route show default | sed -n 's/^default via \\([^ ]*\\).*/\\1/p'); \
+             echo gateway $gw; echo six | socat -t5 - TCP6:[$gw]:{port}"
+        ),
+    ));
+    assert!(
+        out.contains("inet6 "),
+        "no global IPv6 address on tap0: {out}"
+    );
+    assert!(out.contains("gateway "), "{out}");
+    assert!(out.contains("v6 reply: six"), "{out}");
+}
+
+#[test]
+fn cidr_moves_address_gateway_and_dns() {
+    let tcp = tcp_echo("127.0.0.1");
+    let out = expect_success(&run_sh(
+        &args(&["--cidr=10.0.7.0/24"]),
+        &format!(
+            "ip -o -4 addr show tap0; ip route show default; cat /etc/resolv.conf; \
+             echo via-cidr | socat -t5 - TCP:10.0.7.2:{tcp}"
+        ),
+    ));
+    assert!(out.contains("inet 10.0.7.100/24"), "{out}");
+    assert!(out.contains("default via 10.0.7.2"), "{out}");
+    assert!(out.contains("nameserver 10.0.7.3"), "{out}");
+    assert!(out.contains("reply: via-cidr"), "{out}");
+}
+
+#[test]
+fn mtu_and_ifname_flags_shape_the_interface() {
+    let tcp = tcp_echo("127.0.0.1");
+    let out = expect_success(&run_sh(
+        &args(&["--mtu=1500", "--ifname=eth7"]),
+        &format!(
+            "cat /sys/class/net/eth7/mtu; ip route show default; \
+             echo small | socat -t5 - TCP:10.0.2.2:{tcp}"
+        ),
+    ));
+    assert!(out.starts_with("1500\n"), "{out}");
+    assert!(out.contains("default via 10.0.2.2 dev eth7"), "{out}");
+    assert!(out.contains("reply: small"), "{out}");
+}
+
+#[test]
+fn missing_pasta_is_a_clear_error_and_leaves_nothing() {
+    let mark = marker("nopasta");
+    let out = run_sh(
+        &args(&["--pasta-binary=/nonexistent"]),
+        &format!("true {mark}"),
+    );
+    expect_failure(
+        &out,
+        "network driver pasta: pasta not found at /nonexistent",
+    );
+    expect_failure(&out, "--pasta-binary");
+    assert!(wait_until_gone(&mark, 2).is_empty());
+}
+
+#[test]
+fn invalid_options_are_refused_before_pasta_starts() {
+    let mark = marker("badopt");
+    let out = run_sh(&args(&["--mtu=65521"]), &format!("true {mark}"));
+    expect_failure(&out, "--mtu=65521 is out of range: pasta takes 68..65520");
+    let out = run_sh(
+        &args(&["--net-opt=pasta-bianry=x"]),
+        &format!("true {mark}"),
+    );
+    expect_failure(&out, "unknown option --net-opt=pasta-bianry");
+    let out = run_sh(
+        &args(&["--pasta-binary=/bin/true"]),
+        &format!("true {mark}"),
+    );
+    expect_failure(&out, "is it pasta (from passt)?");
+    assert!(wait_until_gone(&mark, 2).is_empty());
+}
+
+#[test]
+fn pasta_failing_at_start_is_reported_with_its_words_and_leaves_nothing() {
+    let mark = marker("padfail");
+    // A unique network, so that a pasta left behind would be recognised.
+    let out = run_sh(
+        &args(&[
+            "--ifname=lo",
+            "--cidr=10.77.9.0/24",
+            "--port-driver=implicit",
+        ]),
+        &format!("true {mark}"),
+    );
+    expect_failure(
+        &out,
+        "pasta (/usr/bin/pasta) exited before the network was up",
+    );
+    expect_failure(&out, "Failed to open tun socket in namespace");
+    expect_failure(&out, "--ifname must not name an existing interface");
+    assert!(wait_until_gone(&mark, 2).is_empty());
+    let left = wait_until_gone("--address 10.77.9.100", 2);
+    assert!(left.is_empty(), "pasta left behind: {left:?}");
+}
+
+/// rk-pasta, pasta and the namespace helper under `pid`.
+fn network_processes(pid: u32) -> Vec<(u32, String)> {
+    descendants(pid)
+        .into_iter()
+        .filter(|(_, comm)| {
+            comm == "rk-pasta" || comm.starts_with("pasta") || comm.starts_with("passt")
+        })
+        .collect()
+}
+
+fn gone_or_zombie(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => {
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                == Some("Z")
+        }
+    }
+}
+
+#[test]
+fn kill_9_of_the_parent_leaves_no_process_behind() {
+    let mark = marker("kill9");
+    let (mut child, _) =
+        start_and_wait_for_line(PASTA, &format!("echo ready; sleep 100 # {mark}"), "ready");
+    let procs = network_processes(child.id());
+    // The driver, its namespace helper and pasta.
+    assert!(
+        procs.iter().filter(|(_, c)| c == "rk-pasta").count() == 2,
+        "{procs:?}"
+    );
+    assert!(procs.iter().any(|(_, c)| c.starts_with("pas")), "{procs:?}");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    assert!(wait_until_gone(&mark, 3).is_empty(), "CMD left behind");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let left = loop {
+        let left: Vec<_> = procs.iter().filter(|(p, _)| !gone_or_zombie(*p)).collect();
+        if left.is_empty() || Instant::now() > deadline {
+            break format!("{left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(left, "[]", "left behind");
+}
+
+#[test]
+fn pasta_dying_while_cmd_runs_is_reported() {
+    let (mut child, _) = start_and_wait_for_line(
+        &args(&["--disable-host-loopback"]),
+        "echo ready; sleep 2; echo cmd-finished",
+        "ready",
+    );
+    // pasta itself; its short-lived helpers linger as zombies.
+    let pasta: Vec<_> = network_processes(child.id())
+        .into_iter()
+        .filter(|(p, c)| c.starts_with("pas") && !gone_or_zombie(*p))
+        .collect();
+    assert_eq!(pasta.len(), 1, "{pasta:?}");
+    // SAFETY: signalling a process of the test user's, by pid.
+    unsafe { libc::kill(pasta[0].0 as i32, libc::SIGKILL) };
+    let mut rest = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut rest)
+        .unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(err.contains("network driver pasta: pasta (pid"), "{err}");
+    assert!(err.contains("exited unexpectedly (signal: 9"), "{err}");
+    assert!(err.contains("the network inside is gone"), "{err}");
+    assert!(rest.contains("cmd-finished"), "CMD goes on: {rest}");
+    assert!(status.success(), "CMD's status counts: {err}");
+}
