@@ -43,6 +43,7 @@ pub mod client;
 pub mod frame;
 pub mod lease;
 pub mod message;
+pub mod output;
 
 pub use backoff::Backoff;
 pub use client::{Client, ClientConfig, Destination, Event, LossReason, Output, State, Transmit};

@@ -10,8 +10,8 @@ pub const USERNET: &str = "/etc/lxc/lxc-usernet";
 
 /// The bridge must exist, be a bridge and be up. lxc-user-nic itself
 /// reports a missing bridge as "Quota reached" (no line in its file can
-/// name it), which points the user the wrong way.
-pub fn check(bridge: &str) -> Result<(), DriverError> {
+/// name it), which points the user the wrong way. Returns its MTU.
+pub fn check(bridge: &str) -> Result<u32, DriverError> {
     let dir = Path::new("/sys/class/net").join(bridge);
     if !dir.exists() {
         return Err(DriverError::new(format!(
@@ -33,7 +33,8 @@ pub fn check(bridge: &str) -> Result<(), DriverError> {
             "bridge {bridge} is down: bring it up as root (`ip link set {bridge} up`, or restart lxc-net)"
         )));
     }
-    Ok(())
+    let mtu = std::fs::read_to_string(dir.join("mtu")).unwrap_or_default();
+    Ok(mtu.trim().parse().unwrap_or(1500))
 }
 
 /// The lines of `USERNET` that apply to `user` (or one of `groups`, as

@@ -2,6 +2,7 @@
 //! lease (before `configured`), then a thread that renews it for as long as
 //! the driver runs and releases it at shutdown.
 
+use crate::mac::AddressMemory;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::{pipe2, write};
 use rk_dhcp::{Client, Destination, Event, Lease, LossReason, Output, Transmit, SERVER_PORT};
@@ -117,12 +118,18 @@ pub struct Renewer {
 }
 
 impl Renewer {
-    /// `configured`: the address the interface was given.
-    pub fn start(socket: UdpSocket, client: Client, configured: Ipv4Addr) -> std::io::Result<Self> {
+    /// `configured`: the address the interface was given; `memory`: where
+    /// a new address is kept for the next run.
+    pub fn start(
+        socket: UdpSocket,
+        client: Client,
+        configured: Ipv4Addr,
+        memory: Option<AddressMemory>,
+    ) -> std::io::Result<Self> {
         let (stop_r, stop_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let thread = std::thread::Builder::new()
             .name("dhcp".into())
-            .spawn(move || keep_lease(socket, client, configured, stop_r))?;
+            .spawn(move || keep_lease(socket, client, configured, memory, stop_r))?;
         Ok(Renewer {
             stop: stop_w,
             thread: Some(thread),
@@ -140,13 +147,22 @@ impl Renewer {
     }
 }
 
-fn keep_lease(socket: UdpSocket, mut client: Client, configured: Ipv4Addr, stop: OwnedFd) -> bool {
+fn keep_lease(
+    socket: UdpSocket,
+    mut client: Client,
+    configured: Ipv4Addr,
+    memory: Option<AddressMemory>,
+    stop: OwnedFd,
+) -> bool {
     while let Some(mut out) = step(&socket, &mut client, Some(stop.as_fd())) {
         if let Some(t) = out.transmit.take() {
             send(&socket, &t);
         }
         if let Some(e) = out.event.take() {
             report(&e, configured);
+            if let (Event::Bound(l), Some(m)) = (&e, &memory) {
+                m.store(l.address);
+            }
         }
     }
     match client.release(Instant::now()) {

@@ -81,7 +81,7 @@ impl Driver for LxcUserNic {
         let opts = Options::parse(&request).map_err(|e| DriverError::new(e.to_string()))?;
         let binary = binary::locate(opts.binary.as_deref())?;
         binary::check_setuid_root(&binary)?;
-        bridge::check(&opts.bridge)?;
+        let bridge_mtu = bridge::check(&opts.bridge)?;
         let chosen = mac::choose(opts.mac, nix::unistd::getuid().as_raw(), &opts.bridge);
 
         let nic = {
@@ -143,7 +143,7 @@ impl Driver for LxcUserNic {
             }
         };
         running.mac.remember(lease.address);
-        let config = answer(&opts, &running, &lease);
+        let config = answer(&opts, &running, &lease, bridge_mtu);
         // Before the renewal thread: forking needs a single-threaded process.
         match CleanupGuard::spawn(&socket, &running.netlink, running.nic.index, &client) {
             Ok(g) => running.guard = Some(g),
@@ -153,7 +153,7 @@ impl Driver for LxcUserNic {
                 running.nic.host_name, opts.bridge
             ),
         }
-        match Renewer::start(socket, client, lease.address) {
+        match Renewer::start(socket, client, lease.address, running.mac.memory()) {
             Ok(r) => running.renewer = Some(r),
             Err(e) => eprintln!("rk-lxc-user-nic: cannot start the DHCP renewal thread: {e}"),
         }
@@ -168,7 +168,19 @@ impl Driver for LxcUserNic {
     }
 }
 
-fn answer(opts: &Options, running: &Running, lease: &Lease) -> NetworkConfig {
+fn answer(opts: &Options, running: &Running, lease: &Lease, bridge_mtu: u32) -> NetworkConfig {
+    // --mtu, else what the DHCP server says (option 26), else 1500.
+    let mtu = opts
+        .mtu
+        .or(lease.mtu.map(u32::from))
+        .unwrap_or(options::DEFAULT_MTU);
+    if mtu > bridge_mtu {
+        eprintln!(
+            "rk-lxc-user-nic: warning: MTU {mtu} is larger than bridge {}'s {bridge_mtu}: \
+             larger frames are dropped on the bridge; use --mtu={bridge_mtu}",
+            opts.bridge
+        );
+    }
     if lease.dns.is_empty() {
         eprintln!(
             "rk-lxc-user-nic: the DHCP server on {} named no DNS server; /etc/resolv.conf is left as it is",
@@ -193,7 +205,7 @@ fn answer(opts: &Options, running: &Running, lease: &Lease) -> NetworkConfig {
         ipv6: None,
         gateway6: None,
         dns: lease.dns.iter().map(|d| d.to_string()).collect(),
-        mtu: opts.mtu,
+        mtu,
         configured_by_driver: false,
         dynamic: true,
         info,

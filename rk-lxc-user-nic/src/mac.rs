@@ -67,28 +67,48 @@ pub struct ChosenMac {
     /// How it was chosen, for `rootlessctl info`.
     pub how: String,
     /// Where this MAC's last address is kept (none for random MACs).
-    memory: Option<PathBuf>,
+    memory: Option<AddressMemory>,
     _slot: Option<Flock<File>>,
 }
 
 impl ChosenMac {
     /// The address this MAC had last time on this bridge.
     pub fn remembered_address(&self) -> Option<Ipv4Addr> {
-        let text = std::fs::read_to_string(self.memory.as_ref()?).ok()?;
-        text.trim().parse().ok()
+        self.memory.as_ref()?.load()
     }
 
-    /// Keeps `address` for the next run; failing that costs only speed.
+    /// Keeps `address` for the next run.
     pub fn remember(&self, address: Ipv4Addr) {
-        let Some(path) = &self.memory else { return };
-        let tmp = path.with_extension("tmp");
-        let done =
-            std::fs::write(&tmp, format!("{address}\n")).and_then(|()| std::fs::rename(&tmp, path));
+        if let Some(m) = &self.memory {
+            m.store(address);
+        }
+    }
+
+    /// For whoever learns of a new address later (the renewal thread).
+    pub fn memory(&self) -> Option<AddressMemory> {
+        self.memory.clone()
+    }
+}
+
+/// A file holding a MAC's last address on a bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressMemory(PathBuf);
+
+impl AddressMemory {
+    pub fn load(&self) -> Option<Ipv4Addr> {
+        std::fs::read_to_string(&self.0).ok()?.trim().parse().ok()
+    }
+
+    /// Failing to keep it costs only speed at the next start.
+    pub fn store(&self, address: Ipv4Addr) {
+        let tmp = self.0.with_extension("tmp");
+        let done = std::fs::write(&tmp, format!("{address}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &self.0));
         if let Err(e) = done {
             if rk_driver::debug_enabled() {
                 eprintln!(
                     "rk-lxc-user-nic: debug: remembering {address} in {}: {e}",
-                    path.display()
+                    self.0.display()
                 );
             }
         }
@@ -100,12 +120,15 @@ pub fn choose(choice: MacChoice, uid: u32, bridge: &str) -> ChosenMac {
         MacChoice::Fixed(mac) => ChosenMac {
             mac,
             how: "fixed".into(),
-            memory: lock_dir(uid).ok().map(|d| {
-                d.join(format!(
-                    "{bridge}.{}.address",
-                    format(&mac).replace(':', "")
-                ))
-            }),
+            memory: lock_dir(uid)
+                .ok()
+                .map(|d| {
+                    d.join(format!(
+                        "{bridge}.{}.address",
+                        format(&mac).replace(':', "")
+                    ))
+                })
+                .map(AddressMemory),
             _slot: None,
         },
         MacChoice::Random => random(),
@@ -113,7 +136,7 @@ pub fn choose(choice: MacChoice, uid: u32, bridge: &str) -> ChosenMac {
             Ok(Some((slot, dir, lock))) => ChosenMac {
                 mac: derived(uid, bridge, slot),
                 how: format!("auto (slot {slot})"),
-                memory: Some(dir.join(format!("{bridge}.{slot}.address"))),
+                memory: Some(AddressMemory(dir.join(format!("{bridge}.{slot}.address")))),
                 _slot: Some(lock),
             },
             Ok(None) => {

@@ -50,7 +50,8 @@ pub struct Options {
     pub binary: Option<PathBuf>,
     pub bridge: String,
     pub ifname: String,
-    pub mtu: u32,
+    /// `None`: the DHCP server's interface MTU, else [`DEFAULT_MTU`].
+    pub mtu: Option<u32>,
     pub mac: MacChoice,
     pub detach_netns: bool,
 }
@@ -63,10 +64,10 @@ impl Options {
         if req.ipv6 {
             return Err(OptionError::Ipv6);
         }
-        let mtu = req.mtu.unwrap_or(DEFAULT_MTU);
-        if !MTU_RANGE.contains(&mtu) {
+        if let Some(mtu) = req.mtu.filter(|m| !MTU_RANGE.contains(m)) {
             return Err(OptionError::BadMtu(mtu));
         }
+        let mtu = req.mtu;
         let mut o = Options {
             binary: None,
             bridge: DEFAULT_BRIDGE.to_owned(),
@@ -134,7 +135,7 @@ mod tests {
         assert_eq!(o.binary, None);
         assert_eq!(o.bridge, "lxcbr0");
         assert_eq!(o.ifname, "eth0");
-        assert_eq!(o.mtu, 1500);
+        assert_eq!(o.mtu, None);
         assert_eq!(o.mac, MacChoice::Auto);
     }
 
@@ -155,7 +156,7 @@ mod tests {
         assert_eq!(o.mac, MacChoice::Random);
         assert_eq!(
             (o.mtu, o.ifname.as_str(), o.detach_netns),
-            (9000, "net0", true)
+            (Some(9000), "net0", true)
         );
     }
 

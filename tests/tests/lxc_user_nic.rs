@@ -250,6 +250,11 @@ fn child_gets_address_router_dns_and_mtu_from_the_bridges_dhcp() {
     );
     assert_eq!(field(&out, "mtu="), "1500");
     assert_eq!(field(&out, "resolv="), "nameserver 10.0.3.1");
+    let out = expect_success(&run_sh(
+        &[NET, "--mtu=1400"],
+        "echo mtu=$(cat /sys/class/net/eth0/mtu)",
+    ));
+    assert_eq!(field(&out, "mtu="), "1400");
     assert_eq!(veths_left_after("lxcbr0", 5), Vec::<String>::new());
 }
 
