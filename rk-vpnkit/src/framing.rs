@@ -199,16 +199,41 @@ mod tests {
         out
     }
 
+    /// gvproxy 0.8.1's ARP reply for its gateway 192.168.127.1, as it came
+    /// off the vpnkit socket: length 42 (0x002a, little-endian), then the
+    /// frame.
+    const RECORDED_ARP_REPLY: &str = "2a005a94efe40cee5a94efe40cdd08060001080006040002\
+                                      5a94efe40cddc0a87f015a94efe40ceec0a87f02";
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
     #[test]
-    fn recorded_arp_frame_with_prefix() {
-        // An ARP request as gvproxy sends it, prefixed by 42 = 0x002a LE.
-        let mut bytes = vec![0x2a, 0x00];
-        bytes.extend_from_slice(&[0xff; 6]);
-        bytes.extend_from_slice(&[0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xdd, 0x08, 0x06]);
-        bytes.extend_from_slice(&[0u8; 28]);
-        let mut r = FrameReader::new(0);
-        let frames = read_all(&mut r, &mut Chunks(vec![bytes.clone()]));
-        assert_eq!(frames, vec![bytes[2..].to_vec()]);
+    fn recorded_arp_reply_from_gvproxy() {
+        let bytes = hex(RECORDED_ARP_REPLY);
+        assert_eq!(bytes.len(), 2 + 42);
+        // Whole, then split after the first length byte and mid-frame.
+        for chunks in [
+            vec![bytes.clone()],
+            vec![
+                bytes[..1].to_vec(),
+                bytes[1..20].to_vec(),
+                bytes[20..].to_vec(),
+            ],
+        ] {
+            let mut r = FrameReader::new(0);
+            let frames = read_all(&mut r, &mut Chunks(chunks));
+            assert_eq!(frames, vec![bytes[2..].to_vec()]);
+            assert_eq!(&frames[0][12..14], &[0x08, 0x06], "an ARP frame");
+        }
+        // And the batch writes it back the same way.
+        let mut b = FrameBatch::new(0);
+        assert!(b.push(&bytes[2..]));
+        assert_eq!(b.bytes(), &bytes[..]);
     }
 
     #[test]

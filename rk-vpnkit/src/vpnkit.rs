@@ -6,6 +6,7 @@ use rk_driver::process::Supervised;
 use rk_driver::DriverError;
 use std::io;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +35,20 @@ impl Vpnkit {
             .stdin(Stdio::null())
             .stdout(Stdio::from(write.try_clone()?))
             .stderr(Stdio::from(write));
+        // rootlesskit may start drivers with the signals it forwards
+        // blocked (they feed its signalfd); vpnkit must not inherit that.
+        // SAFETY: sigemptyset and sigprocmask are async-signal-safe, as
+        // required between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
         let process =
             Supervised::spawn("vpnkit", &mut cmd).map_err(|e| spawn_error(&settings.binary, &e))?;
         Ok(Vpnkit { process, stderr })
@@ -77,7 +92,7 @@ impl Vpnkit {
             }
             self.stderr.drain();
             std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(50));
+            pause = (pause * 2).min(Duration::from_millis(10));
         }
     }
 
