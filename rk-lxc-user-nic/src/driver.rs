@@ -114,6 +114,11 @@ impl Driver for LxcUserNic {
         .map_err(|e| DriverError::new(format!("setting up {}: {e}", nic.name)))?;
         let [udp, netlink] = <[OwnedFd; 2]>::try_from(fds)
             .map_err(|_| DriverError::new("the namespace helper returned the wrong descriptors"))?;
+        // lxc-user-nic was the last program this driver runs, and it needed
+        // its setuid bit; from here on nothing the driver or its guard does
+        // may gain privileges.
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
         let mut running = Running {
             renewer: None,
             guard: None,
