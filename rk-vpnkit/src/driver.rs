@@ -80,6 +80,12 @@ impl Driver for VpnkitDriver {
         }
         let addr = address::obtain(&mut link, Instant::now() + DHCP_TIMEOUT)
             .map_err(|e| DriverError::new(format!("{e}{}", vpnkit.stderr.suffix())))?;
+        if debug {
+            eprintln!(
+                "rk-vpnkit: DHCP: {} via {:?}, DNS {:?}",
+                addr.cidr, addr.gateway, addr.dns
+            );
+        }
         let ifname = settings.ifname.clone();
         let tap = rk_driver::nsexec::run_in_namespaces(
             Some(namespaces.userns.as_fd()),

@@ -126,7 +126,8 @@ impl FrameBatch {
         self.frames += 1;
     }
 
-    /// Appends a frame by copying it (for frames not read from the tap).
+    /// Appends a frame by copying it.
+    #[cfg(test)]
     pub fn push(&mut self, frame: &[u8]) -> bool {
         match self.slot() {
             Some(slot) if frame.len() <= MAX_FRAME => {

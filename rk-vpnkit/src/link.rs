@@ -1,7 +1,7 @@
 //! A connection to vpnkit: the handshake, then ethernet frames.
 
-use crate::framing::{FrameBatch, FrameReader};
-use crate::wire::{self, HandshakeError, Vif};
+use crate::framing::FrameReader;
+use crate::wire::{self, HandshakeError, Vif, FRAME_HEADER_LEN};
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -75,16 +75,15 @@ impl Link {
         })
     }
 
-    /// Sends one frame.
+    /// Sends one frame (set-up only: the pump batches its own).
     pub fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        let mut batch = FrameBatch::new(0);
-        if !batch.push(frame) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "frame longer than 65535 bytes",
-            ));
-        }
-        self.stream.write_all(batch.bytes())
+        let len = u16::try_from(frame.len()).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "frame longer than 65535 bytes")
+        })?;
+        let mut record = Vec::with_capacity(FRAME_HEADER_LEN + frame.len());
+        record.extend_from_slice(&len.to_le_bytes());
+        record.extend_from_slice(frame);
+        self.stream.write_all(&record)
     }
 
     /// Waits until `deadline` for a frame that `pick` accepts, and returns
