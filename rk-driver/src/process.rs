@@ -6,8 +6,25 @@ use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
 
-/// Makes `cmd` receive SIGKILL when the thread that spawns it exits.
+/// Makes `cmd` start with an empty signal mask: std does not reset it, and
+/// rootlesskit blocks the signals it forwards.
+pub fn reset_signal_mask(cmd: &mut Command) -> &mut Command {
+    // SAFETY: sigemptyset and pthread_sigmask are async-signal-safe, as
+    // required between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(empty.as_mut_ptr());
+            libc::pthread_sigmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
+            Ok(())
+        })
+    }
+}
+
+/// Makes `cmd` receive SIGKILL when the thread that spawns it exits, and
+/// start with an empty signal mask.
 pub fn kill_with_parent(cmd: &mut Command) -> &mut Command {
+    reset_signal_mask(cmd);
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: prctl, getppid and kill are async-signal-safe, as required
     // between fork and exec.
@@ -24,6 +41,13 @@ pub fn kill_with_parent(cmd: &mut Command) -> &mut Command {
         })
     };
     cmd
+}
+
+/// Puts `cmd` in a process group of its own, so that a terminal's Ctrl-C
+/// reaches rootlesskit (which shuts the driver down in order) and not the
+/// driver directly.
+pub fn own_process_group(cmd: &mut Command) -> &mut Command {
+    cmd.process_group(0)
 }
 
 /// Opens a pidfd for `pid`: it turns readable when the process exits.

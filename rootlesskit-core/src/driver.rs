@@ -38,6 +38,7 @@ impl DriverProcess {
             cmd.env(DRIVER_DEBUG_ENV, "1");
         }
         kill_with_parent(&mut cmd);
+        rk_driver::process::own_process_group(&mut cmd);
         // SAFETY: fcntl is async-signal-safe; it makes the driver's end of
         // the socket survive exec in the child only.
         unsafe {

@@ -24,10 +24,12 @@ pub fn exec_command(run: &CommandToRun) -> i32 {
     let Some((program, args)) = run.argv.split_first() else {
         return 1;
     };
-    let err = Command::new(program)
-        .args(args)
-        .envs(run.env.iter().map(|(k, v)| (k, v)))
-        .exec();
+    let mut cmd = Command::new(program);
+    cmd.args(args).envs(run.env.iter().map(|(k, v)| (k, v)));
+    // The parent-death signal set at clone survives exec; the signal mask
+    // inherited from the parent must not.
+    rk_driver::process::reset_signal_mask(&mut cmd);
+    let err = cmd.exec();
     eprintln!("[rootlesskit:child] error: running {program:?}: {err}");
     if err.kind() == std::io::ErrorKind::NotFound {
         127

@@ -430,3 +430,14 @@ fn print_semver_and_version() {
     let out = rootlesskit(&["--version"]).output().unwrap();
     assert!(expect_success(&out).contains(env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn command_starts_with_an_empty_signal_mask() {
+    for extra in [&[][..], &["--pidns"][..], &["--net=slirp4netns"][..]] {
+        let out = expect_success(&run_sh(extra, "grep -E '^Sig(Blk|Ign)' /proc/self/status"));
+        assert!(
+            out.contains("SigBlk:\t0000000000000000"),
+            "{extra:?}: {out}"
+        );
+    }
+}
