@@ -14,6 +14,7 @@
 
 mod nshelper;
 mod procnet;
+mod sockdiag;
 mod sockets;
 mod tcp;
 mod udp;
@@ -26,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::{self, Read, Seek};
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -95,6 +96,45 @@ impl fmt::Display for Forwarding {
     }
 }
 
+#[derive(Debug)]
+enum TcpSource {
+    /// A NETLINK_SOCK_DIAG socket of the namespace, and the last sequence
+    /// number used on it.
+    Diag(OwnedFd, u32),
+    /// The namespace's (tcp, tcp6) tables, where socket diagnostics are
+    /// not available.
+    Tables([std::fs::File; 2]),
+}
+
+impl TcpSource {
+    fn open(ns: &NsSockets) -> io::Result<Self> {
+        if let Ok(diag) = ns.get(Kind::SockDiag) {
+            let mut seq = 0;
+            if sockdiag::listening_tcp(&diag, &mut seq).is_ok() {
+                return Ok(TcpSource::Diag(diag, seq));
+            }
+        }
+        let table = |kind| ns.get(kind).map(std::fs::File::from);
+        Ok(TcpSource::Tables([
+            table(Kind::ProcTcp)?,
+            table(Kind::ProcTcp6)?,
+        ]))
+    }
+
+    /// The listening sockets, or `None` if they cannot be read just now.
+    fn listening(&mut self) -> Option<Vec<Bound>> {
+        match self {
+            TcpSource::Diag(diag, seq) => sockdiag::listening_tcp(diag, seq).ok(),
+            TcpSource::Tables(tables) => Some(
+                tables
+                    .iter_mut()
+                    .flat_map(|t| read_table(t, TCP_LISTEN))
+                    .collect(),
+            ),
+        }
+    }
+}
+
 /// The driver's own implicit forwarding.
 #[derive(Debug)]
 pub struct AutoForwarder {
@@ -106,8 +146,9 @@ pub struct AutoForwarder {
 #[derive(Debug)]
 struct Scanner {
     ns: Arc<NsSockets>,
-    /// The namespace's tables: (tcp, tcp6) and (udp, udp6), when forwarded.
-    tcp: Option<[std::fs::File; 2]>,
+    /// Where listening TCP sockets are found, when TCP is forwarded.
+    tcp: Option<TcpSource>,
+    /// The namespace's (udp, udp6) tables, when UDP is forwarded.
     udp: Option<[std::fs::File; 2]>,
     tcp_ports: BTreeMap<u16, (SocketAddr, TcpForward)>,
     udp_ports: BTreeMap<u16, (SocketAddr, UdpForward)>,
@@ -126,8 +167,20 @@ impl AutoForwarder {
         )?);
         let table = |kind| ns.get(kind).map(std::fs::File::from);
         let tcp = (forwarding.tcp == By::Driver)
-            .then(|| Ok::<_, io::Error>([table(Kind::ProcTcp)?, table(Kind::ProcTcp6)?]))
+            .then(|| TcpSource::open(&ns))
             .transpose()?;
+        let debug = rk_driver::debug_enabled();
+        if debug {
+            match &tcp {
+                Some(TcpSource::Diag(..)) => {
+                    eprintln!("rk-pasta: listening TCP ports from sock_diag")
+                }
+                Some(TcpSource::Tables(..)) => {
+                    eprintln!("rk-pasta: listening TCP ports from /proc/net/tcp*")
+                }
+                None => {}
+            }
+        }
         let udp = (forwarding.udp == By::Driver)
             .then(|| Ok::<_, io::Error>([table(Kind::ProcUdp)?, table(Kind::ProcUdp6)?]))
             .transpose()?;
@@ -139,7 +192,7 @@ impl AutoForwarder {
                 tcp_ports: BTreeMap::new(),
                 udp_ports: BTreeMap::new(),
                 reported: BTreeSet::new(),
-                debug: rk_driver::debug_enabled(),
+                debug,
             }),
             stop: Arc::new(AtomicBool::new(false)),
             thread: None,
@@ -165,9 +218,10 @@ impl AutoForwarder {
 impl Drop for AutoForwarder {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // Not joined: a scan in progress may take milliseconds, and the
+        // driver drops this only on its way out.
         if let Some(t) = self.thread.take() {
             t.thread().unpark();
-            let _ = t.join();
         }
     }
 }
@@ -184,11 +238,7 @@ fn read_table(file: &mut std::fs::File, state: u8) -> Vec<Bound> {
 
 impl Scanner {
     fn scan(&mut self) {
-        if let Some(tables) = self.tcp.as_mut() {
-            let bound: Vec<Bound> = tables
-                .iter_mut()
-                .flat_map(|t| read_table(t, TCP_LISTEN))
-                .collect();
+        if let Some(bound) = self.tcp.as_mut().and_then(TcpSource::listening) {
             let wanted = procnet::targets(&bound);
             let ns = Arc::clone(&self.ns);
             reconcile(

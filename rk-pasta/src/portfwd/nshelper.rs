@@ -30,6 +30,8 @@ pub enum Kind {
     ProcTcp6 = 6,
     ProcUdp = 7,
     ProcUdp6 = 8,
+    /// A NETLINK_SOCK_DIAG socket.
+    SockDiag = 9,
 }
 
 impl Kind {
@@ -43,6 +45,7 @@ impl Kind {
             Kind::ProcTcp6,
             Kind::ProcUdp,
             Kind::ProcUdp6,
+            Kind::SockDiag,
         ]
         .into_iter()
         .find(|k| *k as u8 == b)
@@ -145,9 +148,11 @@ impl NsSockets {
 }
 
 impl Drop for NsSockets {
+    /// Kills the helper without waiting for it: the driver drops this only
+    /// on its way out, and a process that is among the last in a network
+    /// namespace takes the kernel milliseconds to finish exiting.
     fn drop(&mut self) {
         let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(self.pid, None);
     }
 }
 
@@ -227,6 +232,14 @@ fn make(kind: Kind) -> nix::Result<OwnedFd> {
         Kind::Tcp6 => (AddressFamily::Inet6, SockType::Stream),
         Kind::Udp4 => (AddressFamily::Inet, SockType::Datagram),
         Kind::Udp6 => (AddressFamily::Inet6, SockType::Datagram),
+        Kind::SockDiag => {
+            return socket(
+                AddressFamily::Netlink,
+                SockType::Raw,
+                SockFlag::SOCK_CLOEXEC,
+                nix::sys::socket::SockProtocol::NetlinkSockDiag,
+            )
+        }
         Kind::ProcTcp | Kind::ProcTcp6 | Kind::ProcUdp | Kind::ProcUdp6 => {
             let table = match kind {
                 Kind::ProcTcp => "tcp",
@@ -253,10 +266,10 @@ mod tests {
 
     #[test]
     fn kinds_round_trip_through_their_byte() {
-        for b in 1..=8 {
+        for b in 1..=9 {
             assert_eq!(Kind::from_byte(b).unwrap() as u8, b);
         }
         assert_eq!(Kind::from_byte(0), None);
-        assert_eq!(Kind::from_byte(9), None);
+        assert_eq!(Kind::from_byte(10), None);
     }
 }

@@ -1,0 +1,140 @@
+"""--net=pasta: start-up, iperf3 child->host at MTU 65520 and 1500, and
+host->child through the implicit port driver, side by side with RootlessKit
+2.0.2's pasta driver.
+
+Both run the same pasta (Debian 12's passt 2023_03_09). child->host: the
+iperf3 server listens on the host's 127.0.0.1 and the client inside reaches
+it as 10.0.2.2 (pasta maps its gateway to the host's loopback, so no
+--disable-host-loopback there). host->child: `iperf3 -s -1 -p P` runs inside
+with --port-driver=implicit and the client, on the host, connects to
+127.0.0.1:P. With this pasta, RootlessKit's forwarding is pasta's own
+(`-t auto`, working here only because it also leaves `-T auto` on); ours is
+rk-pasta's splice forwarder (see docs/pasta.md).
+"""
+
+import inspect
+import json
+import os
+import statistics
+import subprocess
+import time
+
+import bench as b
+
+IMPLICIT = ["--net=pasta", "--port-driver=implicit"]
+ROUNDS = int(os.environ.get("RK_BENCH_IPERF_ROUNDS", "3"))
+
+
+def _measure_rounds(bench, section, metric, unit, lower_is_better, fn):
+    """bench.measure with ROUNDS rounds taken in turns where bench.py
+    offers that, else each implementation's median of ROUNDS runs."""
+    if "rounds" in inspect.signature(bench.measure).parameters:
+        return bench.measure(section, metric, unit, lower_is_better, fn, rounds=ROUNDS)
+    return bench.measure(
+        section, metric, unit, lower_is_better, lambda impl: statistics.median(fn(impl) for _ in range(ROUNDS))
+    )
+
+
+def _host_listening(port):
+    """Whether something on the host listens on TCP `port` (any IPv4
+    address), read from /proc so that iperf3's one-off server is not used up
+    by a probe."""
+    suffix = f":{port:04X}"
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                if parts[1].endswith(suffix) and parts[3] == "0A":
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+def measure_host_to_child(impl):
+    """iperf3 host->child through the implicit port: the server inside
+    rootlesskit, the client on the host. Returns received bits per second."""
+    port = b.free_loopback_port()
+    argv = [
+        impl.rootlesskit,
+        *IMPLICIT,
+        "--copy-up=/etc",
+        "--disable-host-loopback",
+        "--",
+        "iperf3",
+        "-s",
+        "-1",
+        "-p",
+        str(port),
+    ]
+    proc = subprocess.Popen(
+        b.as_user(argv),
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + b.STARTUP_WAIT
+        while not _host_listening(port):
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace")
+                raise b.MeasureError(f"exited {proc.returncode} early: {' '.join(argv)}\n{b.tail(err)}")
+            if time.monotonic() > deadline:
+                raise b.MeasureError(f"127.0.0.1:{port} was not forwarded within {b.STARTUP_WAIT}s")
+            time.sleep(0.05)
+        r = subprocess.run(
+            ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(b.IPERF_SECONDS), "-J"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=b.IPERF_SECONDS + b.RUN_TIMEOUT,
+        )
+        try:
+            return float(json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"])
+        except (ValueError, KeyError) as e:
+            raise b.MeasureError(
+                f"iperf3 client failed ({e}), exit {r.returncode}:\n{b.tail(r.stdout)}{b.tail(r.stderr)}"
+            )
+    finally:
+        if proc.poll() is None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                b.kill_tree(proc.pid, proc)
+
+
+def section_pasta(bench):
+    for label, rk_args in [
+        ("--net=pasta", ["--net=pasta", "--disable-host-loopback"]),
+        ("--net=pasta --port-driver=implicit", [*IMPLICIT, "--disable-host-loopback"]),
+    ]:
+        bench.measure(
+            "pasta",
+            f"{label} true (median of {bench.runs})",
+            "ms",
+            True,
+            lambda impl, a=rk_args: b.measure_startup(impl, a, bench.runs),
+        )
+    for mtu in (65520, 1500):
+        _measure_rounds(
+            bench,
+            "pasta",
+            f"child->host MTU {mtu} (median of {ROUNDS})",
+            "Gbit/s",
+            False,
+            lambda impl, m=mtu: b.measure_iperf(impl, ["--net=pasta", f"--mtu={m}"], "10.0.2.2"),
+        )
+    _measure_rounds(
+        bench,
+        "pasta",
+        f"host->child via implicit port (median of {ROUNDS})",
+        "Gbit/s",
+        False,
+        measure_host_to_child,
+    )
+
+
+SECTIONS = {"pasta": section_pasta}
