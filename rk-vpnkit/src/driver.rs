@@ -140,9 +140,11 @@ impl Driver for VpnkitDriver {
             if debug_enabled() {
                 let c = p.counters();
                 eprintln!(
-                    "rk-vpnkit: frames to vpnkit {} (in {} writes), to the tap {}, dropped by the tap {}",
+                    "rk-vpnkit: frames to vpnkit {} (in {} writes, {} malformed packets dropped), \
+                     to the tap {} ({} refused by the tap)",
                     c.to_vpnkit.load(Ordering::Relaxed),
                     c.batches.load(Ordering::Relaxed),
+                    c.malformed.load(Ordering::Relaxed),
                     c.to_tap.load(Ordering::Relaxed),
                     c.dropped.load(Ordering::Relaxed)
                 );

@@ -105,37 +105,36 @@ impl FrameBatch {
         }
     }
 
-    /// Space for the next frame (as large as any frame can be), or `None`
-    /// when the batch is full and must be written out first.
-    pub fn slot(&mut self) -> Option<&mut [u8]> {
-        let from = self.len + FRAME_HEADER_LEN;
-        if self.buf.len() - self.len < MAX_RECORD {
+    /// The longest frame that still fits.
+    pub fn room(&self) -> usize {
+        self.buf
+            .len()
+            .saturating_sub(self.len + FRAME_HEADER_LEN)
+            .min(MAX_FRAME)
+    }
+
+    /// Appends a frame of `n` bytes and returns it to be filled in, or
+    /// `None` if it does not fit (see [`room`](Self::room)).
+    pub fn frame_mut(&mut self, n: usize) -> Option<&mut [u8]> {
+        if n > self.room() {
             return None;
         }
-        Some(&mut self.buf[from..from + MAX_FRAME])
-    }
-
-    /// Takes the first `n` bytes of the last [`slot`](Self::slot) as a frame.
-    pub fn commit(&mut self, n: usize) {
-        assert!(n <= MAX_FRAME, "a frame is at most {MAX_FRAME} bytes");
-        if n == 0 {
-            return;
-        }
         self.buf[self.len..self.len + FRAME_HEADER_LEN].copy_from_slice(&(n as u16).to_le_bytes());
-        self.len += FRAME_HEADER_LEN + n;
+        let from = self.len + FRAME_HEADER_LEN;
+        self.len = from + n;
         self.frames += 1;
+        Some(&mut self.buf[from..from + n])
     }
 
-    /// Appends a frame by copying it.
+    /// Appends a copy of `frame`; `false` if it does not fit.
     #[cfg(test)]
     pub fn push(&mut self, frame: &[u8]) -> bool {
-        match self.slot() {
-            Some(slot) if frame.len() <= MAX_FRAME => {
-                slot[..frame.len()].copy_from_slice(frame);
-                self.commit(frame.len());
+        match self.frame_mut(frame.len()) {
+            Some(out) => {
+                out.copy_from_slice(frame);
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 
@@ -292,10 +291,7 @@ mod tests {
     fn batch_lays_out_prefixed_frames() {
         let mut b = FrameBatch::new(4 * MAX_RECORD);
         assert!(b.push(&[1, 2, 3]));
-        let slot = b.slot().unwrap();
-        slot[..2].copy_from_slice(&[9, 9]);
-        b.commit(2);
-        b.commit(0);
+        b.frame_mut(2).unwrap().copy_from_slice(&[9, 9]);
         assert_eq!(b.bytes(), &[3, 0, 1, 2, 3, 2, 0, 9, 9]);
         assert_eq!(b.frames(), 2);
         b.clear();
@@ -303,13 +299,17 @@ mod tests {
     }
 
     #[test]
-    fn batch_is_full_when_a_maximal_frame_would_not_fit() {
+    fn batch_room_shrinks_and_refuses_what_does_not_fit() {
         let mut b = FrameBatch::new(0);
-        assert!(b.push(&[1]));
-        assert!(b.slot().is_none());
+        assert_eq!(b.room(), MAX_FRAME);
+        assert!(b.push(&[1; 100]));
+        assert_eq!(b.room(), MAX_FRAME - 102);
+        assert!(b.frame_mut(MAX_FRAME - 101).is_none());
+        assert!(b.frame_mut(MAX_FRAME - 102).is_some());
+        assert_eq!(b.room(), 0);
         assert!(!b.push(&[2]));
         b.clear();
-        assert!(b.slot().is_some());
+        assert_eq!(b.room(), MAX_FRAME);
     }
 
     #[test]

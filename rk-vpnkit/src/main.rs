@@ -5,6 +5,7 @@ mod driver;
 mod event;
 mod framing;
 mod link;
+mod offload;
 mod pump;
 mod sandbox;
 mod settings;

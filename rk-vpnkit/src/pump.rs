@@ -2,22 +2,25 @@
 //! until either side ends.
 //!
 //! Two threads, one per direction, each blocking on its own source:
-//! - tap → vpnkit: waits for the tap to turn readable, then reads frames
-//!   until the tap is empty or the batch is full, and writes the whole
-//!   batch (length prefixes and frames laid end to end in one buffer) to
-//!   the stream with a single `write`;
+//! - tap → vpnkit: reads packets until the tap is empty (a TCP packet may
+//!   be a 64 KiB super-packet, cut into segments by `offload`), lays the
+//!   frames with their length prefixes end to end in one buffer, and
+//!   writes that batch to the stream with a single `write` whenever it
+//!   fills up and when the tap is empty; only then does it wait in `poll`;
 //! - vpnkit → tap: reads the stream in large chunks and writes each
-//!   complete frame to the tap (the tap takes one frame per `write`); a
-//!   partial frame waits in the buffer for the next read.
+//!   complete frame to the tap (the tap takes one frame per `write`, after
+//!   a virtio-net header that says "nothing to offload"); a partial frame
+//!   waits in the buffer for the next read.
 //!
 //! Buffers are allocated once. The first thread to stop records why and
 //! signals an eventfd, which the driver hands to the SDK as its watch.
 
 use crate::event::Event;
 use crate::framing::{FrameBatch, FrameReader};
+use crate::offload::{self, VnetHdr, PLAIN_VNET_HDR, VNET_HDR_LEN};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -27,6 +30,9 @@ use std::thread::JoinHandle;
 
 /// Bytes of frames gathered from the tap before one write to the stream.
 const BATCH_BUFFER: usize = 256 * 1024;
+/// Room for the largest packet the tap hands out: with TCP segmentation
+/// offload, up to 64 KiB of IP packet plus its ethernet header.
+const MAX_TAP_PACKET: usize = 128 * 1024;
 
 /// Frame counters, for `--debug`.
 #[derive(Default)]
@@ -37,6 +43,8 @@ pub struct Counters {
     pub to_tap: AtomicU64,
     /// Frames the tap refused (e.g. while it was still down).
     pub dropped: AtomicU64,
+    /// Packets from the tap that could not be put on the wire.
+    pub malformed: AtomicU64,
 }
 
 struct Shared {
@@ -147,32 +155,56 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle
 
 /// Returns why it stopped.
 fn tap_to_vpnkit(tap: &File, mut out: UnixStream, shared: &Shared) -> String {
+    let counters = &shared.counters;
     let mut batch = FrameBatch::new(BATCH_BUFFER);
-    loop {
-        // Read until the tap is empty (or the batch full) and send what came;
-        // wait only when there was nothing at all, so that a steady flow
-        // costs one read per frame and one write per batch, and no poll.
-        let empty = match fill_from_tap(tap, &mut batch) {
-            Ok(empty) => empty,
-            Err(reason) => return reason,
-        };
-        if !batch.is_empty() {
-            if let Err(e) = out.write_all(batch.bytes()) {
-                return match e.kind() {
-                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
-                        "vpnkit closed the connection".to_owned()
-                    }
-                    _ => format!("writing to vpnkit: {e}"),
-                };
-            }
-            let c = &shared.counters;
-            c.to_vpnkit
-                .fetch_add(batch.frames() as u64, Ordering::Relaxed);
-            c.batches.fetch_add(1, Ordering::Relaxed);
-            batch.clear();
+    let mut hdr = [0u8; VNET_HDR_LEN];
+    let mut packet = vec![0u8; MAX_TAP_PACKET].into_boxed_slice();
+    let mut flush = |b: &mut FrameBatch| -> Result<(), String> {
+        if b.is_empty() {
+            return Ok(());
         }
-        if !empty {
-            continue;
+        out.write_all(b.bytes()).map_err(|e| match e.kind() {
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+                "vpnkit closed the connection".to_owned()
+            }
+            _ => format!("writing to vpnkit: {e}"),
+        })?;
+        counters
+            .to_vpnkit
+            .fetch_add(b.frames() as u64, Ordering::Relaxed);
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        b.clear();
+        Ok(())
+    };
+    loop {
+        // Read until the tap is empty, sending whenever the batch fills and
+        // once more at the end; wait only when there was nothing at all, so
+        // that a steady flow costs one read per packet (a super-packet of up
+        // to 64 KiB with segmentation offload) and no poll.
+        loop {
+            let mut iov = [IoSliceMut::new(&mut hdr), IoSliceMut::new(&mut packet)];
+            let n = match (&*tap).read_vectored(&mut iov) {
+                Ok(0) => return "the tap device was closed".to_owned(),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return format!("reading from the tap device: {e}"),
+            };
+            if n <= VNET_HDR_LEN {
+                continue;
+            }
+            let h = VnetHdr::parse(&hdr);
+            match offload::to_wire(&h, &mut packet[..n - VNET_HDR_LEN], &mut batch, &mut flush) {
+                Ok(Ok(_)) => {}
+                // Nothing a network card could send either: drop it.
+                Ok(Err(_)) => {
+                    counters.malformed.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(reason) => return reason,
+            }
+        }
+        if let Err(reason) = flush(&mut batch) {
+            return reason;
         }
         let mut fds = [
             PollFd::new(tap.as_fd(), PollFlags::POLLIN),
@@ -188,21 +220,6 @@ fn tap_to_vpnkit(tap: &File, mut out: UnixStream, shared: &Shared) -> String {
     }
 }
 
-/// Reads frames into `batch` until the tap has none left (`Ok(true)`) or
-/// the batch is full (`Ok(false)`).
-fn fill_from_tap(tap: &File, batch: &mut FrameBatch) -> Result<bool, String> {
-    while let Some(slot) = batch.slot() {
-        match (&*tap).read(slot) {
-            Ok(0) => return Err("the tap device was closed".to_owned()),
-            Ok(n) => batch.commit(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("reading from the tap device: {e}")),
-        }
-    }
-    Ok(false)
-}
-
 /// Returns why it stopped.
 fn vpnkit_to_tap(
     mut input: UnixStream,
@@ -212,7 +229,8 @@ fn vpnkit_to_tap(
 ) -> String {
     loop {
         while let Some(frame) = reader.next_frame() {
-            match (&*tap).write(frame) {
+            let iov = [IoSlice::new(&PLAIN_VNET_HDR), IoSlice::new(frame)];
+            match (&*tap).write_vectored(&iov) {
                 Ok(_) => counters.to_tap.fetch_add(1, Ordering::Relaxed),
                 // The tap refuses frames while it is down (EIO), when its
                 // queue is full, or a frame it cannot parse: drop the frame,
@@ -274,7 +292,9 @@ mod tests {
 
         // Kernel → vpnkit: three frames sent at once arrive prefixed.
         for f in [&[1u8; 60][..], &[2u8; 1514][..], &[3u8; 42][..]] {
-            kernel.0.send(f).unwrap();
+            let mut packet = PLAIN_VNET_HDR.to_vec();
+            packet.extend_from_slice(f);
+            kernel.0.send(&packet).unwrap();
         }
         let mut got = vec![0u8; 3 * 2 + 60 + 1514 + 42];
         vpnkit.read_exact(&mut got).unwrap();
@@ -294,7 +314,8 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         let n = kernel.0.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], &[7u8; 100][..]);
+        assert_eq!(&buf[..VNET_HDR_LEN], &PLAIN_VNET_HDR[..]);
+        assert_eq!(&buf[VNET_HDR_LEN..n], &[7u8; 100][..]);
 
         // vpnkit goes away: the pump says so through its eventfd.
         drop(vpnkit);

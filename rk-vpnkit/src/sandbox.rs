@@ -30,6 +30,7 @@ const AUDIT_ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
 fn allowed() -> Vec<libc::c_long> {
     let mut v = vec![
         libc::SYS_read,
+        libc::SYS_readv,
         libc::SYS_write,
         libc::SYS_writev,
         // std's UnixStream reads with recv and writes with send(MSG_NOSIGNAL)
