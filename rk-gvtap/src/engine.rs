@@ -1,0 +1,347 @@
+//! The event loop: one thread, one epoll over the tap, every host socket of
+//! the NAT and a stop eventfd; smoltcp's own timers give the timeout.
+//!
+//! Each round: take events; read frames from the tap until it has no more
+//! (at most [`TAP_BATCH`], so host sockets get their turn), letting the NAT
+//! look at each before the stack does; move data between smoltcp sockets
+//! and host sockets for the flows something happened to; let the stack send
+//! what it has; reap finished flows; once a second, expire idle flows.
+
+use crate::classify::{classify, Frame};
+use crate::dns::{self, Dns};
+use crate::epoll::{self, Epoll, Token};
+use crate::net::Net;
+use crate::ping_nat::{self, PingNat};
+use crate::plan::NetPlan;
+use crate::policy::{ping_target, route, Route};
+use crate::resolv::ResolvConf;
+use crate::tcp_nat::{self, TcpNat};
+use crate::udp_nat::{self, UdpNat};
+use smoltcp::iface::PollIngressSingleResult;
+use smoltcp::time::Instant as SmolInstant;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+const KIND_TAP: u8 = 0;
+const KIND_STOP: u8 = 1;
+/// Frames read per round before host sockets are looked at again.
+const TAP_BATCH: usize = 256;
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// Flow limits; the defaults are documented in docs/gvisor-tap-vsock.md.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub tcp: usize,
+    pub udp: usize,
+    pub ping: usize,
+    pub dns: usize,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        tcp: tcp_nat::MAX_FLOWS,
+        udp: udp_nat::MAX_FLOWS,
+        ping: ping_nat::MAX_FLOWS,
+        dns: dns::MAX_QUERIES,
+    };
+
+    /// `wanted`, shrunk in proportion to what `nofile` descriptors allow:
+    /// each flow holds one host socket, and 64 are kept for everything else.
+    pub fn fit_nofile(wanted: Limits, nofile: u64) -> Limits {
+        let budget = nofile.saturating_sub(64).max(64) as usize;
+        let total = wanted.tcp + wanted.udp + wanted.ping + wanted.dns;
+        if budget >= total {
+            return wanted;
+        }
+        let scale = |n: usize| (n * budget / total).max(4);
+        Limits {
+            tcp: scale(wanted.tcp),
+            udp: scale(wanted.udp),
+            ping: scale(wanted.ping),
+            dns: scale(wanted.dns),
+        }
+    }
+}
+
+pub struct Engine {
+    net: Net,
+    epoll: Epoll,
+    tcp: TcpNat,
+    udp: UdpNat,
+    ping: PingNat,
+    dns: Dns,
+    _stop: OwnedFd,
+    tap_ready: bool,
+    more_work: bool,
+    next_housekeeping: Instant,
+    dns_deadline: Option<Instant>,
+    events: Vec<(Token, u32)>,
+    debug: bool,
+    next_stats: Instant,
+}
+
+impl Engine {
+    pub fn new(
+        plan: NetPlan,
+        tap: OwnedFd,
+        stop: OwnedFd,
+        limits: Limits,
+    ) -> std::io::Result<Engine> {
+        let epoll = Epoll::new(256)?;
+        let mtu = plan.mtu;
+        let mut net = Net::new(plan, tap);
+        epoll.add(
+            net.dev.raw_fd(),
+            epoll::IN | epoll::ET,
+            Token::new(KIND_TAP, 0, 0),
+        )?;
+        epoll.add(stop.as_raw_fd(), epoll::IN, Token::new(KIND_STOP, 0, 0))?;
+        let dns = Dns::new(&mut net, ResolvConf::new("/etc/resolv.conf"), limits.dns);
+        Ok(Engine {
+            net,
+            epoll,
+            tcp: TcpNat::new(mtu, limits.tcp),
+            udp: UdpNat::new(limits.udp),
+            ping: PingNat::new(limits.ping),
+            dns,
+            _stop: stop,
+            tap_ready: true,
+            more_work: false,
+            next_housekeeping: Instant::now() + HOUSEKEEPING,
+            dns_deadline: None,
+            events: Vec::with_capacity(256),
+            debug: rk_driver::debug_enabled(),
+            next_stats: Instant::now(),
+        })
+    }
+
+    /// Runs until the stop eventfd is signalled; an error means the network
+    /// is gone (the tap failed).
+    pub fn run(&mut self) -> Result<(), String> {
+        loop {
+            let timeout = self.timeout();
+            self.events.clear();
+            let got = self
+                .epoll
+                .wait(timeout)
+                .map_err(|e| format!("epoll_wait: {e}"))?;
+            self.events.extend(got);
+            for k in 0..self.events.len() {
+                let (token, ev) = self.events[k];
+                match token.kind {
+                    KIND_TAP => {
+                        if ev & (epoll::ERR | epoll::HUP) != 0 && ev & epoll::IN == 0 {
+                            return Err("the tap device inside the namespace went away".into());
+                        }
+                        self.tap_ready = true;
+                    }
+                    KIND_STOP => return Ok(()),
+                    tcp_nat::KIND => self.tcp.on_event(&mut self.net, &self.epoll, token, ev),
+                    udp_nat::KIND => self.udp.on_event(token),
+                    ping_nat::KIND => self.ping.on_event(token),
+                    dns::KIND => self.dns.on_event(token),
+                    _ => {}
+                }
+            }
+            if self.tap_ready {
+                self.ingest()?;
+            }
+            self.service();
+            self.egress();
+            self.tcp.reap(&mut self.net);
+            let now = Instant::now();
+            if now >= self.next_housekeeping || self.dns_deadline.is_some_and(|d| d <= now) {
+                self.housekeeping(now);
+            }
+        }
+    }
+
+    fn timeout(&mut self) -> Option<Duration> {
+        if self.tap_ready || self.more_work {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        let mut t = self.next_housekeeping.saturating_duration_since(now);
+        if let Some(d) = self.dns_deadline {
+            t = t.min(d.saturating_duration_since(now));
+        }
+        if let Some(d) = self
+            .net
+            .iface
+            .poll_delay(SmolInstant::now(), &self.net.sockets)
+        {
+            t = t.min(Duration::from_micros(d.total_micros()));
+        }
+        Some(t)
+    }
+
+    fn ingest(&mut self) -> Result<(), String> {
+        for _ in 0..TAP_BATCH {
+            let len = match self.net.dev.read_frame() {
+                Ok(Some(len)) => len,
+                Ok(None) => {
+                    self.tap_ready = false;
+                    return Ok(());
+                }
+                Err(e) => return Err(format!("reading the tap device: {e}")),
+            };
+            let (frame, mac) = classify(self.net.dev.frame(len));
+            let mut new_flow = None;
+            let pass = match frame {
+                Frame::ArpRequest { target } => target == self.net.plan.gateway,
+                Frame::TcpSyn { src, dst } => {
+                    self.note_guest_mac(src, mac);
+                    match route(&self.net.plan, *src.ip(), dst) {
+                        Route::Host(to) => {
+                            new_flow = self.tcp.on_syn(&mut self.net, &self.epoll, src, dst, &[to]);
+                            true
+                        }
+                        Route::Dns => {
+                            let servers = self.dns.servers();
+                            new_flow =
+                                self.tcp
+                                    .on_syn(&mut self.net, &self.epoll, src, dst, &servers);
+                            true
+                        }
+                        Route::Refuse => true,
+                        Route::Drop => false,
+                    }
+                }
+                Frame::Tcp { src, dst } => {
+                    self.tcp.mark(src, dst);
+                    true
+                }
+                Frame::Udp { src, dst } => {
+                    self.note_guest_mac(src, mac);
+                    match route(&self.net.plan, *src.ip(), dst) {
+                        Route::Host(_) => {
+                            self.udp.before_datagram(&mut self.net, dst);
+                            true
+                        }
+                        Route::Dns => {
+                            self.dns.mark();
+                            true
+                        }
+                        Route::Refuse => true,
+                        Route::Drop => false,
+                    }
+                }
+                Frame::EchoRequest {
+                    src,
+                    dst,
+                    ident,
+                    icmp_offset,
+                    icmp_len,
+                    ..
+                } => {
+                    self.note_guest_mac(SocketAddrV4::new(src, 0), mac);
+                    let handled = match ping_target(&self.net.plan, src, dst) {
+                        Some(target) => {
+                            let icmp =
+                                &self.net.dev.frame(len)[icmp_offset..icmp_offset + icmp_len];
+                            self.ping
+                                .on_echo(&self.epoll, src, dst, ident, target, icmp)
+                        }
+                        None => false,
+                    };
+                    // The gateway answers itself when the host cannot.
+                    !handled && dst == self.net.plan.gateway
+                }
+                Frame::Other => true,
+            };
+            if pass {
+                self.net.dev.stage(len);
+                let r = self.net.iface.poll_ingress_single(
+                    SmolInstant::now(),
+                    &mut self.net.dev,
+                    &mut self.net.sockets,
+                );
+                let _: PollIngressSingleResult = r;
+            }
+            if let Some(i) = new_flow {
+                self.tcp.after_syn(&mut self.net, i);
+            }
+        }
+        Ok(())
+    }
+
+    fn note_guest_mac(&mut self, src: SocketAddrV4, mac: [u8; 6]) {
+        if self.net.plan.contains(*src.ip()) && self.net.guest_mac != Some(mac) {
+            self.net.guest_mac = Some(mac);
+        }
+    }
+
+    fn service(&mut self) {
+        self.tcp.service(&mut self.net);
+        let plan = self.net.plan.clone();
+        let guest = plan.guest;
+        self.more_work = self.udp.service(&mut self.net, &self.epoll, |dst| {
+            match route(&plan, guest, dst) {
+                Route::Host(to) => Some(to),
+                _ => None::<SocketAddr>,
+            }
+        });
+        self.ping.service(&mut self.net);
+        self.dns.service(&mut self.net, &self.epoll);
+        if self.dns.len() > 0 && self.dns_deadline.is_none() {
+            self.dns_deadline = Some(Instant::now() + dns::SERVER_TIMEOUT);
+        }
+    }
+
+    fn egress(&mut self) {
+        let now = SmolInstant::now();
+        while self
+            .net
+            .iface
+            .poll_egress(now, &mut self.net.dev, &mut self.net.sockets)
+            == smoltcp::iface::PollResult::SocketStateChanged
+        {}
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        self.tcp.housekeeping(&mut self.net, now);
+        self.udp.housekeeping(&mut self.net, now);
+        self.ping.housekeeping(now);
+        self.dns_deadline = self.dns.housekeeping(&self.epoll, now);
+        self.next_housekeeping = now + HOUSEKEEPING;
+        self.net.iface.poll_maintenance(SmolInstant::now());
+        if self.debug && now >= self.next_stats {
+            let (tcp, udp, ping, dns) = self.flow_counts();
+            eprintln!(
+                "rk-gvtap: debug: open flows: {tcp} TCP, {udp} UDP, {ping} ping, {dns} DNS queries; frames the tap refused: {}",
+                self.net.dev.tx_dropped
+            );
+            self.next_stats = now + Duration::from_secs(10);
+        }
+    }
+
+    /// Open flows: (TCP, UDP, ping, DNS queries).
+    fn flow_counts(&self) -> (usize, usize, usize, usize) {
+        (
+            self.tcp.len(),
+            self.udp.len(),
+            self.ping.len(),
+            self.dns.len(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_shrink_to_the_descriptors_there_are() {
+        assert_eq!(
+            Limits::fit_nofile(Limits::DEFAULT, 1 << 20),
+            Limits::DEFAULT
+        );
+        let small = Limits::fit_nofile(Limits::DEFAULT, 1024);
+        let total = small.tcp + small.udp + small.ping + small.dns;
+        assert!(total <= 1024 - 64, "{small:?}");
+        assert!(small.tcp > small.udp && small.udp > small.ping, "{small:?}");
+        let tiny = Limits::fit_nofile(Limits::DEFAULT, 10);
+        assert!(tiny.tcp >= 4 && tiny.dns >= 4, "{tiny:?}");
+    }
+}

@@ -1,0 +1,137 @@
+//! Frames the NAT writes to the guest itself, outside smoltcp's sockets:
+//! ICMP echo replies from the host's ping sockets and ICMP errors for UDP
+//! destinations the host found closed.
+
+use crate::device::{TapDevice, ETHERNET_HEADER};
+use crate::plan::GATEWAY_MAC;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4DstUnreachable,
+    Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr,
+};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+const IPV4_HEADER: usize = 20;
+
+fn send_icmp(
+    dev: &mut TapDevice,
+    guest_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    icmp: &Icmpv4Repr<'_>,
+) {
+    let caps = ChecksumCapabilities::default();
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 64,
+    };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(GATEWAY_MAC),
+        dst_addr: EthernetAddress(guest_mac),
+        ethertype: EthernetProtocol::Ipv4,
+    };
+    let len = ETHERNET_HEADER + IPV4_HEADER + icmp.buffer_len();
+    dev.send_frame(len, |buf| {
+        eth.emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
+        ip.emit(
+            &mut Ipv4Packet::new_unchecked(&mut buf[ETHERNET_HEADER..]),
+            &caps,
+        );
+        icmp.emit(
+            &mut Icmpv4Packet::new_unchecked(&mut buf[ETHERNET_HEADER + IPV4_HEADER..]),
+            &caps,
+        );
+    });
+}
+
+/// An echo reply from `from` to the guest.
+pub fn echo_reply(
+    dev: &mut TapDevice,
+    guest_mac: [u8; 6],
+    from: Ipv4Addr,
+    to: Ipv4Addr,
+    ident: u16,
+    seq_no: u16,
+    data: &[u8],
+) {
+    let icmp = Icmpv4Repr::EchoReply {
+        ident,
+        seq_no,
+        data,
+    };
+    send_icmp(dev, guest_mac, from, to, &icmp);
+}
+
+/// "Port unreachable" for a UDP datagram the guest sent from `guest` to
+/// `dest`, so that its socket sees ECONNREFUSED as it would on a wire.
+pub fn udp_port_unreachable(
+    dev: &mut TapDevice,
+    guest_mac: [u8; 6],
+    dest: SocketAddrV4,
+    guest: SocketAddrV4,
+) {
+    let mut udp_header = [0u8; 8];
+    udp_header[0..2].copy_from_slice(&guest.port().to_be_bytes());
+    udp_header[2..4].copy_from_slice(&dest.port().to_be_bytes());
+    udp_header[4..6].copy_from_slice(&8u16.to_be_bytes());
+    let icmp = Icmpv4Repr::DstUnreachable {
+        reason: Icmpv4DstUnreachable::PortUnreachable,
+        header: Ipv4Repr {
+            src_addr: *guest.ip(),
+            dst_addr: *dest.ip(),
+            next_header: IpProtocol::Udp,
+            payload_len: 8,
+            hop_limit: 64,
+        },
+        data: &udp_header,
+    };
+    send_icmp(dev, guest_mac, *dest.ip(), *guest.ip(), &icmp);
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// An ethernet + IPv4 frame carrying `payload`.
+    pub fn ipv4_frame(
+        src: &Ipv4Addr,
+        dst: &Ipv4Addr,
+        proto: IpProtocol,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut buf = vec![0u8; ETHERNET_HEADER + IPV4_HEADER + payload.len()];
+        EthernetRepr {
+            src_addr: EthernetAddress([2, 0, 0, 0, 0, 1]),
+            dst_addr: EthernetAddress(GATEWAY_MAC),
+            ethertype: EthernetProtocol::Ipv4,
+        }
+        .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
+        Ipv4Repr {
+            src_addr: *src,
+            dst_addr: *dst,
+            next_header: proto,
+            payload_len: payload.len(),
+            hop_limit: 64,
+        }
+        .emit(
+            &mut Ipv4Packet::new_unchecked(&mut buf[ETHERNET_HEADER..]),
+            &ChecksumCapabilities::default(),
+        );
+        buf[ETHERNET_HEADER + IPV4_HEADER..].copy_from_slice(payload);
+        buf
+    }
+
+    /// A bare 20-byte TCP header with the given flags byte.
+    pub fn tcp_segment(src_port: u16, dst_port: u16, flags: u8) -> Vec<u8> {
+        let mut t = vec![0u8; 20];
+        t[0..2].copy_from_slice(&src_port.to_be_bytes());
+        t[2..4].copy_from_slice(&dst_port.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = flags;
+        t[14..16].copy_from_slice(&1024u16.to_be_bytes());
+        t
+    }
+}

@@ -1,0 +1,427 @@
+//! TCP through the NAT: every connection the guest opens is terminated by a
+//! smoltcp socket and relayed to a host socket connected to the destination
+//! (or to the host's loopback for the gateway, or to a nameserver).
+//!
+//! On a new SYN, a smoltcp socket starts listening on the exact destination
+//! with its SYN-ACK held back, and a non-blocking connect() starts on the
+//! host. Only when the host's connect succeeds does the guest get its
+//! SYN-ACK; if it fails, the guest gets a RST: "connection refused" inside
+//! means refused outside, and it comes as fast as the host's own answer.
+
+use crate::epoll::{self, Epoll, Token};
+use crate::net::Net;
+use crate::ratelog::RateLog;
+use crate::slab::Slab;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp::{self, State};
+use smoltcp::time::Duration as SmolDuration;
+use smoltcp::wire::IpListenEndpoint;
+use socket2::{Domain, SockRef, Socket, Type};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+pub const KIND: u8 = 2;
+/// At most this many TCP connections at once; more are refused (RST).
+pub const MAX_FLOWS: usize = 4096;
+/// A host connect() that has not finished by then is given up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(75);
+/// A connection whose peer inside stops acknowledging data is dropped.
+const STALL_TIMEOUT: SmolDuration = SmolDuration::from_secs(300);
+
+type Key = (SocketAddrV4, SocketAddrV4);
+
+struct Flow {
+    key: Key,
+    host: TcpStream,
+    handle: SocketHandle,
+    connected: bool,
+    started: Instant,
+    /// Further addresses to try if the connect fails (DNS over TCP).
+    fallbacks: Vec<SocketAddr>,
+    readable: bool,
+    writable: bool,
+    host_eof: bool,
+    host_write_shut: bool,
+    dirty: bool,
+    finished: bool,
+}
+
+pub struct TcpNat {
+    flows: Slab<Flow>,
+    by_key: HashMap<Key, u32>,
+    dirty: Vec<u32>,
+    finished: Vec<u32>,
+    buffer_size: usize,
+    max_flows: usize,
+    limit_log: RateLog,
+    error_log: RateLog,
+}
+
+impl TcpNat {
+    pub fn new(mtu: u32, max_flows: usize) -> TcpNat {
+        let mss = mtu as usize - 40;
+        TcpNat {
+            flows: Slab::default(),
+            by_key: HashMap::new(),
+            dirty: Vec::new(),
+            finished: Vec::new(),
+            buffer_size: (mss * 8).clamp(256 * 1024, 1024 * 1024),
+            max_flows,
+            limit_log: RateLog::new(),
+            error_log: RateLog::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Notes that a segment of the flow `src → dst` arrived.
+    pub fn mark(&mut self, src: SocketAddrV4, dst: SocketAddrV4) {
+        if let Some(&i) = self.by_key.get(&(src, dst)) {
+            self.mark_index(i);
+        }
+    }
+
+    fn mark_index(&mut self, i: u32) {
+        if let Some(f) = self.flows.get_index_mut(i) {
+            if !f.dirty {
+                f.dirty = true;
+                self.dirty.push(i);
+            }
+        }
+    }
+
+    /// A SYN from `src` to `dst` that must reach `targets` (in order).
+    /// Prepares a listening socket before the stack sees the SYN; returns the
+    /// new flow's index, or `None` when the SYN is left to the stack (it
+    /// answers RST where nothing listens).
+    pub fn on_syn(
+        &mut self,
+        net: &mut Net,
+        epoll: &Epoll,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        targets: &[SocketAddr],
+    ) -> Option<u32> {
+        if let Some(&i) = self.by_key.get(&(src, dst)) {
+            // A retransmitted SYN: the socket in SYN-RECEIVED takes it.
+            self.mark_index(i);
+            return None;
+        }
+        if self.flows.len() >= self.max_flows {
+            self.limit_log.log(format_args!(
+                "TCP connection {src} -> {dst} refused: {} connections open, the limit",
+                self.max_flows
+            ));
+            return None;
+        }
+        let (host, connected, fallbacks) = match connect_first(targets) {
+            Ok(v) => v,
+            Err(e) => {
+                if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE)
+                {
+                    self.limit_log.log(format_args!(
+                        "TCP connection {src} -> {dst} refused: out of file descriptors ({e})"
+                    ));
+                }
+                return None;
+            }
+        };
+        let mut sock = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; self.buffer_size]),
+            tcp::SocketBuffer::new(vec![0; self.buffer_size]),
+        );
+        sock.set_nagle_enabled(false);
+        sock.set_timeout(Some(STALL_TIMEOUT));
+        sock.pause_synack(!connected);
+        if sock
+            .listen(IpListenEndpoint {
+                addr: Some((*dst.ip()).into()),
+                port: dst.port(),
+            })
+            .is_err()
+        {
+            return None;
+        }
+        let handle = net.sockets.add(sock);
+        let (index, generation) = self.flows.vacant();
+        if let Err(e) = epoll.add(
+            host.as_raw_fd(),
+            epoll::IN | epoll::OUT | epoll::RDHUP | epoll::ET,
+            Token::new(KIND, index, generation),
+        ) {
+            self.error_log.log(format_args!("epoll: {e}"));
+            net.sockets.remove(handle);
+            return None;
+        }
+        let inserted = self.flows.insert(Flow {
+            key: (src, dst),
+            host,
+            handle,
+            connected,
+            started: Instant::now(),
+            fallbacks,
+            readable: false,
+            writable: false,
+            host_eof: false,
+            host_write_shut: false,
+            dirty: false,
+            finished: false,
+        });
+        debug_assert_eq!(inserted, (index, generation));
+        self.by_key.insert((src, dst), index);
+        Some(index)
+    }
+
+    /// After the stack saw the SYN for flow `i`: its socket must have taken
+    /// it. Otherwise the listening socket could catch another guest's SYN.
+    pub fn after_syn(&mut self, net: &mut Net, i: u32) {
+        let Some(f) = self.flows.get_index_mut(i) else {
+            return;
+        };
+        let sock = net.sockets.get_mut::<tcp::Socket>(f.handle);
+        let remote_ok = sock
+            .remote_endpoint()
+            .is_some_and(|r| r.addr == (*f.key.0.ip()).into() && r.port == f.key.0.port());
+        if sock.state() != State::SynReceived || !remote_ok {
+            sock.abort();
+            self.finish(i);
+        }
+    }
+
+    /// An epoll event on flow `token`'s host socket.
+    pub fn on_event(&mut self, net: &mut Net, epoll: &Epoll, token: Token, events: u32) {
+        let Some(f) = self.flows.get_mut(token.index, token.generation) else {
+            return;
+        };
+        if events & (epoll::IN | epoll::RDHUP | epoll::HUP | epoll::ERR) != 0 {
+            f.readable = true;
+        }
+        if events & (epoll::OUT | epoll::ERR | epoll::HUP) != 0 {
+            f.writable = true;
+        }
+        if !f.connected && events & (epoll::OUT | epoll::ERR | epoll::HUP) != 0 {
+            self.on_connect_result(net, epoll, token.index);
+        }
+        self.mark_index(token.index);
+    }
+
+    fn on_connect_result(&mut self, net: &mut Net, epoll: &Epoll, i: u32) {
+        let generation = self.flows.generation(i);
+        let Some(f) = self.flows.get_index_mut(i) else {
+            return;
+        };
+        let failed = match f.host.take_error() {
+            Ok(None) => f.host.peer_addr().is_err(),
+            _ => true,
+        };
+        if !failed {
+            f.connected = true;
+            net.sockets
+                .get_mut::<tcp::Socket>(f.handle)
+                .pause_synack(false);
+            return;
+        }
+        // Try the next nameserver, if this was DNS over TCP.
+        while !f.fallbacks.is_empty() {
+            let next = f.fallbacks.remove(0);
+            let Ok((host, connected)) = start_connect(next) else {
+                continue;
+            };
+            let token = Token::new(KIND, i, generation);
+            let interest = epoll::IN | epoll::OUT | epoll::RDHUP | epoll::ET;
+            if epoll.add(host.as_raw_fd(), interest, token).is_err() {
+                continue;
+            }
+            // The old socket leaves epoll as it is closed here.
+            f.host = host;
+            f.connected = connected;
+            f.readable = false;
+            f.writable = false;
+            if connected {
+                net.sockets
+                    .get_mut::<tcp::Socket>(f.handle)
+                    .pause_synack(false);
+            }
+            return;
+        }
+        // Refused (or unreachable) outside: RST inside.
+        net.sockets.get_mut::<tcp::Socket>(f.handle).abort();
+        self.finish(i);
+    }
+
+    fn finish(&mut self, i: u32) {
+        if let Some(f) = self.flows.get_index_mut(i) {
+            if !f.finished {
+                f.finished = true;
+                self.finished.push(i);
+            }
+        }
+    }
+
+    /// Moves data for every flow that something happened to.
+    pub fn service(&mut self, net: &mut Net) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &i in &dirty {
+            if let Some(f) = self.flows.get_index_mut(i) {
+                f.dirty = false;
+            }
+            self.service_one(net, i);
+        }
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.dirty.is_empty() {
+            // Reuse the allocation.
+            self.dirty = dirty;
+        }
+    }
+
+    fn service_one(&mut self, net: &mut Net, i: u32) {
+        let Some(f) = self.flows.get_index_mut(i) else {
+            return;
+        };
+        if f.finished || !f.connected {
+            return;
+        }
+        let sock = net.sockets.get_mut::<tcp::Socket>(f.handle);
+        let mut abort = false;
+
+        // Guest to host.
+        while f.writable && sock.can_recv() {
+            match sock.recv(|buf| match (&f.host).write(buf) {
+                Ok(n) => (n, Ok(n)),
+                Err(e) => (0, Err(e)),
+            }) {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => f.writable = false,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(_)) => {
+                    abort = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if !abort
+            && !f.host_write_shut
+            && matches!(
+                sock.state(),
+                State::CloseWait | State::LastAck | State::Closing | State::TimeWait
+            )
+            && !sock.can_recv()
+        {
+            // The guest sent FIN and everything before it went out.
+            let _ = f.host.shutdown(Shutdown::Write);
+            f.host_write_shut = true;
+        }
+
+        // Host to guest.
+        while !abort
+            && f.readable
+            && !f.host_eof
+            && sock.may_send()
+            && sock.send_queue() < sock.send_capacity()
+        {
+            match sock.send(|buf| match (&f.host).read(buf) {
+                Ok(n) => (n, Ok(n)),
+                Err(e) => (0, Err(e)),
+            }) {
+                Ok(Ok(0)) => {
+                    f.host_eof = true;
+                    // FIN after whatever is still queued.
+                    sock.close();
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => f.readable = false,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(_)) => abort = true,
+                Err(_) => break,
+            }
+        }
+
+        if abort {
+            // The host reset the connection: reset the guest's too.
+            sock.abort();
+        }
+        match sock.state() {
+            State::Closed | State::TimeWait => {
+                if !(f.host_eof && f.host_write_shut) {
+                    // Ended by a reset (either side) or a timeout: pass the
+                    // reset on to the host instead of a clean FIN.
+                    let _ = SockRef::from(&f.host).set_linger(Some(Duration::ZERO));
+                }
+                self.finish(i);
+            }
+            _ => {}
+        }
+    }
+
+    /// Removes flows that ended, after the stack sent their last segment.
+    pub fn reap(&mut self, net: &mut Net) {
+        for i in std::mem::take(&mut self.finished) {
+            if let Some(f) = self.flows.remove(i) {
+                net.sockets.remove(f.handle);
+                self.by_key.remove(&f.key);
+            }
+        }
+    }
+
+    /// Once a second: flows whose state changed by a timer (stack timeouts,
+    /// connects that never finish).
+    pub fn housekeeping(&mut self, net: &mut Net, now: Instant) {
+        for i in self.flows.indices() {
+            let Some(f) = self.flows.get_index_mut(i) else {
+                continue;
+            };
+            if !f.connected && now.duration_since(f.started) > CONNECT_TIMEOUT {
+                net.sockets.get_mut::<tcp::Socket>(f.handle).abort();
+                self.finish(i);
+                continue;
+            }
+            let state = net.sockets.get::<tcp::Socket>(f.handle).state();
+            if matches!(state, State::Closed | State::TimeWait) {
+                self.mark_index(i);
+            }
+        }
+    }
+}
+
+/// Starts a connect to the first of `targets` that does not fail at once;
+/// returns the socket, whether it is connected already, and the addresses
+/// left to try.
+fn connect_first(targets: &[SocketAddr]) -> io::Result<(TcpStream, bool, Vec<SocketAddr>)> {
+    let mut last = io::Error::from(io::ErrorKind::ConnectionRefused);
+    for (n, &t) in targets.iter().enumerate() {
+        match start_connect(t) {
+            Ok((s, connected)) => return Ok((s, connected, targets[n + 1..].to_vec())),
+            Err(e) => {
+                let fd_shortage =
+                    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
+                last = e;
+                if fd_shortage {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+fn start_connect(target: SocketAddr) -> io::Result<(TcpStream, bool)> {
+    let s = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM.nonblocking().cloexec(),
+        None,
+    )?;
+    let _ = s.set_tcp_nodelay(true);
+    let connected = match s.connect(&target.into()) {
+        Ok(()) => true,
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
+        Err(e) => return Err(e),
+    };
+    Ok((TcpStream::from(s), connected))
+}

@@ -1,0 +1,321 @@
+//! UDP through the NAT. A flow is one (guest address, destination) pair and
+//! owns a host UDP socket connected to the destination, so that only its
+//! answers come back, and an ICMP "port unreachable" outside turns into one
+//! inside. smoltcp sockets, one per destination endpoint the guest talks to,
+//! take the guest's datagrams (reassembling fragments) and send the answers
+//! with the destination as their source (fragmenting them to the MTU).
+
+use crate::epoll::{self, Epoll, Token};
+use crate::net::Net;
+use crate::ratelog::RateLog;
+use crate::slab::Slab;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::udp::{self, UdpMetadata};
+use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+pub const KIND: u8 = 3;
+/// At most this many UDP flows at once; datagrams of more are dropped.
+pub const MAX_FLOWS: usize = 1024;
+/// A flow with no datagram either way for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The same for flows to port 53 (DNS asks once and is done).
+pub const DNS_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+const LARGEST_DATAGRAM: usize = 65535;
+
+/// smoltcp UDP socket buffers: room for a few of the largest datagrams.
+pub fn new_smol_socket() -> udp::Socket<'static> {
+    udp::Socket::new(
+        udp::PacketBuffer::new(
+            vec![udp::PacketMetadata::EMPTY; 64],
+            vec![0; 2 * LARGEST_DATAGRAM],
+        ),
+        udp::PacketBuffer::new(
+            vec![udp::PacketMetadata::EMPTY; 64],
+            vec![0; 2 * LARGEST_DATAGRAM],
+        ),
+    )
+}
+
+struct Listener {
+    handle: SocketHandle,
+    flows: usize,
+    created: Instant,
+}
+
+struct Flow {
+    guest: SocketAddrV4,
+    dest: SocketAddrV4,
+    host: UdpSocket,
+    last: Instant,
+    idle_limit: Duration,
+}
+
+pub struct UdpNat {
+    listeners: HashMap<SocketAddrV4, Listener>,
+    dirty_listeners: Vec<SocketAddrV4>,
+    flows: Slab<Flow>,
+    by_key: HashMap<(SocketAddrV4, SocketAddrV4), u32>,
+    readable: Vec<u32>,
+    scratch: Vec<u8>,
+    max_flows: usize,
+    limit_log: RateLog,
+}
+
+impl UdpNat {
+    pub fn new(max_flows: usize) -> UdpNat {
+        UdpNat {
+            listeners: HashMap::new(),
+            dirty_listeners: Vec::new(),
+            flows: Slab::default(),
+            by_key: HashMap::new(),
+            readable: Vec::new(),
+            scratch: vec![0; LARGEST_DATAGRAM],
+            max_flows,
+            limit_log: RateLog::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// A datagram to `dest` is about to reach the stack: make sure a socket
+    /// takes it.
+    pub fn before_datagram(&mut self, net: &mut Net, dest: SocketAddrV4) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.listeners.entry(dest) {
+            let mut sock = new_smol_socket();
+            let endpoint = IpListenEndpoint {
+                addr: Some(IpAddress::Ipv4(*dest.ip())),
+                port: dest.port(),
+            };
+            if sock.bind(endpoint).is_err() {
+                return;
+            }
+            slot.insert(Listener {
+                handle: net.sockets.add(sock),
+                flows: 0,
+                created: Instant::now(),
+            });
+        }
+        self.dirty_listeners.push(dest);
+    }
+
+    pub fn on_event(&mut self, token: Token) {
+        if self.flows.get_mut(token.index, token.generation).is_some() {
+            self.readable.push(token.index);
+        }
+    }
+
+    /// Relays datagrams both ways; `true` if work is left for the next round
+    /// (the stack's send buffer was full).
+    pub fn service(
+        &mut self,
+        net: &mut Net,
+        epoll: &Epoll,
+        target: impl Fn(SocketAddrV4) -> Option<SocketAddr>,
+    ) -> bool {
+        let now = Instant::now();
+        let mut dirty = std::mem::take(&mut self.dirty_listeners);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for dest in dirty.drain(..) {
+            self.drain_guest(net, epoll, dest, &target, now);
+        }
+        self.dirty_listeners = dirty;
+
+        let mut more = false;
+        let mut ready = std::mem::take(&mut self.readable);
+        ready.sort_unstable();
+        ready.dedup();
+        let mut keep = Vec::new();
+        for i in ready.drain(..) {
+            if self.drain_host(net, i, now) {
+                keep.push(i);
+                more = true;
+            }
+        }
+        self.readable = keep;
+        more
+    }
+
+    fn drain_guest(
+        &mut self,
+        net: &mut Net,
+        epoll: &Epoll,
+        dest: SocketAddrV4,
+        target: &impl Fn(SocketAddrV4) -> Option<SocketAddr>,
+        now: Instant,
+    ) {
+        let Some(listener) = self.listeners.get(&dest) else {
+            return;
+        };
+        let handle = listener.handle;
+        loop {
+            let sock = net.sockets.get_mut::<udp::Socket>(handle);
+            let Ok((payload, meta)) = sock.recv() else {
+                break;
+            };
+            let IpAddress::Ipv4(gip) = meta.endpoint.addr;
+            let guest = SocketAddrV4::new(gip, meta.endpoint.port);
+            let key = (guest, dest);
+            let index = match self.by_key.get(&key) {
+                Some(&i) => i,
+                None => match self.open_flow(epoll, guest, dest, target) {
+                    Some(i) => i,
+                    None => continue,
+                },
+            };
+            let Some(flow) = self.flows.get_index_mut(index) else {
+                continue;
+            };
+            flow.last = now;
+            match flow.host.send(payload) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                    if let Some(mac) = net.guest_mac {
+                        crate::frames::udp_port_unreachable(&mut net.dev, mac, dest, guest);
+                    }
+                }
+                // A full host queue drops the datagram, as a router would.
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn open_flow(
+        &mut self,
+        epoll: &Epoll,
+        guest: SocketAddrV4,
+        dest: SocketAddrV4,
+        target: &impl Fn(SocketAddrV4) -> Option<SocketAddr>,
+    ) -> Option<u32> {
+        let to = target(dest)?;
+        if self.flows.len() >= self.max_flows {
+            self.limit_log.log(format_args!(
+                "UDP flow {guest} -> {dest} dropped: {} flows open, the limit",
+                self.max_flows
+            ));
+            return None;
+        }
+        let host = match connected_udp(to) {
+            Ok(s) => s,
+            Err(e) => {
+                self.limit_log
+                    .log(format_args!("UDP flow {guest} -> {dest}: host socket: {e}"));
+                return None;
+            }
+        };
+        let (index, generation) = self.flows.vacant();
+        epoll
+            .add(
+                host.as_raw_fd(),
+                epoll::IN | epoll::ET,
+                Token::new(KIND, index, generation),
+            )
+            .ok()?;
+        let idle_limit = if dest.port() == 53 {
+            DNS_IDLE_TIMEOUT
+        } else {
+            IDLE_TIMEOUT
+        };
+        self.flows.insert(Flow {
+            guest,
+            dest,
+            host,
+            last: Instant::now(),
+            idle_limit,
+        });
+        self.by_key.insert((guest, dest), index);
+        if let Some(l) = self.listeners.get_mut(&dest) {
+            l.flows += 1;
+        }
+        Some(index)
+    }
+
+    /// Answers from the host to the guest; `true` if the stack had no room.
+    fn drain_host(&mut self, net: &mut Net, i: u32, now: Instant) -> bool {
+        let Some(flow) = self.flows.get_index_mut(i) else {
+            return false;
+        };
+        let Some(listener) = self.listeners.get(&flow.dest) else {
+            return false;
+        };
+        loop {
+            let sock = net.sockets.get_mut::<udp::Socket>(listener.handle);
+            if !sock.can_send()
+                || sock.payload_send_capacity() - sock.send_queue() < LARGEST_DATAGRAM
+            {
+                return true;
+            }
+            match flow.host.recv(&mut self.scratch) {
+                Ok(n) => {
+                    flow.last = now;
+                    let meta = UdpMetadata {
+                        endpoint: IpEndpoint::new(
+                            IpAddress::Ipv4(*flow.guest.ip()),
+                            flow.guest.port(),
+                        ),
+                        local_address: Some(IpAddress::Ipv4(*flow.dest.ip())),
+                        meta: Default::default(),
+                    };
+                    let _ = sock.send_slice(&self.scratch[..n], meta);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                    if let Some(mac) = net.guest_mac {
+                        crate::frames::udp_port_unreachable(
+                            &mut net.dev,
+                            mac,
+                            flow.dest,
+                            flow.guest,
+                        );
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Closes idle flows and sockets nobody uses any more.
+    pub fn housekeeping(&mut self, net: &mut Net, now: Instant) {
+        for i in self.flows.indices() {
+            let idle = self
+                .flows
+                .get_index_mut(i)
+                .is_some_and(|f| now.duration_since(f.last) > f.idle_limit);
+            if idle {
+                if let Some(f) = self.flows.remove(i) {
+                    self.by_key.remove(&(f.guest, f.dest));
+                    if let Some(l) = self.listeners.get_mut(&f.dest) {
+                        l.flows -= 1;
+                    }
+                }
+            }
+        }
+        self.listeners.retain(|_, l| {
+            let unused = l.flows == 0 && now.duration_since(l.created) > Duration::from_secs(1);
+            if unused {
+                net.sockets.remove(l.handle);
+            }
+            !unused
+        });
+    }
+}
+
+/// A non-blocking UDP socket connected to `to`.
+pub fn connected_udp(to: SocketAddr) -> io::Result<UdpSocket> {
+    let any: SocketAddr = match to {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let s = UdpSocket::bind(any)?;
+    s.set_nonblocking(true)?;
+    s.connect(to)?;
+    Ok(s)
+}

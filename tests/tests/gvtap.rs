@@ -1,0 +1,479 @@
+//! `--net=gvisor-tap-vsock` (rk-gvtap): the userspace stack with its NAT,
+//! through real traffic to servers on the host's loopback. Every destination
+//! is the gateway (10.0.x.1), which the NAT maps to the host's 127.0.0.1, or
+//! a nameserver on 127.0.0.x: nothing leaves the machine.
+
+use rk_tests::*;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpListener, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NET: &str = "--net=gvisor-tap-vsock";
+
+/// Writes a helper script where the test user can read it; returns its path.
+fn script(name: &str, body: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("rk-gvtap-scripts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    chmod(&dir, 0o755);
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    chmod(&path, 0o644);
+    path.to_string_lossy().into_owned()
+}
+
+/// `udp_probe.py HOST PORT`: sends one datagram on a connected socket and
+/// says whether an answer, a refusal (ICMP port unreachable) or nothing came.
+const UDP_PROBE: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect((sys.argv[1], int(sys.argv[2])))
+s.send(b'x')
+try:
+    print('UDP ANSWERED', s.recv(100))
+except ConnectionRefusedError:
+    print('udp refused')
+except socket.timeout:
+    print('udp timeout')
+"#;
+
+/// `many.py HOST PORT N`: opens N connections at once, sends a line on each,
+/// checks every echo, then closes them all.
+const MANY_CONNECTIONS: &str = r#"
+import resource, socket, sys, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+t = time.time()
+socks = [socket.create_connection((host, port), timeout=20) for _ in range(n)]
+for i, s in enumerate(socks):
+    s.sendall(b'n%d\n' % i)
+ok = 0
+for i, s in enumerate(socks):
+    data = b''
+    while not data.endswith(b'\n'):
+        chunk = s.recv(100)
+        if not chunk:
+            break
+        data += chunk
+    ok += data == b'reply: n%d\n' % i
+print('open', len(socks), 'ok', ok, 'secs', round(time.time() - t, 1), flush=True)
+for s in socks:
+    s.close()
+"#;
+
+/// `flood.py HOST PORT N DIR`: tries N connections and holds those that
+/// succeed; after DIR/go1 appears closes them and checks a new one works.
+const FLOOD: &str = r#"
+import os, socket, sys, time
+host, port, n, d = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+held, refused = [], 0
+for _ in range(n):
+    try:
+        held.append(socket.create_connection((host, port), timeout=5))
+    except ConnectionRefusedError:
+        refused += 1
+print('held', len(held), 'refused', refused, flush=True)
+deadline = time.time() + 30
+while not os.path.exists(d + '/go1') and time.time() < deadline:
+    time.sleep(0.05)
+for s in held:
+    s.close()
+time.sleep(1)
+s = socket.create_connection((host, port), timeout=5)
+s.sendall(b'after\n')
+print(s.recv(100).decode().strip(), flush=True)
+"#;
+
+/// A loopback port that nothing listens on (bound once, then released).
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn closed_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn defaults_are_tap0_with_rootlesskit_addresses_and_dns_at_the_gateway() {
+    let out = expect_success(&run_sh(
+        &[NET, "--copy-up=/etc", "--disable-host-loopback"],
+        "ip -o -4 addr show dev tap0; ip route; cat /sys/class/net/tap0/mtu; cat /etc/resolv.conf",
+    ));
+    assert!(out.contains("inet 10.0.2.100/24"), "{out}");
+    assert!(out.contains("default via 10.0.2.1 dev tap0"), "{out}");
+    assert!(out.lines().any(|l| l.trim() == "65520"), "{out}");
+    assert!(out.contains("nameserver 10.0.2.1"), "{out}");
+}
+
+#[test]
+fn tcp_to_the_gateway_reaches_host_loopback_and_a_closed_port_is_refused_at_once() {
+    let port = servers::tcp_echo("127.0.0.1");
+    let closed = closed_port();
+    let out = expect_success(&run_sh(
+        &[NET],
+        &format!(
+            "echo hello | socat -t5 - TCP:10.0.2.1:{port}; \
+             start=$(date +%s%N); \
+             if echo x | socat -t5 - TCP:10.0.2.1:{closed} 2>/dev/null; then echo CONNECTED; fi; \
+             echo refused_ms=$(( ($(date +%s%N) - start) / 1000000 ))"
+        ),
+    ));
+    assert!(out.contains("reply: hello"), "{out}");
+    assert!(!out.contains("CONNECTED"), "{out}");
+    let ms: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("refused_ms="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ms < 2000, "a refused connection took {ms} ms: {out}");
+}
+
+#[test]
+fn udp_to_the_gateway_reaches_host_loopback_and_a_closed_port_says_refused() {
+    let port = servers::udp_echo("127.0.0.1");
+    let closed = closed_udp_port();
+    let out = expect_success(&run_sh(
+        &[NET],
+        &format!(
+            "echo ping1 | socat -t2 - UDP:10.0.2.1:{port}; \
+             python3 {probe} 10.0.2.1 {closed}",
+            probe = script("udp_probe.py", UDP_PROBE),
+        ),
+    ));
+    assert!(out.contains("reply: ping1"), "{out}");
+    assert!(out.contains("udp refused"), "{out}");
+}
+
+#[test]
+fn disable_host_loopback_refuses_the_gateways_ports_fast() {
+    let tport = servers::tcp_echo("127.0.0.1");
+    let uport = servers::udp_echo("127.0.0.1");
+    let started = Instant::now();
+    let out = expect_success(&run_sh(
+        &[NET, "--disable-host-loopback"],
+        &format!(
+            "if echo x | socat -t5 - TCP:10.0.2.1:{tport} 2>&1; then echo TCP_CONNECTED; else echo tcp refused; fi; \
+             python3 {probe} 10.0.2.1 {uport}; \
+             ping -c1 -W3 10.0.2.1 >/dev/null && echo gateway pings",
+            probe = script("udp_probe.py", UDP_PROBE),
+        ),
+    ));
+    assert!(out.contains("tcp refused"), "{out}");
+    assert!(out.contains("Connection refused"), "{out}");
+    assert!(out.contains("udp refused"), "{out}");
+    assert!(out.contains("gateway pings"), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(15), "{out}");
+}
+
+#[test]
+fn ping_to_the_gateway_is_answered_with_and_without_host_loopback() {
+    for args in [vec![NET], vec![NET, "--disable-host-loopback"]] {
+        let out = expect_success(&run_sh(&args, "ping -c3 -i0.2 -W3 -s 1000 10.0.2.1"));
+        assert!(out.contains("3 received"), "{args:?}: {out}");
+        assert!(out.contains("1008 bytes from 10.0.2.1"), "{args:?}: {out}");
+    }
+}
+
+#[test]
+fn cidr_moves_the_address_gateway_and_dns() {
+    let port = servers::tcp_echo("127.0.0.1");
+    let out = expect_success(&run_sh(
+        &[NET, "--copy-up=/etc", "--cidr=10.0.5.0/24"],
+        &format!(
+            "ip -o -4 addr show dev tap0; ip route; cat /etc/resolv.conf; \
+             echo moved | socat -t5 - TCP:10.0.5.1:{port}"
+        ),
+    ));
+    assert!(out.contains("inet 10.0.5.100/24"), "{out}");
+    assert!(out.contains("default via 10.0.5.1"), "{out}");
+    assert!(out.contains("nameserver 10.0.5.1"), "{out}");
+    assert!(out.contains("reply: moved"), "{out}");
+}
+
+#[test]
+fn bad_options_fail_with_the_fix_named_and_leave_nothing_behind() {
+    let cases: [(&[&str], &str); 4] = [
+        (&[NET, "--ipv6"], "drop --ipv6"),
+        (&[NET, "--mtu=300"], "between 576"),
+        (&[NET, "--net-opt", "colour=blue"], "max-tcp-flows"),
+        (
+            &[NET, "--net-opt", "max-tcp-flows=0"],
+            "between 1 and 65536",
+        ),
+    ];
+    for (args, needle) in cases {
+        let m = marker("gvbad");
+        let mut all = args.to_vec();
+        all.extend(["--", "sh", "-c", &m]);
+        let out = rootlesskit(&all).output().unwrap();
+        expect_failure(&out, needle);
+        let left = wait_until_gone(&m, 5);
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
+
+/// The rk-gvtap process serving rootlesskit `pid` (its child).
+fn driver_pid(rootlesskit_pid: u32) -> Option<u32> {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let comm = &stat[stat.find('(').unwrap() + 1..close];
+        let ppid: u32 = stat[close + 2..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if comm == "rk-gvtap" && ppid == rootlesskit_pid {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Starts rootlesskit with `script`; the script waits for files named in
+/// the shared directory, which the test creates (`go1`, `go2`, ...).
+fn spawn_sh(args: &[&str], script: &str) -> Child {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--", "sh", "-c", script]);
+    rootlesskit(&all)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting rootlesskit")
+}
+
+fn wait_for_line(r: &mut impl BufRead, needle: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 || Instant::now() > deadline {
+            panic!("no {needle:?} in the output:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.contains(needle) {
+            return seen;
+        }
+    }
+}
+
+fn touch(dir: &Path, name: &str) {
+    std::fs::write(dir.join(name), b"").unwrap();
+}
+
+/// Waits until `f()` holds, up to `secs`.
+fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+const WAIT_FOR: &str = "w() { n=0; while [ ! -e \"$D/$1\" ]; do sleep 0.05; n=$((n+1)); [ $n -gt 600 ] && exit 9; done; }";
+
+#[test]
+fn a_thousand_parallel_connections_all_succeed_and_descriptors_return() {
+    let port = servers::tcp_echo("127.0.0.1");
+    let dir = user_temp_dir("gv1000");
+    let script = format!(
+        "D={d}; {WAIT_FOR}; echo ready; w go1; \
+         python3 {py} 10.0.2.1 {port} 1000; \
+         echo closed; w go2; echo bye",
+        d = dir.display(),
+        py = script("many.py", MANY_CONNECTIONS),
+    );
+    let mut child = spawn_sh(&[NET], &script);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut out, "ready", 20);
+    let driver = driver_pid(child.id()).expect("rk-gvtap is running");
+    let baseline = fd_count(driver);
+    let started = Instant::now();
+    touch(&dir, "go1");
+    let seen = wait_for_line(&mut out, "closed", 90);
+    assert!(seen.contains("open 1000 ok 1000"), "{seen}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{seen}");
+    let back = eventually(20, || fd_count(driver) <= baseline);
+    assert!(
+        back,
+        "rk-gvtap holds {} descriptors, {baseline} before",
+        fd_count(driver)
+    );
+    touch(&dir, "go2");
+    wait_for_line(&mut out, "bye", 20);
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn connections_beyond_the_flow_limit_are_refused_and_descriptors_stay_bounded() {
+    let port = servers::tcp_echo("127.0.0.1");
+    let dir = user_temp_dir("gvflood");
+    let script = format!(
+        "D={d}; {WAIT_FOR}; echo ready; \
+         python3 {py} 10.0.2.1 {port} 200 {d}; \
+         echo done",
+        d = dir.display(),
+        py = script("flood.py", FLOOD),
+    );
+    let mut child = spawn_sh(&[NET, "--net-opt", "max-tcp-flows=50"], &script);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut out, "ready", 20);
+    let driver = driver_pid(child.id()).expect("rk-gvtap is running");
+    let baseline = fd_count(driver);
+    let seen = wait_for_line(&mut out, "held", 60);
+    assert!(seen.contains("held 50 refused 150"), "{seen}");
+    let during = fd_count(driver);
+    assert!(
+        during <= baseline + 50,
+        "{during} descriptors, {baseline} before, limit 50"
+    );
+    touch(&dir, "go1");
+    let seen = wait_for_line(&mut out, "done", 30);
+    assert!(seen.contains("reply: after"), "{seen}");
+    assert!(child.wait().unwrap().success());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains("the limit"),
+        "no log line about the limit: {err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn killing_rootlesskit_takes_the_driver_with_it() {
+    let m = marker("gvkill");
+    let mut child = spawn_sh(&[NET], &format!("echo ready; sleep 100 # {m}"));
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut out, "ready", 20);
+    let driver = driver_pid(child.id()).expect("rk-gvtap is running");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let gone = eventually(5, || !Path::new(&format!("/proc/{driver}")).exists());
+    assert!(gone, "rk-gvtap {driver} survived its rootlesskit");
+    let left = wait_until_gone(&m, 5);
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A server process, killed with its process group when dropped (a failing
+/// test must not leave it listening).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: signalling the process group this test started.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+/// A host TCP server that sends `len` bytes of /dev/urandom to the first
+/// connection and writes their sha256 to `sum_file`. Returns (port, server).
+fn random_data_server(len: u64, sum_file: &Path) -> (u16, Server) {
+    let port = closed_port();
+    let child = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "head -c {len} /dev/urandom | tee >(sha256sum | cut -d' ' -f1 > {sum}) \
+             | socat -u - TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr",
+            sum = sum_file.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let child = Server(child);
+    let listening = eventually(10, || {
+        std::fs::read_to_string("/proc/net/tcp")
+            .unwrap_or_default()
+            .contains(&format!("0100007F:{port:04X} 00000000:0000 0A"))
+    });
+    assert!(listening, "the data server did not listen on {port}");
+    (port, child)
+}
+
+fn transfer_checks_out(args: &[&str], len: u64, secs: u64) {
+    let dir = user_temp_dir("gvbig");
+    let sum_file = dir.join("sent.sum");
+    let (port, mut server) = random_data_server(len, &sum_file);
+    let started = Instant::now();
+    let out = expect_success(&run_sh(
+        args,
+        &format!("socat -u TCP:10.0.2.1:{port} - | sha256sum | cut -d' ' -f1"),
+    ));
+    let took = started.elapsed();
+    server.0.wait().unwrap();
+    let sent = eventually(10, || {
+        std::fs::read_to_string(&sum_file).is_ok_and(|s| s.trim().len() == 64)
+    });
+    assert!(sent);
+    let want = std::fs::read_to_string(&sum_file).unwrap();
+    assert_eq!(out.trim(), want.trim(), "sha256 differs after {len} bytes");
+    assert!(
+        took < Duration::from_secs(secs),
+        "{len} bytes took {took:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn two_gib_from_the_host_arrive_intact() {
+    transfer_checks_out(&[NET], 2 << 30, 60);
+}
+
+#[test]
+fn mtu_1500_is_set_and_carries_a_transfer() {
+    let out = expect_success(&run_sh(&[NET, "--mtu=1500"], "cat /sys/class/net/tap0/mtu"));
+    assert_eq!(out.trim(), "1500");
+    transfer_checks_out(&[NET, "--mtu=1500"], 256 << 20, 40);
+}
+
+#[test]
+fn detach_netns_puts_the_network_in_the_state_dirs_netns() {
+    let port = servers::tcp_echo("127.0.0.1");
+    let out = expect_success(&run_sh(
+        &[NET, "--detach-netns"],
+        &format!(
+            "nsenter --net=$ROOTLESSKIT_STATE_DIR/netns sh -c \
+             'ip -o -4 addr show dev tap0; echo detached | socat -t5 - TCP:10.0.2.1:{port}'"
+        ),
+    ));
+    assert!(out.contains("inet 10.0.2.100/24"), "{out}");
+    assert!(out.contains("reply: detached"), "{out}");
+}
