@@ -477,3 +477,131 @@ fn detach_netns_puts_the_network_in_the_state_dirs_netns() {
     assert!(out.contains("inet 10.0.2.100/24"), "{out}");
     assert!(out.contains("reply: detached"), "{out}");
 }
+
+/// dnsmasq as root on `addr`:53 answering NAME.gvtap.test with `answer`.
+fn dnsmasq(addr: &str, answer: &str) -> Server {
+    let child = Command::new("dnsmasq")
+        .args([
+            "--no-daemon",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--port=53",
+            &format!("--listen-address={addr}"),
+            &format!("--address=/gvtap.test/{answer}"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("dnsmasq (install dnsmasq-base)");
+    let server = Server(child);
+    let hex = addr
+        .split('.')
+        .rev()
+        .map(|o| format!("{:02X}", o.parse::<u8>().unwrap()))
+        .collect::<String>();
+    let up = eventually(10, || {
+        std::fs::read_to_string("/proc/net/udp")
+            .unwrap_or_default()
+            .contains(&format!("{hex}:0035"))
+    });
+    assert!(up, "dnsmasq did not listen on {addr}:53");
+    server
+}
+
+/// `dns_tcp.py SERVER NAME`: one A query over TCP; prints the address.
+const DNS_TCP: &str = r#"
+import socket, struct, sys
+server, name = sys.argv[1], sys.argv[2]
+q = struct.pack('>HHHHHH', 0x1234, 0x0100, 1, 0, 0, 0)
+q += b''.join(bytes([len(p)]) + p.encode() for p in name.split('.')) + b'\0'
+q += struct.pack('>HH', 1, 1)
+s = socket.create_connection((server, 53), timeout=5)
+s.sendall(struct.pack('>H', len(q)) + q)
+n = struct.unpack('>H', s.recv(2))[0]
+a = b''
+while len(a) < n:
+    a += s.recv(n - len(a))
+print('tcp answer', socket.inet_ntoa(a[-4:]))
+"#;
+
+/// Runs `rootlesskit ARGS -- sh -c SCRIPT` with the host's /etc/resolv.conf
+/// replaced (in a private mount namespace) by `resolv`.
+fn run_with_resolv(resolv: &Path, args: &[&str], script: &str) -> std::process::Output {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--", "sh", "-c", script]);
+    let cmd = rootlesskit(&all);
+    in_root_mount_ns(
+        "private",
+        &format!("mount --bind {} /etc/resolv.conf", resolv.display()),
+        &cmd,
+    )
+    .output()
+    .unwrap()
+}
+
+#[test]
+fn dns_at_the_gateway_falls_back_to_the_next_nameserver_over_udp_and_tcp() {
+    let _live = dnsmasq("127.0.71.2", "10.9.8.7");
+    let dir = user_temp_dir("gvdns");
+    let resolv = dir.join("resolv.conf");
+    // 127.0.71.1 has no server: refused at once, the forwarder moves on.
+    std::fs::write(&resolv, "nameserver 127.0.71.1\nnameserver 127.0.71.2\n").unwrap();
+    let out = run_with_resolv(
+        &resolv,
+        &[NET, "--copy-up=/etc", "--disable-host-loopback"],
+        &format!(
+            "cat /etc/resolv.conf; getent hosts one.gvtap.test; getent hosts two.gvtap.test; \
+             python3 {py} 10.0.2.1 three.gvtap.test",
+            py = script("dns_tcp.py", DNS_TCP)
+        ),
+    );
+    let out = expect_success(&out);
+    assert!(out.contains("nameserver 10.0.2.1"), "{out}");
+    assert!(out.contains("10.9.8.7        one.gvtap.test"), "{out}");
+    assert!(out.contains("10.9.8.7        two.gvtap.test"), "{out}");
+    assert!(out.contains("tcp answer 10.9.8.7"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn dns_forwarder_rereads_resolv_conf_when_it_changes() {
+    let _first = dnsmasq("127.0.71.3", "10.9.8.7");
+    let _second = dnsmasq("127.0.71.4", "10.9.8.8");
+    let dir = user_temp_dir("gvdns2");
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.71.3\n").unwrap();
+    let script = format!(
+        "D={d}; {WAIT_FOR}; getent hosts a.gvtap.test; touch $D/asked; w changed; \
+         getent hosts b.gvtap.test",
+        d = dir.display()
+    );
+    let mut all: Vec<&str> = vec![NET];
+    all.extend(["--", "sh", "-c", &script]);
+    let mut child = in_root_mount_ns(
+        "private",
+        &format!("mount --bind {} /etc/resolv.conf", resolv.display()),
+        &rootlesskit(&all),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    assert!(eventually(20, || dir.join("asked").exists()));
+    // Rewritten in place: the bind mount shows the same inode, new content.
+    std::fs::write(&resolv, "nameserver 127.0.71.4\n").unwrap();
+    touch(&dir, "changed");
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{out}");
+    assert!(out.contains("10.9.8.7        a.gvtap.test"), "{out}");
+    assert!(out.contains("10.9.8.8        b.gvtap.test"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
