@@ -57,10 +57,11 @@ def _find(root, names):
     return found
 
 
-def measure_pump(impl, shim, bitrate=None):
+def measure_pump(impl, shim, bitrate=None, reverse=False):
     """One iperf3 run child->host. CMD sleeps a second before and after the
     transfer, so that CPU samples of rk-vpnkit and gvproxy taken then bracket
-    exactly the transfer. `bitrate` (e.g. "600M") caps iperf3's rate. Returns (bits/s, pump CPU s, gvproxy CPU s, seconds of transfer)."""
+    exactly the transfer. `bitrate` (e.g. "600M") caps iperf3's rate;
+    `reverse` makes it host->child (iperf3 -R). Returns (bits/s, pump CPU s, gvproxy CPU s, seconds of transfer)."""
     port = b.free_loopback_port()
     server = subprocess.Popen(
         ["iperf3", "-s", "-B", "127.0.0.1", "-1", "-p", str(port)],
@@ -76,7 +77,7 @@ def measure_pump(impl, shim, bitrate=None):
             if time.monotonic() > deadline or server.poll() is not None:
                 raise b.MeasureError(f"iperf3 server did not listen on 127.0.0.1:{port}")
             time.sleep(0.05)
-        cap = f" -b {bitrate}" if bitrate else ""
+        cap = (f" -b {bitrate}" if bitrate else "") + (" -R" if reverse else "")
         script = f"sleep 1; iperf3 -c {HOST} -p {port} -t {b.IPERF_SECONDS}{cap} -J; sleep 1"
         argv = [
             impl.rootlesskit,
@@ -180,10 +181,10 @@ def section_vpnkit(bench):
         )
         results = {}
 
-        def run(impl, bitrate=None):
-            key = (impl.name, bitrate)
+        def run(impl, bitrate=None, reverse=False):
+            key = (impl.name, bitrate, reverse)
             if key not in results:
-                results[key] = measure_pump(impl, shim, bitrate)
+                results[key] = measure_pump(impl, shim, bitrate, reverse)
             return results[key]
 
         def gbit(impl):
@@ -209,6 +210,22 @@ def section_vpnkit(bench):
         _ours_only(bench, "vpnkit", "rk-vpnkit CPU per gigabit", "ms/Gbit", True, per_gbit("pump"))
         _ours_only(
             bench, "vpnkit", "gvproxy CPU per gigabit (the peer, for scale)", "ms/Gbit", True, per_gbit("peer")
+        )
+        _ours_only(
+            bench,
+            "vpnkit",
+            f"host->child MTU {MTU} through gvproxy (iperf3 -R)",
+            "Gbit/s",
+            False,
+            lambda impl: run(impl, reverse=True)[0],
+        )
+        _ours_only(
+            bench,
+            "vpnkit",
+            "rk-vpnkit CPU during that transfer",
+            "% core",
+            True,
+            lambda impl: 100.0 * run(impl, reverse=True)[1] / run(impl, reverse=True)[3],
         )
         _ours_only(
             bench,

@@ -141,10 +141,11 @@ impl Driver for VpnkitDriver {
                 let c = p.counters();
                 eprintln!(
                     "rk-vpnkit: frames to vpnkit {} (in {} writes, {} malformed packets dropped), \
-                     to the tap {} ({} refused by the tap)",
+                     from vpnkit {} (in {} tap writes, {} refused by the tap)",
                     c.to_vpnkit.load(Ordering::Relaxed),
                     c.batches.load(Ordering::Relaxed),
                     c.malformed.load(Ordering::Relaxed),
+                    c.from_vpnkit.load(Ordering::Relaxed),
                     c.to_tap.load(Ordering::Relaxed),
                     c.dropped.load(Ordering::Relaxed)
                 );

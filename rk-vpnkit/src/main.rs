@@ -1,6 +1,7 @@
 //! `rk-vpnkit`: the `--net=vpnkit` driver of rootlesskit (Rust).
 
 mod address;
+mod coalesce;
 mod driver;
 mod event;
 mod framing;

@@ -15,9 +15,10 @@
 //! Buffers are allocated once. The first thread to stop records why and
 //! signals an eventfd, which the driver hands to the SDK as its watch.
 
+use crate::coalesce::{Coalescer, TapWriter};
 use crate::event::Event;
 use crate::framing::{FrameBatch, FrameReader};
-use crate::offload::{self, VnetHdr, PLAIN_VNET_HDR, VNET_HDR_LEN};
+use crate::offload::{self, VnetHdr, VNET_HDR_LEN};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
@@ -40,6 +41,9 @@ pub struct Counters {
     pub to_vpnkit: AtomicU64,
     /// Writes to vpnkit that carried those frames.
     pub batches: AtomicU64,
+    /// Frames read from vpnkit.
+    pub from_vpnkit: AtomicU64,
+    /// Packets written to the tap (joined segments count once).
     pub to_tap: AtomicU64,
     /// Frames the tap refused (e.g. while it was still down).
     pub dropped: AtomicU64,
@@ -220,6 +224,40 @@ fn tap_to_vpnkit(tap: &File, mut out: UnixStream, shared: &Shared) -> String {
     }
 }
 
+/// Writes packets to the tap, counting those it refuses.
+struct TapSink<'a> {
+    tap: &'a File,
+    counters: &'a Counters,
+    /// An error that ends the pump.
+    fatal: Option<String>,
+}
+
+impl TapWriter for TapSink<'_> {
+    fn write_packet(&mut self, vnet_hdr: &[u8; VNET_HDR_LEN], packet: &[u8]) {
+        let iov = [IoSlice::new(vnet_hdr), IoSlice::new(packet)];
+        match self.tap.write_vectored(&iov) {
+            Ok(_) => {
+                self.counters.to_tap.fetch_add(1, Ordering::Relaxed);
+            }
+            // The tap refuses frames while it is down (EIO), when its queue
+            // is full, or a frame it cannot parse: drop the frame, as a
+            // network would.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EIO | libc::EAGAIN | libc::ENOBUFS | libc::EINVAL | libc::EINTR)
+                ) =>
+            {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.fatal
+                    .get_or_insert_with(|| format!("writing to the tap device: {e}"));
+            }
+        }
+    }
+}
+
 /// Returns why it stopped.
 fn vpnkit_to_tap(
     mut input: UnixStream,
@@ -227,24 +265,21 @@ fn vpnkit_to_tap(
     tap: &File,
     counters: &Counters,
 ) -> String {
+    let mut coalescer = Coalescer::default();
+    let mut sink = TapSink {
+        tap,
+        counters,
+        fatal: None,
+    };
     loop {
         while let Some(frame) = reader.next_frame() {
-            let iov = [IoSlice::new(&PLAIN_VNET_HDR), IoSlice::new(frame)];
-            match (&*tap).write_vectored(&iov) {
-                Ok(_) => counters.to_tap.fetch_add(1, Ordering::Relaxed),
-                // The tap refuses frames while it is down (EIO), when its
-                // queue is full, or a frame it cannot parse: drop the frame,
-                // as a network would.
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EIO | libc::EAGAIN | libc::ENOBUFS | libc::EINVAL | libc::EINTR)
-                    ) =>
-                {
-                    counters.dropped.fetch_add(1, Ordering::Relaxed)
-                }
-                Err(e) => return format!("writing to the tap device: {e}"),
-            };
+            counters.from_vpnkit.fetch_add(1, Ordering::Relaxed);
+            coalescer.push(frame, &mut sink);
+        }
+        // Nothing more in hand: what is pending goes out before waiting.
+        coalescer.flush(&mut sink);
+        if let Some(reason) = sink.fatal.take() {
+            return reason;
         }
         match reader.fill(&mut input) {
             Ok(0) if reader.pending() > 0 => {
@@ -266,6 +301,7 @@ fn vpnkit_to_tap(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::offload::PLAIN_VNET_HDR;
     use std::os::fd::AsRawFd;
     use std::time::Duration;
 
