@@ -80,12 +80,6 @@ impl Driver for PastaDriver {
             Ports::Implicit => Forwarding::for_pasta(&probe),
         };
         debug(format_args!("port forwarding: {forwarding}"));
-        // Forked while this process is still single-threaded.
-        let forwarder = forwarding
-            .needs_driver()
-            .then(|| AutoForwarder::prepare(&namespaces, forwarding))
-            .transpose()
-            .map_err(|e| user_error(format_args!("preparing port forwarding: {e}")))?;
         let ns_paths = crate::nspaths::resolve(
             request.child_pid,
             &request.state_dir,
@@ -103,7 +97,15 @@ impl Driver for PastaDriver {
         }
         .args(&probe)
         .map_err(user_error)?;
-        let pasta = Pasta::start(&probe.path, &args, debug_enabled()).map_err(user_error)?;
+        let starting = Pasta::spawn(&probe.path, &args, debug_enabled()).map_err(user_error)?;
+        // While pasta sets the namespace up: the forwarder's helper is
+        // forked now, with this process still single-threaded.
+        let forwarder = forwarding
+            .needs_driver()
+            .then(|| AutoForwarder::prepare(&namespaces, forwarding))
+            .transpose()
+            .map_err(|e| user_error(format_args!("preparing port forwarding: {e}")))?;
+        let pasta = starting.wait_ready().map_err(user_error)?;
         debug(format_args!("pasta (pid {}) is ready", pasta.pid()));
         let forwarder = forwarder
             .map(AutoForwarder::start)

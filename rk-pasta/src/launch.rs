@@ -64,9 +64,39 @@ pub struct Pasta {
     output: Output,
 }
 
+/// A pasta that has been started and is setting the namespace up. Nothing
+/// runs on other threads yet.
+#[derive(Debug)]
+pub struct Starting {
+    pasta: Pasta,
+    pid_reader: OwnedFd,
+    log_reader: OwnedFd,
+    path: PathBuf,
+}
+
+impl Starting {
+    /// Waits until the namespace is configured.
+    pub fn wait_ready(self) -> Result<Pasta, LaunchError> {
+        let Starting {
+            mut pasta,
+            pid_reader,
+            log_reader,
+            path,
+        } = self;
+        pasta.wait_ready(pid_reader, log_reader, &path)?;
+        Ok(pasta)
+    }
+}
+
 impl Pasta {
     /// Starts `path ARGS` and waits until the namespace is configured.
+    #[cfg(test)]
     pub fn start(path: &Path, args: &[String], debug: bool) -> Result<Pasta, LaunchError> {
+        Pasta::spawn(path, args, debug)?.wait_ready()
+    }
+
+    /// Starts `path ARGS`; [`Starting::wait_ready`] waits for it.
+    pub fn spawn(path: &Path, args: &[String], debug: bool) -> Result<Starting, LaunchError> {
         let setup = |what| move |source| LaunchError::Setup { what, source };
         let (pid_reader, pid_writer) = pipe().map_err(setup("pid pipe"))?;
         let (log_reader, log_writer) = pipe().map_err(setup("log pipe"))?;
@@ -87,12 +117,15 @@ impl Pasta {
         // Our copies of the write ends must go, so that pasta's exit shows
         // up as EOF.
         drop(cmd);
-        let mut pasta = Pasta {
-            process,
-            output: Output::new(debug),
-        };
-        pasta.wait_ready(pid_reader, log_reader, path)?;
-        Ok(pasta)
+        Ok(Starting {
+            pasta: Pasta {
+                process,
+                output: Output::new(debug),
+            },
+            pid_reader,
+            log_reader,
+            path: path.to_owned(),
+        })
     }
 
     pub fn pid(&self) -> u32 {
