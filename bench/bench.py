@@ -564,7 +564,10 @@ def print_table(bench):
             better = "ours"
         else:
             better = "theirs"
-        values = [fmt_value(r.values.get(n), r.unit) for n in names]
+        values = [
+            fmt_value(r.values.get(n), r.unit) if (r.values.get(n) is not None or n in r.errors) else "n/a"
+            for n in names
+        ]
         lines.append([r.section, r.metric, r.unit, *values, ratio, better])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
