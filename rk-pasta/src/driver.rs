@@ -129,10 +129,14 @@ impl Driver for PastaDriver {
                     config.ipv6 = Some(format!("{address}/{}", host_prefix_len(address)));
                     config.gateway6 = router.map(|r| r.to_string());
                 }
-                (None, _) => eprintln!(
-                    "rk-pasta: warning: --ipv6: pasta found no IPv6 address and default \
-                     route on the host to copy, so the namespace has IPv4 only"
+                (None, _) if !host_has_ipv6_default_route() => eprintln!(
+                    "rk-pasta: warning: --ipv6: the host has no IPv6 default route for \
+                     pasta to copy, so the namespace has IPv4 only"
                 ),
+                // pasta configured IPv6 but did not say so in the words this
+                // driver reads: the interface is right, only the facts for
+                // `rootlessctl info` are missing.
+                (None, _) => debug("pasta did not report the IPv6 address it assigned"),
             }
         }
         self.running = Some(Running {
@@ -181,6 +185,27 @@ fn host_prefix_len(address: Ipv6Addr) -> u8 {
     64
 }
 
+/// Whether the host has an IPv6 default route (pasta copies IPv6 from the
+/// interface that has it).
+fn host_has_ipv6_default_route() -> bool {
+    std::fs::read_to_string("/proc/net/ipv6_route")
+        .map(|table| has_ipv6_default_route(&table))
+        .unwrap_or(false)
+}
+
+/// Reads `/proc/net/ipv6_route`: destination, prefix length, ..., flags,
+/// device; RTF_REJECT (0x200) marks unreachable routes.
+fn has_ipv6_default_route(table: &str) -> bool {
+    table.lines().any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() >= 10
+            && f[0].bytes().all(|b| b == b'0')
+            && f[1] == "00"
+            && f[9] != "lo"
+            && u32::from_str_radix(f[8], 16).is_ok_and(|flags| flags & 0x200 == 0)
+    })
+}
+
 /// The facts `rootlessctl info` shows.
 fn info_map(probe: &Probe, pasta: &Pasta, forwarding: &Forwarding) -> BTreeMap<String, String> {
     let mut info = BTreeMap::new();
@@ -205,6 +230,16 @@ mod tests {
             assert!(info.capabilities.iter().any(|x| x == c), "{c}");
         }
         assert_eq!(info.options, ["pasta-binary", "port-driver"]);
+    }
+
+    #[test]
+    fn ipv6_default_route_is_found_in_the_route_table() {
+        let with = "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0\n\
+                    00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd000000000000000000000000000001 00000400 00000002 00000000 00000003     eth0\n";
+        assert!(has_ipv6_default_route(with));
+        let unreachable = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n";
+        assert!(!has_ipv6_default_route(unreachable));
+        assert!(!has_ipv6_default_route(""));
     }
 
     #[test]

@@ -25,7 +25,12 @@ pub fn bound(ty: SockType, addr: SocketAddr) -> io::Result<OwnedFd> {
         SocketAddr::V6(_) => AddressFamily::Inet6,
     };
     let fd = socket(family, ty, SockFlag::SOCK_CLOEXEC, None)?;
-    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if ty == SockType::Stream {
+        // A listener may take a port whose old connections linger in
+        // TIME_WAIT. (Not for UDP: there it would let two programs share a
+        // port and split its datagrams.)
+        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    }
     if addr.is_ipv6() {
         setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
     }
