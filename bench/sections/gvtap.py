@@ -1,0 +1,182 @@
+"""--net=gvisor-tap-vsock (rk-gvtap, the userspace stack with a NAT):
+start-up, iperf3 child->host at MTU 1500 and 65520 through the gateway
+mapping, and the driver's resident memory, idle and with 1000 TCP
+connections open.
+
+RootlessKit 2.0.2 as Debian builds it has no gvisor-tap-vsock driver
+("unknown network mode"), so "theirs" fails those rows with that reason. The
+comparison that matters is with slirp4netns, the driver a user would
+otherwise pick: each MTU is also measured with our slirp4netns (and theirs)
+in the same run, and a ratio row gives ours gvtap / ours slirp4netns.
+
+All traffic goes to the host's 127.0.0.1: the iperf3 server and the
+connection holder listen there, and the client inside reaches them as the
+gateway 10.0.2.1 (slirp4netns: 10.0.2.2).
+"""
+
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import bench as b
+
+GVTAP = ["--net=gvisor-tap-vsock"]
+ROUNDS = int(os.environ.get("RK_BENCH_IPERF_ROUNDS", "3"))
+FLOWS = 1000
+NO_DRIVER = "RootlessKit 2.0.2 (Debian's build) has no gvisor-tap-vsock driver"
+
+
+def _probe_driver(impl):
+    r = subprocess.run(
+        b.as_user([impl.rootlesskit, *GVTAP, "--", "true"]),
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=b.RUN_TIMEOUT,
+    )
+    if "unknown network mode" in r.stderr:
+        raise b.MeasureError(NO_DRIVER)
+
+
+def _measure(bench, metric, unit, lower_is_better, fn, rounds=1):
+    if rounds > 1:
+        return bench.measure("gvtap", metric, unit, lower_is_better, fn, rounds=rounds)
+    return bench.measure("gvtap", metric, unit, lower_is_better, fn)
+
+
+class Holder:
+    """Accepts connections on the host's 127.0.0.1 and keeps them open."""
+
+    def __enter__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4096)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.stop = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+        return self
+
+    def _accept(self):
+        self.sock.settimeout(0.2)
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+                self.conns.append(c)
+            except OSError:
+                continue
+
+    def __exit__(self, *exc):
+        self.stop = True
+        self.thread.join(timeout=2)
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+HOLD_SCRIPT = r"""
+import resource, socket, sys, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+socks = [socket.create_connection((host, port), timeout=20) for _ in range(n)]
+for s in socks:
+    s.sendall(b'x' * 1024)
+print('open', len(socks), flush=True)
+time.sleep(60)
+"""
+
+
+def rss_with_flows(impl):
+    """VmRSS (KiB) of the driver while FLOWS TCP connections are open."""
+    _probe_driver(impl)
+    with Holder() as holder:
+        argv = [
+            impl.rootlesskit,
+            *GVTAP,
+            "--",
+            "python3",
+            "-c",
+            HOLD_SCRIPT,
+            "10.0.2.1",
+            str(holder.port),
+            str(FLOWS),
+        ]
+        proc = subprocess.Popen(
+            b.as_user(argv),
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            line = ""
+            deadline = time.monotonic() + 60
+            while "open" not in line and time.monotonic() < deadline:
+                line = proc.stdout.readline()
+                if not line and proc.poll() is not None:
+                    raise b.MeasureError(f"exited {proc.returncode}:\n{b.tail(proc.stderr.read())}")
+            if f"open {FLOWS}" not in line:
+                raise b.MeasureError(f"the {FLOWS} connections did not open: {line!r}")
+            time.sleep(1.0)
+            for pid in b.descendants(proc.pid):
+                st = b.proc_status(pid)
+                if st and st.get("Name") == "rk-gvtap":
+                    kib = int(st["VmRSS"].split()[0])
+                    b.log(f"  rk-gvtap pid {pid}: {kib / 1024:.1f} MiB with {len(holder.conns)} host connections")
+                    return float(kib)
+            raise b.MeasureError("no rk-gvtap process in the tree")
+        finally:
+            b.kill_tree(proc.pid, proc)
+
+
+def driver_rss_idle(impl):
+    _probe_driver(impl)
+    total, procs = b.measure_rss(impl, GVTAP, set())
+    driver = [kib for _, comm, kib, _, _ in procs if comm == "rk-gvtap"]
+    for pid, comm, kib, counted, cmd in procs:
+        mark = "+" if counted else " "
+        b.log(f"  {mark} {impl.name:6} pid {pid:<7} {comm:16} {kib / 1024:7.1f} MiB  {cmd[:100]}")
+    if not driver:
+        raise b.MeasureError("no rk-gvtap process in the tree")
+    return float(driver[0])
+
+
+def section_gvtap(bench):
+    def startup(impl):
+        _probe_driver(impl)
+        return b.measure_startup(impl, [*GVTAP, "--disable-host-loopback"], bench.runs)
+
+    _measure(bench, f"--net=gvisor-tap-vsock --disable-host-loopback true (median of {bench.runs})", "ms", True, startup)
+
+    for mtu in (1500, 65520):
+
+        def gvtap(impl, m=mtu):
+            _probe_driver(impl)
+            return b.measure_iperf(impl, [*GVTAP, f"--mtu={m}"], "10.0.2.1")
+
+        def slirp(impl, m=mtu):
+            return b.measure_iperf(impl, ["--net=slirp4netns", f"--mtu={m}"], "10.0.2.2")
+
+        g = _measure(bench, f"gvisor-tap-vsock child->host MTU {mtu} (median of {ROUNDS})", "Gbit/s", False, gvtap, ROUNDS)
+        s = _measure(bench, f"slirp4netns child->host MTU {mtu}, same run (median of {ROUNDS})", "Gbit/s", False, slirp, ROUNDS)
+
+        def ratio(impl, g=g, s=s):
+            gv, sv = g.values.get(impl.name), s.values.get(impl.name)
+            if gv is None or not sv:
+                raise b.MeasureError(g.errors.get(impl.name) or s.errors.get(impl.name) or "missing figure")
+            return gv / sv
+
+        _measure(bench, f"gvisor-tap-vsock / slirp4netns child->host MTU {mtu}", "x", False, ratio)
+
+    _measure(bench, "rk-gvtap RSS, idle", "MiB", True, driver_rss_idle)
+    _measure(bench, f"rk-gvtap RSS with {FLOWS} TCP connections open", "MiB", True, rss_with_flows)
+
+
+SECTIONS = {"gvtap": section_gvtap}
