@@ -29,6 +29,14 @@ const KIND_STOP: u8 = 1;
 const TAP_BATCH: usize = 256;
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
+/// Where the NAT sends UDP from the guest to `dst`, if anywhere.
+fn nat_target(plan: &NetPlan, guest: std::net::Ipv4Addr, dst: SocketAddrV4) -> Option<SocketAddr> {
+    match route(plan, guest, dst) {
+        Route::Host(to) => Some(to),
+        _ => None,
+    }
+}
+
 /// Flow limits; the defaults are documented in docs/gvisor-tap-vsock.md.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
@@ -65,6 +73,8 @@ impl Limits {
 }
 
 pub struct Engine {
+    /// A copy of `net.plan`, borrowable while `net` is mutably borrowed.
+    plan: NetPlan,
     net: Net,
     epoll: Epoll,
     tcp: TcpNat,
@@ -90,7 +100,7 @@ impl Engine {
     ) -> std::io::Result<Engine> {
         let epoll = Epoll::new(256)?;
         let mtu = plan.mtu;
-        let mut net = Net::new(plan, tap);
+        let mut net = Net::new(plan.clone(), tap);
         epoll.add(
             net.dev.raw_fd(),
             epoll::IN | epoll::ET,
@@ -99,6 +109,7 @@ impl Engine {
         epoll.add(stop.as_raw_fd(), epoll::IN, Token::new(KIND_STOP, 0, 0))?;
         let dns = Dns::new(&mut net, ResolvConf::new("/etc/resolv.conf"), limits.dns);
         Ok(Engine {
+            plan,
             net,
             epoll,
             tcp: TcpNat::new(mtu, limits.tcp),
@@ -188,6 +199,7 @@ impl Engine {
             };
             let (frame, mac) = classify(self.net.dev.frame(len));
             let mut new_flow = None;
+            let mut udp_dest = None;
             let pass = match frame {
                 Frame::ArpRequest { target } => target == self.net.plan.gateway,
                 Frame::TcpSyn { src, dst } => {
@@ -217,6 +229,7 @@ impl Engine {
                     match route(&self.net.plan, *src.ip(), dst) {
                         Route::Host(_) => {
                             self.udp.before_datagram(&mut self.net, dst);
+                            udp_dest = Some(dst);
                             true
                         }
                         Route::Dns => {
@@ -262,6 +275,13 @@ impl Engine {
             if let Some(i) = new_flow {
                 self.tcp.after_syn(&mut self.net, i);
             }
+            if let Some(dest) = udp_dest {
+                let plan = &self.plan;
+                self.udp
+                    .after_datagram(&mut self.net, &self.epoll, dest, |d| {
+                        nat_target(plan, plan.guest, d)
+                    });
+            }
         }
         Ok(())
     }
@@ -274,14 +294,7 @@ impl Engine {
 
     fn service(&mut self) {
         self.tcp.service(&mut self.net);
-        let plan = self.net.plan.clone();
-        let guest = plan.guest;
-        self.more_work = self.udp.service(&mut self.net, &self.epoll, |dst| {
-            match route(&plan, guest, dst) {
-                Route::Host(to) => Some(to),
-                _ => None::<SocketAddr>,
-            }
-        });
+        self.more_work = self.udp.service(&mut self.net);
         self.ping.service(&mut self.net);
         self.dns.service(&mut self.net, &self.epoll);
         if self.dns.len() > 0 && self.dns_deadline.is_none() {

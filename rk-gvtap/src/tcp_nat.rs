@@ -14,7 +14,6 @@ use crate::ratelog::RateLog;
 use crate::slab::Slab;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{self, State};
-use smoltcp::time::Duration as SmolDuration;
 use smoltcp::wire::IpListenEndpoint;
 use socket2::{Domain, SockRef, Socket, Type};
 use std::collections::HashMap;
@@ -28,8 +27,6 @@ pub const KIND: u8 = 2;
 pub const MAX_FLOWS: usize = 4096;
 /// A host connect() that has not finished by then is given up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(75);
-/// A connection whose peer inside stops acknowledging data is dropped.
-const STALL_TIMEOUT: SmolDuration = SmolDuration::from_secs(300);
 
 type Key = (SocketAddrV4, SocketAddrV4);
 
@@ -136,7 +133,6 @@ impl TcpNat {
             tcp::SocketBuffer::new(vec![0; self.buffer_size]),
         );
         sock.set_nagle_enabled(false);
-        sock.set_timeout(Some(STALL_TIMEOUT));
         sock.pause_synack(!connected);
         if sock
             .listen(IpListenEndpoint {

@@ -57,7 +57,6 @@ struct Flow {
 
 pub struct UdpNat {
     listeners: HashMap<SocketAddrV4, Listener>,
-    dirty_listeners: Vec<SocketAddrV4>,
     flows: Slab<Flow>,
     by_key: HashMap<(SocketAddrV4, SocketAddrV4), u32>,
     readable: Vec<u32>,
@@ -70,7 +69,6 @@ impl UdpNat {
     pub fn new(max_flows: usize) -> UdpNat {
         UdpNat {
             listeners: HashMap::new(),
-            dirty_listeners: Vec::new(),
             flows: Slab::default(),
             by_key: HashMap::new(),
             readable: Vec::new(),
@@ -102,7 +100,18 @@ impl UdpNat {
                 created: Instant::now(),
             });
         }
-        self.dirty_listeners.push(dest);
+    }
+
+    /// The stack took a datagram to `dest`: relay it to the host now, so
+    /// that a burst never overflows the socket's receive buffer.
+    pub fn after_datagram(
+        &mut self,
+        net: &mut Net,
+        epoll: &Epoll,
+        dest: SocketAddrV4,
+        target: impl Fn(SocketAddrV4) -> Option<SocketAddr>,
+    ) {
+        self.drain_guest(net, epoll, dest, &target, Instant::now());
     }
 
     pub fn on_event(&mut self, token: Token) {
@@ -111,23 +120,10 @@ impl UdpNat {
         }
     }
 
-    /// Relays datagrams both ways; `true` if work is left for the next round
-    /// (the stack's send buffer was full).
-    pub fn service(
-        &mut self,
-        net: &mut Net,
-        epoll: &Epoll,
-        target: impl Fn(SocketAddrV4) -> Option<SocketAddr>,
-    ) -> bool {
+    /// Relays the host's answers to the guest; `true` if work is left for
+    /// the next round (the stack's send buffer was full).
+    pub fn service(&mut self, net: &mut Net) -> bool {
         let now = Instant::now();
-        let mut dirty = std::mem::take(&mut self.dirty_listeners);
-        dirty.sort_unstable();
-        dirty.dedup();
-        for dest in dirty.drain(..) {
-            self.drain_guest(net, epoll, dest, &target, now);
-        }
-        self.dirty_listeners = dirty;
-
         let mut more = false;
         let mut ready = std::mem::take(&mut self.readable);
         ready.sort_unstable();
