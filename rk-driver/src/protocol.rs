@@ -29,6 +29,16 @@ pub enum CoreMessage {
     Configure(ConfigureRequest),
     /// Tear down and exit (EOF on the socket means the same).
     Shutdown,
+    /// After `configured`, only to a driver whose hello announced the
+    /// capability `port-driver:NAME`: serve the REST API's ports through
+    /// port driver NAME. Answered by [`DriverMessage::PortDriver`].
+    StartPorts { port_driver: String },
+    /// Forward a port. Answered by `port_added` or `port_error`.
+    AddPort(PortRule),
+    /// Stop forwarding port `id`. Answered by `port_removed` or `port_error`.
+    RemovePort { id: i64 },
+    /// Answered by `port_list` or `port_error`.
+    ListPorts,
 }
 
 /// Messages from a driver to the core.
@@ -44,7 +54,54 @@ pub enum DriverMessage {
     /// Answer to [`CoreMessage::Configure`].
     Configured(NetworkConfig),
     /// A request failed, or (after `configured`) the driver's network died.
-    Error { message: String },
+    Error {
+        message: String,
+    },
+    /// Answer to `start_ports`: what the port driver forwards.
+    PortDriver(PortDriverOffer),
+    PortAdded {
+        id: i64,
+    },
+    PortRemoved {
+        id: i64,
+    },
+    PortList {
+        ports: Vec<PortRule>,
+    },
+    /// A port request failed; the network is fine.
+    PortError {
+        #[serde(default)]
+        id: Option<i64>,
+        message: String,
+    },
+}
+
+/// A forwarded port (RootlessKit's port spec with the API's id).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRule {
+    /// The id the REST API shows; chosen by the core.
+    pub id: i64,
+    /// `tcp`, `tcp4`, `tcp6`, `udp`, `udp4` or `udp6`.
+    pub proto: String,
+    /// Host address to listen on; empty: every address.
+    #[serde(default)]
+    pub parent_ip: String,
+    pub parent_port: u16,
+    /// Address inside to forward to; empty: the driver's default (the
+    /// child's address).
+    #[serde(default)]
+    pub child_ip: String,
+    pub child_port: u16,
+}
+
+/// What a port driver offered by a network driver supports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortDriverOffer {
+    /// Protocols it forwards, from `tcp tcp4 tcp6 udp udp4 udp6`.
+    pub protos: Vec<String>,
+    /// It cannot forward to a loopback child IP (the API refuses those).
+    #[serde(default)]
+    pub disallow_loopback_child_ip: bool,
 }
 
 /// What a driver says about itself in its hello.
@@ -194,6 +251,35 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn port_messages_round_trip() {
+        let add = CoreMessage::AddPort(PortRule {
+            id: 2,
+            proto: "udp".into(),
+            parent_ip: "127.0.0.1".into(),
+            parent_port: 9090,
+            child_ip: String::new(),
+            child_port: 90,
+        });
+        let text = String::from_utf8(encode(&add)).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"add_port","id":2,"proto":"udp","parent_ip":"127.0.0.1","parent_port":9090,"child_ip":"","child_port":90}"#
+        );
+        assert_eq!(decode::<CoreMessage>(text.as_bytes()).unwrap(), add);
+        let err: DriverMessage = decode(br#"{"type":"port_error","message":"no"}"#).unwrap();
+        assert_eq!(
+            err,
+            DriverMessage::PortError {
+                id: None,
+                message: "no".into()
+            }
+        );
+        let offer: DriverMessage =
+            decode(br#"{"type":"port_driver","protos":["tcp","udp"]}"#).unwrap();
+        assert!(matches!(offer, DriverMessage::PortDriver(o) if !o.disallow_loopback_child_ip));
     }
 
     #[test]

@@ -60,6 +60,37 @@ pub trait Driver {
 
     /// Tears down whatever `configure` started.
     fn shutdown(&mut self) {}
+
+    /// `start_ports`: serve the port driver `port_driver` (only asked of
+    /// drivers whose hello announced `port-driver:NAME`).
+    fn start_ports(&mut self, port_driver: &str) -> Result<PortDriverOffer, DriverError> {
+        Err(DriverError::new(format!(
+            "this network driver offers no port driver {port_driver}"
+        )))
+    }
+
+    /// Starts forwarding `rule`.
+    fn add_port(&mut self, rule: &PortRule) -> Result<(), DriverError> {
+        Err(DriverError::new(format!(
+            "this network driver cannot forward ports (port {})",
+            rule.id
+        )))
+    }
+
+    /// Stops forwarding port `id`.
+    fn remove_port(&mut self, id: i64) -> Result<(), DriverError> {
+        Err(DriverError::new(format!(
+            "this network driver cannot forward ports (port {id})"
+        )))
+    }
+
+    /// The ports it forwards, for drivers that know better than the core's
+    /// table (e.g. ports forwarded automatically).
+    fn list_ports(&mut self) -> Result<Vec<PortRule>, DriverError> {
+        Err(DriverError::new(
+            "this network driver keeps no list of ports",
+        ))
+    }
 }
 
 /// Whether `RK_DRIVER_DEBUG=1` is set.
@@ -144,9 +175,17 @@ fn run<D: Driver>(driver: &mut D, channel: &Channel) -> Result<(), String> {
             Err(ChannelError::Closed) => return Ok(()),
             Err(e) => return Err(format!("reading from the core: {e}")),
         };
+        if let Some(reply) = port_request(driver, &msg, configured) {
+            channel.send(&reply, &[]).map_err(|e| e.to_string())?;
+            continue;
+        }
         match msg {
             CoreMessage::Hello { .. } => return Err("hello sent twice".to_owned()),
             CoreMessage::Shutdown => return Ok(()),
+            CoreMessage::StartPorts { .. }
+            | CoreMessage::AddPort(_)
+            | CoreMessage::RemovePort { .. }
+            | CoreMessage::ListPorts => unreachable!("answered by port_request"),
             CoreMessage::Configure(req) => {
                 if fds.len() != 2 {
                     let message = format!(
@@ -191,6 +230,41 @@ fn run<D: Driver>(driver: &mut D, channel: &Channel) -> Result<(), String> {
             }
         }
     }
+}
+
+/// Answers the port messages; `None` for the others.
+fn port_request<D: Driver>(
+    driver: &mut D,
+    msg: &CoreMessage,
+    configured: bool,
+) -> Option<DriverMessage> {
+    let id = match msg {
+        CoreMessage::AddPort(rule) => Some(rule.id),
+        CoreMessage::RemovePort { id } => Some(*id),
+        CoreMessage::StartPorts { .. } | CoreMessage::ListPorts => None,
+        _ => return None,
+    };
+    let failed = |e: DriverError| DriverMessage::PortError { id, message: e.0 };
+    if !configured {
+        return Some(failed(DriverError::new(
+            "port requests are only valid after configure",
+        )));
+    }
+    Some(match msg {
+        CoreMessage::StartPorts { port_driver } => driver
+            .start_ports(port_driver)
+            .map_or_else(failed, DriverMessage::PortDriver),
+        CoreMessage::AddPort(rule) => driver
+            .add_port(rule)
+            .map_or_else(failed, |()| DriverMessage::PortAdded { id: rule.id }),
+        CoreMessage::RemovePort { id } => driver
+            .remove_port(*id)
+            .map_or_else(failed, |()| DriverMessage::PortRemoved { id: *id }),
+        CoreMessage::ListPorts => driver
+            .list_ports()
+            .map_or_else(failed, |ports| DriverMessage::PortList { ports }),
+        _ => unreachable!("filtered above"),
+    })
 }
 
 /// `true` when a message (or EOF) is waiting, `false` when the watch fired.

@@ -71,6 +71,10 @@ pub struct Cli {
     #[arg(short = 'p', long, value_delimiter = ',')]
     pub publish: Vec<String>,
 
+    /// Let servers inside see the client's source address (builtin port driver).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true")]
+    pub source_ip_transparent: bool,
+
     /// Create a PID namespace.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub pidns: bool,

@@ -12,6 +12,7 @@ mod mounts;
 mod netlink;
 mod netns;
 mod parent;
+mod ports;
 mod settings;
 mod signals;
 mod spawn;
@@ -27,6 +28,9 @@ pub static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock:
 
 fn main() {
     START.get_or_init(std::time::Instant::now);
+    if let Some(fds) = std::env::var_os(rk_ports::builtin::WORKER_ENV) {
+        std::process::exit(rk_ports::builtin::worker::main(&fds));
+    }
     if let Some(fd) = std::env::var_os(sync::CHILD_FD_ENV) {
         std::process::exit(child::main(&fd.to_string_lossy()));
     }

@@ -84,6 +84,14 @@ fn run_in_state_dir(
     .map_err(|e| child_gone(&e))?;
     let fds = expect_namespaces(&ours)?;
     debug(settings, "namespaces received");
+    // The builtin port driver's workers join these namespaces later.
+    let port_namespaces = match (settings.port_driver.as_str(), fds.as_slice()) {
+        ("builtin", [userns, netns]) => Some((
+            userns.try_clone().map_err(|e| format!("dup: {e}"))?,
+            netns.try_clone().map_err(|e| format!("dup: {e}"))?,
+        )),
+        _ => None,
+    };
 
     let mut driver = None;
     let mut config: Option<NetworkConfig> = None;
@@ -100,6 +108,7 @@ fn run_in_state_dir(
                 path.display()
             ),
         );
+        crate::ports::check_driver_offers(settings, &d)?;
         let request = configure_request(settings, pid, state);
         match d.configure(&request, userns.as_fd(), netns.as_fd()) {
             Ok(c) => {
@@ -113,6 +122,10 @@ fn run_in_state_dir(
             }
         }
     }
+    // Listening before CMD starts, so that CMD can call the API at once;
+    // requests wait in the backlog until the loop below serves them.
+    let api = crate::ports::bind_api(state)?;
+    let network_info = crate::ports::network_info(settings, driver.as_ref(), config.as_ref());
     ours.send(&ToChild::Network { config }, &[])
         .map_err(|e| child_gone(&e))?;
     match ours.recv::<ToParent>(Some(SETUP_TIMEOUT)) {
@@ -121,11 +134,25 @@ fn run_in_state_dir(
         Ok((other, _)) => return Err(format!("child: unexpected {other:?}")),
         Err(e) => return Err(child_gone(&e)),
     }
+    debug(settings, "child ready");
+    let ports = crate::ports::start(settings, state, driver.as_ref(), port_namespaces)?;
+    let mut service = rk_ports::service::Service::new(
+        api,
+        env!("CARGO_PKG_VERSION"),
+        &state.path().to_string_lossy(),
+        pid.as_raw().into(),
+        network_info,
+        ports,
+    );
+    for spec in &settings.publish {
+        let st = service.publish(spec.clone())?;
+        debug(settings, &format!("published port {st:?}"));
+    }
     state.write_child_pid(pid.as_raw())?;
     guard.done = true;
-    debug(settings, "child ready");
-    let code = wait_for_child(pid, &signals, driver.as_mut());
+    let code = wait_for_child(pid, &signals, driver.as_mut(), &mut service);
     debug(settings, &format!("command exited ({code})"));
+    drop(service);
     if let Some(d) = driver {
         d.shutdown();
         debug(settings, "driver stopped");
@@ -156,7 +183,7 @@ fn configure_request(settings: &Settings, pid: Pid, state: &StateDir) -> Configu
         disable_host_loopback: settings.disable_host_loopback,
         ipv6: settings.ipv6,
         detach_netns: settings.detach_netns,
-        options: settings.driver_options.iter().cloned().collect(),
+        options: crate::ports::driver_options(settings, state),
     }
 }
 
@@ -173,28 +200,51 @@ pub fn debug(settings: &Settings, msg: &str) {
 
 /// Forwards signals to the child until it exits; reports a driver that
 /// stops on its own. Returns the exit code.
-fn wait_for_child(pid: Pid, signals: &SignalFd, mut driver: Option<&mut DriverProcess>) -> i32 {
+fn wait_for_child(
+    pid: Pid,
+    signals: &SignalFd,
+    mut driver: Option<&mut DriverProcess>,
+    service: &mut rk_ports::service::Service,
+) -> i32 {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     loop {
         if let Some(code) = child_exit(pid) {
             return code;
         }
-        let driver_ready = {
+        let (driver_ready, service_ready) = {
             let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
             if let Some(d) = driver.as_deref() {
                 fds.push(PollFd::new(d.channel().as_fd(), PollFlags::POLLIN));
             }
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) | Err(nix::Error::EINTR) => {}
+            let first_service = fds.len();
+            for (fd, write) in service.poll_fds() {
+                let mut flags = PollFlags::POLLIN;
+                if write {
+                    flags |= PollFlags::POLLOUT;
+                }
+                fds.push(PollFd::new(fd, flags));
+            }
+            let timeout = match service.timeout() {
+                Some(t) => PollTimeout::try_from(t.as_millis().min(60_000) as i32 + 1)
+                    .unwrap_or(PollTimeout::MAX),
+                None => PollTimeout::NONE,
+            };
+            let woke = match poll(&mut fds, timeout) {
+                Ok(n) => n,
+                Err(nix::Error::EINTR) => 0,
                 Err(e) => {
                     eprintln!("[rootlesskit:parent] error: poll: {e}");
                     return 1;
                 }
-            }
-            fds.get(1)
-                .and_then(|f| f.revents())
-                .is_some_and(|r| !r.is_empty())
+            };
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            let driver_ready = first_service > 1 && ready(&fds[1]);
+            let service_ready = woke == 0 || fds[first_service..].iter().any(ready);
+            (driver_ready, service_ready)
         };
+        if service_ready {
+            service.on_ready();
+        }
         while let Ok(Some(info)) = signals.read_signal() {
             let signo = info.ssi_signo as i32;
             if signo != libc::SIGCHLD {

@@ -56,6 +56,12 @@ pub struct Settings {
     pub debug: bool,
     pub state_dir: Option<PathBuf>,
     pub driver_options: Vec<(String, String)>,
+    /// `--port-driver`, normalised (`gvisortapvsock` → `gvisor-tap-vsock`).
+    pub port_driver: String,
+    /// `-p/--publish`, parsed and validated.
+    pub publish: Vec<rk_ports::PortSpec>,
+    /// `--source-ip-transparent`.
+    pub source_ip_transparent: bool,
 }
 
 pub type Result<T> = std::result::Result<T, String>;
@@ -131,7 +137,8 @@ pub fn validate(cli: &Cli) -> Result<(Settings, Vec<String>)> {
     if cli.evacuate_cgroup2.is_some() {
         return Err("--evacuate-cgroup2 is not supported by this implementation yet".into());
     }
-    check_port_driver(cli, &net)?;
+    let port_driver = check_port_driver(cli, &net)?;
+    let publish = parse_publish(&cli.publish)?;
     let driver_name = match &net {
         NetMode::Driver(n) => n.as_str(),
         _ => "",
@@ -159,6 +166,9 @@ pub fn validate(cli: &Cli) -> Result<(Settings, Vec<String>)> {
             debug: cli.debug,
             state_dir,
             driver_options,
+            port_driver,
+            publish,
+            source_ip_transparent: cli.source_ip_transparent,
         },
         warnings,
     ))
@@ -325,36 +335,79 @@ fn parse_copy_up(dirs: &[String], mode: &str, prop: Propagation) -> Result<Vec<P
     Ok(out)
 }
 
-fn check_port_driver(cli: &Cli, net: &NetMode) -> Result<()> {
+/// `--port-driver` against `--net` and `-p`: a combination that cannot
+/// work fails here, before anything starts. Returns the normalised name.
+fn check_port_driver(cli: &Cli, net: &NetMode) -> Result<String> {
     let driver = match net {
         NetMode::Driver(n) => n.as_str(),
         NetMode::Host => "host",
         NetMode::Isolated => "none",
     };
-    match cli.port_driver.as_str() {
-        "none" => {
+    let needs = |want: &str, shown: &str| -> Result<()> {
+        if driver != want {
+            return Err(format!(
+                "--port-driver={} works only with --net={shown} (got --net={}); use --port-driver=builtin, which works with every network",
+                cli.port_driver, cli.net
+            ));
+        }
+        Ok(())
+    };
+    let name = match cli.port_driver.as_str() {
+        "none" | "" => {
             if !cli.publish.is_empty() {
                 return Err("-p/--publish needs a port driver: add --port-driver=builtin (or slirp4netns, implicit, gvisor-tap-vsock)".into());
             }
-            Ok(())
+            "none"
         }
         "implicit" => {
-            if driver != "pasta" {
-                return Err(format!(
-                    "--port-driver=implicit works only with --net=pasta (got --net={}); use --port-driver=builtin",
-                    cli.net
-                ));
+            needs("pasta", "pasta")?;
+            if !cli.publish.is_empty() {
+                return Err("-p/--publish does not work with --port-driver=implicit: pasta forwards every port that listens inside to the same port on the host by itself; drop -p, or use --port-driver=builtin to choose the ports".into());
             }
-            Ok(())
+            "implicit"
         }
-        "builtin" | "slirp4netns" | "gvisor-tap-vsock" | "gvisortapvsock" => Err(format!(
-            "--port-driver={} is not implemented in this build yet; use --port-driver=none",
-            cli.port_driver
-        )),
-        other => Err(format!(
-            "--port-driver={other:?} is not one of none, builtin, slirp4netns, implicit, gvisor-tap-vsock"
-        )),
+        "builtin" => {
+            if driver == "host" {
+                return Err("--port-driver=builtin needs a network namespace, but --net=host shares the host's: choose a network driver (e.g. --net=slirp4netns) or --port-driver=none".into());
+            }
+            "builtin"
+        }
+        "slirp4netns" => {
+            needs("slirp4netns", "slirp4netns")?;
+            "slirp4netns"
+        }
+        "gvisor-tap-vsock" | "gvisortapvsock" => {
+            needs("gvtap", "gvisor-tap-vsock")?;
+            "gvisor-tap-vsock"
+        }
+        other => {
+            return Err(format!(
+                "--port-driver={other:?} is not one of none, builtin, slirp4netns, implicit, gvisor-tap-vsock"
+            ))
+        }
+    };
+    Ok(name.to_owned())
+}
+
+/// `-p` values: parsed and checked alone and against each other.
+fn parse_publish(specs: &[String]) -> Result<Vec<rk_ports::PortSpec>> {
+    let mut out: Vec<rk_ports::PortSpec> = Vec::new();
+    for s in specs {
+        let spec = rk_ports::PortSpec::parse(s).map_err(|e| format!("-p {s}: {e}"))?;
+        spec.validate().map_err(|e| format!("-p {s}: {e}"))?;
+        if let Some(other) = out.iter().find(|o| {
+            o.proto == spec.proto
+                && o.parent_ip == spec.parent_ip
+                && o.parent_port == spec.parent_port
+        }) {
+            return Err(format!(
+                "-p {s}: the same host port is published twice (also by {}:{}:{}/{})",
+                other.parent_ip, other.parent_port, other.child_port, other.proto
+            ));
+        }
+        out.push(spec);
     }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,0 +1,53 @@
+//! Messages between the parent and a relay worker, over a SOCK_SEQPACKET
+//! pair (rk-driver's `Channel`: one JSON object per datagram, descriptors
+//! as SCM_RIGHTS).
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// Marks a re-executed rootlesskit as a relay worker; the value is
+/// `CHANNEL,USERNS,NETNS` (descriptor numbers).
+pub const WORKER_ENV: &str = "_ROOTLESSKIT_RS_PORT_WORKER";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToWorker {
+    /// Relay the attached host socket (a listening TCP socket, or a bound
+    /// UDP socket) to `target` inside the namespace.
+    Add {
+        id: i64,
+        udp: bool,
+        target: SocketAddr,
+        preserve_source: bool,
+    },
+    /// Close the port's socket and every connection that came through it.
+    Remove { id: i64 },
+    /// `true`: no other worker will be started, so when full, refuse new
+    /// connections (reset) instead of leaving them to another worker.
+    Limit { refuse_when_full: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromWorker {
+    /// Joined the namespaces; serves up to `capacity` connections.
+    Ready {
+        capacity: usize,
+    },
+    Added {
+        id: i64,
+    },
+    Removed {
+        id: i64,
+    },
+    Failed {
+        id: i64,
+        message: String,
+    },
+    /// Sent when the worker becomes busy (most of its capacity used) or
+    /// stops being busy.
+    Load {
+        active: usize,
+        busy: bool,
+    },
+}

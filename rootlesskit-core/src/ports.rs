@@ -1,0 +1,140 @@
+//! The parent's glue to `rk-ports`: which port driver serves the API, the
+//! options the network driver needs for it, and what `GET /v1/info` says
+//! about the network.
+
+use crate::driver::DriverProcess;
+use crate::settings::{NetMode, Settings};
+use crate::statedir::StateDir;
+use rk_driver::NetworkConfig;
+use rk_ports::api::{ApiServer, NetworkDriverInfo, PortDriverInfo};
+use rk_ports::builtin::{Builtin, BuiltinOptions};
+use rk_ports::manager::PortManager;
+use rk_ports::service::Ports;
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
+
+/// slirp4netns's API socket, for `--port-driver=slirp4netns` (RootlessKit's name).
+const SLIRP4NETNS_API_SOCKET: &str = ".s4nn.sock";
+
+/// The capability a network driver announces for the port driver `name`.
+pub fn capability(name: &str) -> String {
+    format!("port-driver:{name}")
+}
+
+/// Port drivers that live in the network driver must be announced by it.
+pub fn check_driver_offers(settings: &Settings, driver: &DriverProcess) -> Result<(), String> {
+    let name = settings.port_driver.as_str();
+    if !matches!(name, "slirp4netns" | "gvisor-tap-vsock") {
+        return Ok(());
+    }
+    if driver
+        .info
+        .capabilities
+        .iter()
+        .any(|c| *c == capability(name))
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "network driver {} ({}) does not offer --port-driver={name} (it lacks the capability {:?}); use --port-driver=builtin",
+        driver.info.driver,
+        driver.info.version,
+        capability(name)
+    ))
+}
+
+/// The options sent with `configure`.
+pub fn driver_options(settings: &Settings, state: &StateDir) -> BTreeMap<String, String> {
+    let mut options: BTreeMap<String, String> = settings.driver_options.iter().cloned().collect();
+    if settings.port_driver == "slirp4netns" {
+        options
+            .entry("slirp4netns-api-socket".into())
+            .or_insert_with(|| {
+                state
+                    .file(SLIRP4NETNS_API_SOCKET)
+                    .to_string_lossy()
+                    .into_owned()
+            });
+    }
+    options
+}
+
+pub fn bind_api(state: &StateDir) -> Result<ApiServer, String> {
+    let path = state.file(rk_ports::api::SOCKET_NAME);
+    ApiServer::bind(&path).map_err(|e| format!("listening on {}: {e}", path.display()))
+}
+
+/// `networkDriver` of `GET /v1/info` (absent for --net=host and none, as
+/// in RootlessKit).
+pub fn network_info(
+    settings: &Settings,
+    driver: Option<&DriverProcess>,
+    config: Option<&NetworkConfig>,
+) -> Option<NetworkDriverInfo> {
+    let NetMode::Driver(net) = &settings.net else {
+        return None;
+    };
+    let name = match (net.as_str(), driver) {
+        ("gvtap", _) => "gvisor-tap-vsock".to_owned(),
+        (_, Some(d)) => d.info.driver.clone(),
+        (n, None) => n.to_owned(),
+    };
+    Some(NetworkDriverInfo {
+        driver: name,
+        dns: config.map(|c| c.dns.clone()).unwrap_or_default(),
+        child_ip: config
+            .and_then(|c| c.ipv4.as_deref())
+            .map(|ip| ip.split('/').next().unwrap_or(ip).to_owned()),
+        dynamic_child_ip: config.is_some_and(|c| c.dynamic),
+    })
+}
+
+/// Starts the chosen port driver.
+pub fn start(
+    settings: &Settings,
+    state: &StateDir,
+    driver: Option<&DriverProcess>,
+    namespaces: Option<(OwnedFd, OwnedFd)>,
+) -> Result<Ports, String> {
+    let name = settings.port_driver.as_str();
+    match name {
+        "none" => Ok(Ports::None),
+        "builtin" => {
+            let (userns, netns) =
+                namespaces.ok_or("--port-driver=builtin: the child sent no network namespace")?;
+            let b = Builtin::start(BuiltinOptions {
+                userns,
+                netns,
+                state_dir: state.path().to_path_buf(),
+                preserve_source: settings.source_ip_transparent,
+            })?;
+            Ok(Ports::Managed(PortManager::new(Box::new(b))))
+        }
+        _ => {
+            let offered =
+                driver.filter(|d| d.info.capabilities.iter().any(|c| *c == capability(name)));
+            match offered {
+                Some(d) => {
+                    let channel = d
+                        .channel()
+                        .as_fd()
+                        .try_clone_to_owned()
+                        .map_err(|e| format!("dup: {e}"))?;
+                    let driven = rk_ports::driven::Driven::start(channel, name)?;
+                    Ok(Ports::Managed(PortManager::new(Box::new(driven))))
+                }
+                // `implicit` without the capability: pasta forwards on its own.
+                None => Ok(Ports::Fixed {
+                    info: PortDriverInfo {
+                        driver: name.to_owned(),
+                        protos: rk_ports::builtin::PROTOS.iter().map(|p| p.to_string()).collect(),
+                        disallow_loopback_child_ip: false,
+                    },
+                    why: format!(
+                        "port driver {name}: the network driver forwards every port that listens inside by itself; ports cannot be listed, added or removed through the API (use --port-driver=builtin to choose them)"
+                    ),
+                }),
+            }
+        }
+    }
+}

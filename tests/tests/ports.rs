@@ -1,0 +1,564 @@
+//! Port forwarding end to end: the builtin and slirp4netns port drivers
+//! carrying real TCP and UDP from the host's loopback to servers inside, the
+//! REST API on api.sock (with RootlessKit 2.0.2's own rootlessctl as a
+//! client), rootlessctl's output, and bad input.
+
+use rk_tests::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const THEIR_ROOTLESSCTL: &str = "/opt/rk-peers/rootlesskit/usr/bin/rootlessctl";
+
+/// TCP echo on port 80 and UDP echo on port 90, inside.
+const ECHO_SERVERS: &str = "socat TCP-LISTEN:80,fork,reuseaddr EXEC:cat & \
+     socat UDP-LISTEN:90,fork,reuseaddr EXEC:cat & ";
+
+/// A free port on the host's loopback (for both TCP and UDP).
+fn free_port() -> u16 {
+    loop {
+        let t = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = t.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("::1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+}
+
+/// A rootlesskit running CMD in the background, with its state dir known.
+struct Session {
+    child: Child,
+    state: PathBuf,
+    marker: String,
+}
+
+impl Session {
+    fn start(args: &[&str], script: &str) -> Session {
+        Session::start_in(&user_temp_dir("ports").join("state"), args, script)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.state.join("api.sock")
+    }
+
+    fn wait_for_api(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.state.join("child_pid").exists() {
+            assert!(Instant::now() < deadline, "rootlesskit did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `rootlessctl --socket API ARGS` with the given binary, as the test user.
+    fn ctl_with(&self, binary: &str, args: &[&str]) -> Output {
+        let mut c = as_test_user(binary);
+        c.arg(format!("--socket={}", self.socket().display()));
+        c.args(args);
+        c.output().expect("running rootlessctl")
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_with(bin_dir().join("rootlessctl").to_str().unwrap(), args)
+    }
+
+    /// Stops rootlesskit (SIGTERM goes to CMD) and checks nothing is left.
+    fn stop(mut self) -> Output {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let out = wait_output(&mut self.child, Duration::from_secs(10));
+        let left = wait_until_gone(&self.marker, 5);
+        assert!(left.is_empty(), "left running: {left:?}");
+        let workers = wait_until_gone(&format!("--state-dir={}", self.state.display()), 5);
+        assert!(workers.is_empty(), "workers left running: {workers:?}");
+        assert!(!self.socket().exists(), "api.sock left behind");
+        out
+    }
+}
+
+fn wait_output(child: &mut Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    Output {
+        status: child.wait().unwrap(),
+        stdout,
+        stderr,
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a line over TCP and returns what comes back, retrying while the
+/// server inside is still starting.
+fn tcp_roundtrip(addr: SocketAddr, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match try_tcp(addr, text) {
+            Ok(s) if !s.is_empty() => return s,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no TCP answer from {addr}: {other:?}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn try_tcp(addr: SocketAddr, text: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    s.write_all(text.as_bytes())?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn udp_roundtrip(addr: SocketAddr, text: &str) -> String {
+    let bind = if addr.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    };
+    let s = UdpSocket::bind(bind).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 2048];
+    loop {
+        s.send_to(text.as_bytes(), addr).unwrap();
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            return String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+        assert!(Instant::now() < deadline, "no UDP answer from {addr}");
+    }
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn loopback6(port: u16) -> SocketAddr {
+    "[::1]:0"
+        .parse::<SocketAddr>()
+        .map(|mut a| {
+            a.set_port(port);
+            a
+        })
+        .unwrap()
+}
+
+const SLIRP: &[&str] = &[
+    "--net=slirp4netns",
+    "--disable-host-loopback",
+    "--copy-up=/etc",
+];
+
+fn with(base: &[&str], extra: &[&str]) -> Vec<String> {
+    base.iter().chain(extra).map(|s| s.to_string()).collect()
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn builtin_forwards_tcp_and_udp_published_at_start() {
+    let (t, u) = (free_port(), free_port());
+    let args = with(
+        SLIRP,
+        &[
+            "--port-driver=builtin",
+            &format!("--publish=127.0.0.1:{t}:80/tcp"),
+            &format!("--publish=127.0.0.1:{u}:90/udp"),
+        ],
+    );
+    let s = Session::start(&refs(&args), ECHO_SERVERS);
+    assert_eq!(tcp_roundtrip(loopback(t), "over tcp\n"), "over tcp\n");
+    // Many connections in a row, and a larger transfer both ways.
+    let big: String = "0123456789abcdef".repeat(64 * 1024);
+    assert_eq!(tcp_roundtrip(loopback(t), &big).len(), big.len());
+    for i in 0..20 {
+        assert_eq!(
+            tcp_roundtrip(loopback(t), &format!("n{i}")),
+            format!("n{i}")
+        );
+    }
+    assert_eq!(udp_roundtrip(loopback(u), "over udp"), "over udp");
+    let list = String::from_utf8_lossy(&s.ctl(&["list-ports"]).stdout).into_owned();
+    assert!(
+        list.contains(&format!("1     tcp      127.0.0.1    {t}")),
+        "{list}"
+    );
+    assert!(list.contains("udp"), "{list}");
+    s.stop();
+}
+
+#[test]
+fn rootlesskit_2_rootlessctl_drives_our_api() {
+    let (t, u) = (free_port(), free_port());
+    let args = with(SLIRP, &["--port-driver=builtin"]);
+    let s = Session::start(&refs(&args), ECHO_SERVERS);
+    let theirs = |a: &[&str]| s.ctl_with(THEIR_ROOTLESSCTL, a);
+    let out = theirs(&[
+        "add-ports",
+        &format!("127.0.0.1:{t}:80/tcp"),
+        &format!("127.0.0.1:{u}:90/udp"),
+    ]);
+    assert_eq!(expect_success(&out), "1\n2\n");
+    assert_eq!(tcp_roundtrip(loopback(t), "theirs\n"), "theirs\n");
+    assert_eq!(udp_roundtrip(loopback(u), "theirs udp"), "theirs udp");
+    // The same table, printed the same way by both clients.
+    let their_list = expect_success(&theirs(&["list-ports"]));
+    let our_list = expect_success(&s.ctl(&["list-ports"]));
+    assert_eq!(their_list, our_list);
+    assert!(
+        their_list.starts_with("ID    PROTO    PARENTIP "),
+        "{their_list}"
+    );
+    assert_eq!(
+        expect_success(&theirs(&["list-ports", "--json"])),
+        expect_success(&s.ctl(&["list-ports", "--json"]))
+    );
+    assert_eq!(
+        expect_success(&theirs(&["info", "--json"])),
+        expect_success(&s.ctl(&["info", "--json"]))
+    );
+    assert_eq!(
+        expect_success(&theirs(&["info"])),
+        expect_success(&s.ctl(&["info"]))
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&expect_success(&theirs(&["info", "--json"]))).unwrap();
+    assert_eq!(info["apiVersion"], "1.1.1");
+    assert_eq!(info["networkDriver"]["driver"], "slirp4netns");
+    assert_eq!(info["networkDriver"]["childIP"], "10.0.2.100");
+    assert_eq!(info["portDriver"]["driver"], "builtin");
+    // Errors come back as RootlessKit's {"message"} and their client shows them.
+    let dup = theirs(&["add-ports", &format!("127.0.0.1:{t}:81/tcp")]);
+    expect_failure(&dup, "conflict with ID 1");
+    expect_failure(&theirs(&["remove-ports", "42"]), "unknown id: 42");
+    assert_eq!(expect_success(&theirs(&["remove-ports", "1"])), "1\n");
+    assert!(
+        try_tcp(loopback(t), "gone").is_err(),
+        "port 1 still forwarded"
+    );
+    let list = expect_success(&theirs(&["list-ports"]));
+    assert!(!list.contains("tcp "), "{list}");
+    s.stop();
+}
+
+#[test]
+fn builtin_family_matrix_tcp_tcp4_tcp6() {
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let args = with(SLIRP, &["--port-driver=builtin"]);
+    // A dual-stack echo inside, so that both 127.0.0.1 and ::1 targets answer.
+    let s = Session::start(
+        &refs(&args),
+        "socat TCP6-LISTEN:80,fork,reuseaddr,ipv6only=0 EXEC:cat & ",
+    );
+    let add = |spec: String| expect_success(&s.ctl(&["add-ports", &spec]));
+    add(format!("0.0.0.0:{}:80/tcp", ports[0]));
+    add(format!("0.0.0.0:{}:80/tcp4", ports[1]));
+    add(format!("[::]:{}:80/tcp6", ports[2]));
+    add(format!("[::1]:{}:80/tcp6", ports[3]));
+    // tcp on a wildcard listens on both families, as Go's net.Listen does.
+    assert_eq!(tcp_roundtrip(loopback(ports[0]), "a"), "a");
+    assert_eq!(tcp_roundtrip(loopback6(ports[0]), "b"), "b");
+    assert_eq!(tcp_roundtrip(loopback(ports[1]), "c"), "c");
+    assert!(
+        try_tcp(loopback6(ports[1]), "x").is_err(),
+        "tcp4 must not listen on ::1"
+    );
+    assert_eq!(tcp_roundtrip(loopback6(ports[2]), "d"), "d");
+    assert!(
+        try_tcp(loopback(ports[2]), "x").is_err(),
+        "tcp6 must not listen on 127.0.0.1"
+    );
+    assert_eq!(tcp_roundtrip(loopback6(ports[3]), "e"), "e");
+    s.stop();
+}
+
+#[test]
+fn api_survives_junk_silent_clients_and_bad_requests() {
+    let t = free_port();
+    let args = with(SLIRP, &["--port-driver=builtin"]);
+    let s = Session::start(&refs(&args), ECHO_SERVERS);
+    // A client that connects and says nothing must not block the others.
+    let silent = std::os::unix::net::UnixStream::connect(s.socket()).unwrap();
+    let mut junk = std::os::unix::net::UnixStream::connect(s.socket()).unwrap();
+    junk.write_all(b"\x00\x01garbage that is not HTTP\r\n\r\n")
+        .unwrap();
+    junk.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = String::new();
+    junk.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer:?}");
+    for (body, why) in [
+        (
+            "{\"proto\":\"tcp\",\"parentPort\":0,\"childPort\":80}",
+            "invalid ParentPort",
+        ),
+        (
+            "{\"proto\":\"icmp\",\"parentPort\":1,\"childPort\":80}",
+            "unknown proto",
+        ),
+        ("not json", "not a port spec"),
+    ] {
+        let mut c = std::os::unix::net::UnixStream::connect(s.socket()).unwrap();
+        write!(
+            c,
+            "POST /v1/ports HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut r = String::new();
+        c.read_to_string(&mut r).unwrap();
+        assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
+        assert!(r.contains(why), "{why}: {r}");
+    }
+    let mut c = std::os::unix::net::UnixStream::connect(s.socket()).unwrap();
+    c.write_all(b"GET /v1/nothing HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut r = String::new();
+    c.read_to_string(&mut r).unwrap();
+    assert!(r.starts_with("HTTP/1.1 404 "), "{r}");
+    // Still serving, and forwarding.
+    assert_eq!(
+        expect_success(&s.ctl(&["add-ports", &format!("127.0.0.1:{t}:80/tcp")])),
+        "1\n"
+    );
+    assert_eq!(tcp_roundtrip(loopback(t), "still\n"), "still\n");
+    drop(silent);
+    let mode = std::fs::metadata(s.socket()).map(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o777
+    });
+    assert_eq!(
+        mode.unwrap(),
+        0o600,
+        "api.sock must be private to its owner"
+    );
+    s.stop();
+}
+
+#[test]
+fn port_errors_are_clear_and_the_api_keeps_serving() {
+    let t = free_port();
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    let args = with(SLIRP, &["--port-driver=builtin"]);
+    let s = Session::start(&refs(&args), ECHO_SERVERS);
+    expect_failure(
+        &s.ctl(&["add-ports", &format!("127.0.0.1:{busy_port}:80/tcp")]),
+        "address already in use",
+    );
+    expect_failure(
+        &s.ctl(&["add-ports", "127.0.0.1:80:80/tcp"]),
+        "cannot expose privileged port 80",
+    );
+    expect_failure(
+        &s.ctl(&["add-ports", "127.0.0.1:8080:80"]),
+        "missing /PROTO",
+    );
+    expect_failure(&s.ctl(&["remove-ports", "42"]), "unknown id: 42");
+    expect_failure(&s.ctl(&["remove-ports", "x"]), "invalid syntax");
+    // The failed attempts used no id.
+    assert_eq!(
+        expect_success(&s.ctl(&["add-ports", &format!("127.0.0.1:{t}:80/tcp")])),
+        "1\n"
+    );
+    assert_eq!(tcp_roundtrip(loopback(t), "ok\n"), "ok\n");
+    s.stop();
+}
+
+#[test]
+fn bad_port_flags_fail_before_anything_starts() {
+    let m = marker("badport");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--net=slirp4netns", "--publish=127.0.0.1:8080:80/tcp"],
+            "needs a port driver",
+        ),
+        (&["--port-driver=builtin"], "--net=host"),
+        (
+            &["--net=slirp4netns", "--port-driver=implicit"],
+            "only with --net=pasta",
+        ),
+        (
+            &["--net=none", "--port-driver=slirp4netns"],
+            "only with --net=slirp4netns",
+        ),
+        (
+            &[
+                "--net=slirp4netns",
+                "--port-driver=builtin",
+                "--publish=127.0.0.1:x:80/tcp",
+            ],
+            "not a number",
+        ),
+        (
+            &[
+                "--net=slirp4netns",
+                "--port-driver=builtin",
+                "--publish=127.0.0.1:8080:80/tcp",
+                "--publish=127.0.0.1:8080:81/tcp",
+            ],
+            "published twice",
+        ),
+        (
+            &["--net=slirp4netns", "--port-driver=bogus"],
+            "is not one of",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut all = args.to_vec();
+        all.extend(["--", "true", &m]);
+        let out = rootlesskit(&all).output().unwrap();
+        expect_failure(&out, needle);
+    }
+    // A port in use at start fails the start, and leaves nothing behind.
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = format!(
+        "--publish=127.0.0.1:{}:80/tcp",
+        busy.local_addr().unwrap().port()
+    );
+    let out = rootlesskit(&[
+        "--net=slirp4netns",
+        "--port-driver=builtin",
+        &p,
+        "--",
+        "sleep",
+        "30",
+        &m,
+    ])
+    .output()
+    .unwrap();
+    expect_failure(&out, "failed to expose port");
+    assert!(wait_until_gone(&m, 5).is_empty());
+}
+
+#[test]
+fn builtin_works_with_net_none() {
+    let t = free_port();
+    let p = format!("--publish=127.0.0.1:{t}:80/tcp");
+    let s = Session::start(&["--net=none", "--port-driver=builtin", &p], ECHO_SERVERS);
+    assert_eq!(tcp_roundtrip(loopback(t), "none\n"), "none\n");
+    let info: serde_json::Value =
+        serde_json::from_str(&expect_success(&s.ctl(&["info", "--json"]))).unwrap();
+    assert!(info.get("networkDriver").is_none(), "{info}");
+    s.stop();
+}
+
+#[test]
+fn stale_state_dir_after_kill_9_still_serves_the_api() {
+    let t = free_port();
+    let args = with(
+        SLIRP,
+        &[
+            "--port-driver=builtin",
+            &format!("--publish=127.0.0.1:{t}:80/tcp"),
+        ],
+    );
+    let first = Session::start(&refs(&args), ECHO_SERVERS);
+    assert_eq!(tcp_roundtrip(loopback(t), "1\n"), "1\n");
+    let state = first.state.clone();
+    let mut first = first;
+    // SAFETY: killing our own child.
+    unsafe { libc::kill(first.child.id() as i32, libc::SIGKILL) };
+    let _ = first.child.wait();
+    assert!(wait_until_gone(&first.marker, 5).is_empty());
+    assert!(wait_until_gone(&format!("--state-dir={}", state.display()), 5).is_empty());
+    assert!(
+        state.join("api.sock").exists(),
+        "kill -9 leaves the socket (the test needs it stale)"
+    );
+    // The same state dir again: the stale socket is replaced.
+    let again = Session::start_in(&state, &refs(&args), ECHO_SERVERS);
+    assert_eq!(tcp_roundtrip(loopback(t), "2\n"), "2\n");
+    assert!(expect_success(&again.ctl(&["list-ports"])).contains(&t.to_string()));
+    again.stop();
+}
+
+impl Session {
+    /// Like [`Session::start`] with a given state dir.
+    fn start_in(state: &Path, args: &[&str], script: &str) -> Session {
+        let _ = std::fs::remove_file(state.join("child_pid"));
+        let marker = marker("ports");
+        // --pidns: the servers started in the background die with CMD.
+        let mut all: Vec<String> =
+            vec![format!("--state-dir={}", state.display()), "--pidns".into()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        all.extend(["--".into(), "sh".into(), "-c".into()]);
+        all.push(format!("{script} sleep 60; : {marker}"));
+        let r: Vec<&str> = all.iter().map(String::as_str).collect();
+        let child = rootlesskit(&r)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let s = Session {
+            child,
+            state: state.to_path_buf(),
+            marker,
+        };
+        s.wait_for_api();
+        s
+    }
+}
+
+#[test]
+fn rootlessctl_needs_a_socket_and_says_so() {
+    let out = as_test_user(bin_dir().join("rootlessctl").to_str().unwrap())
+        .arg("list-ports")
+        .env_remove("ROOTLESSKIT_STATE_DIR")
+        .output()
+        .unwrap();
+    expect_failure(
+        &out,
+        "please specify --socket or set $ROOTLESSKIT_STATE_DIR",
+    );
+    let out = as_test_user(bin_dir().join("rootlessctl").to_str().unwrap())
+        .args(["--socket=/nonexistent/api.sock", "info"])
+        .output()
+        .unwrap();
+    expect_failure(&out, "/nonexistent/api.sock");
+}
+
+#[test]
+fn rootlessctl_inside_uses_rootlesskit_state_dir() {
+    let ctl = bin_dir().join("rootlessctl");
+    let out = expect_success(&run_sh(
+        &["--net=none", "--port-driver=builtin"],
+        &format!("{} info; {} list-ports", ctl.display(), ctl.display()),
+    ));
+    assert!(out.contains("- Port Driver: builtin"), "{out}");
+    assert!(out.contains("ID    PROTO"), "{out}");
+}
