@@ -42,6 +42,8 @@ struct Flow {
     writable: bool,
     host_eof: bool,
     host_write_shut: bool,
+    /// The host reset the connection while it was being set up.
+    reset_by_host: bool,
     dirty: bool,
     finished: bool,
 }
@@ -105,9 +107,15 @@ impl TcpNat {
         targets: &[SocketAddr],
     ) -> Option<u32> {
         if let Some(&i) = self.by_key.get(&(src, dst)) {
-            // A retransmitted SYN: the socket in SYN-RECEIVED takes it.
-            self.mark_index(i);
-            return None;
+            if !self.is_over(net, i) {
+                // A retransmitted SYN: the socket in SYN-RECEIVED takes it.
+                self.mark_index(i);
+                return None;
+            }
+            // The guest reuses the address and port of a connection that
+            // just ended (after a reset there is no TIME-WAIT), before that
+            // flow was reaped: retire it now.
+            self.remove(net, i);
         }
         if self.flows.len() >= self.max_flows {
             self.limit_log.log(format_args!(
@@ -165,6 +173,7 @@ impl TcpNat {
             writable: false,
             host_eof: false,
             host_write_shut: false,
+            reset_by_host: false,
             dirty: false,
             finished: false,
         });
@@ -213,6 +222,12 @@ impl TcpNat {
         };
         let failed = match f.host.take_error() {
             Ok(None) => f.host.peer_addr().is_err(),
+            // Connected, then reset before we looked: the guest gets its
+            // connection, then the reset, as it would on a wire.
+            Ok(Some(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
+                f.reset_by_host = true;
+                false
+            }
             _ => true,
         };
         if !failed {
@@ -284,10 +299,10 @@ impl TcpNat {
             return;
         }
         let sock = net.sockets.get_mut::<tcp::Socket>(f.handle);
-        let mut abort = false;
+        let mut abort = f.reset_by_host && sock.may_send();
 
         // Guest to host.
-        while f.writable && sock.can_recv() {
+        while !abort && f.writable && sock.can_recv() {
             match sock.recv(|buf| match (&f.host).write(buf) {
                 Ok(n) => (n, Ok(n)),
                 Err(e) => (0, Err(e)),
@@ -356,12 +371,35 @@ impl TcpNat {
         }
     }
 
+    /// Whether flow `i` has ended (or its stack socket has), so that a new
+    /// SYN with its addresses starts a new connection.
+    fn is_over(&mut self, net: &Net, i: u32) -> bool {
+        let Some(f) = self.flows.get_index_mut(i) else {
+            return true;
+        };
+        f.finished
+            || matches!(
+                net.sockets.get::<tcp::Socket>(f.handle).state(),
+                State::Closed | State::TimeWait
+            )
+    }
+
+    fn remove(&mut self, net: &mut Net, i: u32) {
+        if let Some(f) = self.flows.remove(i) {
+            if !(f.host_eof && f.host_write_shut) {
+                let _ = SockRef::from(&f.host).set_linger(Some(Duration::ZERO));
+            }
+            net.sockets.remove(f.handle);
+            self.by_key.remove(&f.key);
+        }
+    }
+
     /// Removes flows that ended, after the stack sent their last segment.
     pub fn reap(&mut self, net: &mut Net) {
         for i in std::mem::take(&mut self.finished) {
-            if let Some(f) = self.flows.remove(i) {
-                net.sockets.remove(f.handle);
-                self.by_key.remove(&f.key);
+            // The slot may hold a new flow already (see `on_syn`).
+            if self.flows.get_index_mut(i).is_some_and(|f| f.finished) {
+                self.remove(net, i);
             }
         }
     }

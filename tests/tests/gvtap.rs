@@ -605,3 +605,101 @@ fn dns_forwarder_rereads_resolv_conf_when_it_changes() {
     assert!(out.contains("10.9.8.8        b.gvtap.test"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `resets.py HOST PORT`: resets one connection itself, then waits for the
+/// host to reset a second one.
+const RESETS: &str = r#"
+import socket, struct, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+a = socket.create_connection((host, port), timeout=5)
+a.sendall(b'x')
+time.sleep(0.3)
+a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+a.close()
+# The host resets as soon as it accepts: the reset may even beat connect()
+# back to this process. Either way it must be a reset, not a refusal.
+try:
+    b = socket.create_connection((host, port), timeout=5)
+    print('guest read', b.recv(10), flush=True)
+except ConnectionResetError:
+    print('guest saw reset', flush=True)
+"#;
+
+#[test]
+fn resets_cross_the_nat_both_ways() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let host_side = std::thread::spawn(move || {
+        let (mut a, _) = listener.accept().unwrap();
+        a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 16];
+        let first = a.read(&mut buf).unwrap();
+        let second = match a.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "reset".to_string(),
+            other => format!("{other:?}"),
+        };
+        let (b, _) = listener.accept().unwrap();
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setting SO_LINGER on a socket we own, with a linger struct.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&b),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as u32,
+            )
+        };
+        drop(b);
+        (first, second)
+    });
+    let out = expect_success(&run_sh(
+        &[NET],
+        &format!(
+            "python3 {py} 10.0.2.1 {port}",
+            py = script("resets.py", RESETS)
+        ),
+    ));
+    let (first, second) = host_side.join().unwrap();
+    assert_eq!(first, 1);
+    assert_eq!(second, "reset", "the guest's reset did not reach the host");
+    assert!(out.contains("guest saw reset"), "{out}");
+}
+
+/// `reuse.py HOST PORT N`: N times, resets a connection and at once opens a
+/// new one from the same source port (no TIME-WAIT after a reset).
+const REUSE: &str = r#"
+import socket, struct, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ok = 0
+for i in range(n):
+    a = socket.create_connection((host, port), timeout=5)
+    src = a.getsockname()[1]
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    a.close()
+    b = socket.socket()
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    b.settimeout(5)
+    b.bind(('', src))
+    b.connect((host, port))
+    b.sendall(b'again%d\n' % i)
+    ok += b.recv(100) == b'reply: again%d\n' % i
+    b.close()
+print('reused ok', ok, flush=True)
+"#;
+
+#[test]
+fn a_source_port_reused_right_after_a_reset_connects_again() {
+    let port = servers::tcp_echo("127.0.0.1");
+    let out = expect_success(&run_sh(
+        &[NET],
+        &format!(
+            "python3 {py} 10.0.2.1 {port} 20",
+            py = script("reuse.py", REUSE)
+        ),
+    ));
+    assert!(out.contains("reused ok 20"), "{out}");
+}
