@@ -15,6 +15,7 @@ mod plan;
 mod policy;
 mod ratelog;
 mod resolv;
+mod sandbox;
 mod slab;
 mod sys;
 mod tap;
@@ -85,6 +86,9 @@ impl Driver for Gvtap {
         let thread = std::thread::Builder::new()
             .name("rk-gvtap-net".into())
             .spawn(move || {
+                if let Err(e) = sandbox::confine_network_thread() {
+                    eprintln!("rk-gvtap: warning: running without a seccomp filter: {e}");
+                }
                 if let Err(e) = engine.run() {
                     *error2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                     sys::signal(&died2);

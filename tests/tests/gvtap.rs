@@ -390,6 +390,30 @@ fn killing_rootlesskit_takes_the_driver_with_it() {
     assert!(left.is_empty(), "{left:?}");
 }
 
+#[test]
+fn the_network_thread_runs_under_seccomp_with_no_new_privs() {
+    let mut child = spawn_sh(&[NET], "echo ready; sleep 100");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut out, "ready", 20);
+    let driver = driver_pid(child.id()).expect("rk-gvtap is running");
+    let mut found = false;
+    for task in std::fs::read_dir(format!("/proc/{driver}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == "rk-gvtap-net" {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+            assert!(status.contains("Seccomp:\t2"), "{status}");
+            assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+            found = true;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(found, "no rk-gvtap-net thread in rk-gvtap {driver}");
+}
+
 /// A server process, killed with its process group when dropped (a failing
 /// test must not leave it listening).
 struct Server(Child);
