@@ -2,6 +2,7 @@
 //! starts it and says how the child's interface must look.
 
 use crate::host::Host;
+use crate::hostfwd::{HostForwards, PORT_DRIVER};
 use crate::launch::{Launch, Slirp};
 use crate::network::Network;
 use crate::options::DriverOptions;
@@ -9,23 +10,27 @@ use crate::plan::{self, Plan, Wants};
 use crate::probe::{self, Probe};
 use rk_driver::{
     debug_enabled, ConfigureRequest, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig,
+    PortDriverOffer, PortRule,
 };
 use std::collections::BTreeMap;
 use std::os::fd::BorrowedFd;
 
-pub const CAPABILITIES: [&str; 6] = [
+pub const CAPABILITIES: [&str; 7] = [
     "ipv6",
     "cidr",
     "mtu",
     "detach-netns",
     "disable-host-loopback",
     "api-socket",
+    "port-driver:slirp4netns",
 ];
 
 /// The slirp4netns network driver: one slirp4netns per configured network.
 #[derive(Debug, Default)]
 pub struct Slirp4netns {
     running: Option<Slirp>,
+    /// Host forwards through slirp4netns's API socket, when it has one.
+    forwards: Option<HostForwards>,
 }
 
 fn debug(message: impl std::fmt::Display) {
@@ -94,6 +99,10 @@ impl Driver for Slirp4netns {
 
         let mut config = network.config();
         config.info = info_map(&probe, &plan, &options);
+        if let (Some(socket), Some(ip)) = (&options.api_socket, &config.ipv4) {
+            let guest = ip.split('/').next().unwrap_or(ip);
+            self.forwards = Some(HostForwards::new(socket, guest));
+        }
         Ok(config)
     }
 
@@ -111,6 +120,34 @@ impl Driver for Slirp4netns {
     fn shutdown(&mut self) {
         if let Some(mut slirp) = self.running.take() {
             slirp.stop();
+        }
+    }
+
+    fn start_ports(&mut self, port_driver: &str) -> Result<PortDriverOffer, DriverError> {
+        if port_driver != PORT_DRIVER {
+            return Err(DriverError::new(format!(
+                "this driver offers --port-driver={PORT_DRIVER}, not {port_driver}"
+            )));
+        }
+        if self.forwards.is_none() {
+            return Err(DriverError::new(
+                "slirp4netns runs without an API socket: pass --net-opt=slirp4netns-api-socket=PATH (rootlesskit does with --port-driver=slirp4netns)",
+            ));
+        }
+        Ok(HostForwards::offer())
+    }
+
+    fn add_port(&mut self, rule: &PortRule) -> Result<(), DriverError> {
+        match self.forwards.as_mut() {
+            Some(f) => f.add(rule),
+            None => Err(DriverError::new("slirp4netns runs without an API socket")),
+        }
+    }
+
+    fn remove_port(&mut self, id: i64) -> Result<(), DriverError> {
+        match self.forwards.as_mut() {
+            Some(f) => f.remove(id),
+            None => Err(DriverError::new("slirp4netns runs without an API socket")),
         }
     }
 }

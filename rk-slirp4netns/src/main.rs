@@ -9,6 +9,7 @@ mod args;
 mod binary;
 mod driver;
 mod host;
+mod hostfwd;
 mod launch;
 mod network;
 mod options;

@@ -562,3 +562,116 @@ fn rootlessctl_inside_uses_rootlesskit_state_dir() {
     assert!(out.contains("- Port Driver: builtin"), "{out}");
     assert!(out.contains("ID    PROTO"), "{out}");
 }
+
+#[test]
+fn slirp4netns_port_driver_forwards_tcp_and_udp() {
+    let (t, u) = (free_port(), free_port());
+    let args = with(
+        // UDP answers are lost with --disable-host-loopback (libslirp drops
+        // the guest's datagrams to 10.0.2.2; RootlessKit 2.0.2 alike).
+        &["--net=slirp4netns", "--copy-up=/etc"],
+        &[
+            "--port-driver=slirp4netns",
+            &format!("--publish=127.0.0.1:{t}:80/tcp"),
+        ],
+    );
+    let s = Session::start(&refs(&args), ECHO_SERVERS);
+    assert_eq!(tcp_roundtrip(loopback(t), "via slirp\n"), "via slirp\n");
+    assert_eq!(
+        expect_success(&s.ctl(&["add-ports", &format!("127.0.0.1:{u}:90/udp")])),
+        "2\n"
+    );
+    assert_eq!(udp_roundtrip(loopback(u), "slirp udp"), "slirp udp");
+    let info: serde_json::Value =
+        serde_json::from_str(&expect_success(&s.ctl(&["info", "--json"]))).unwrap();
+    assert_eq!(info["portDriver"]["driver"], "slirp4netns");
+    assert_eq!(info["portDriver"]["disallowLoopbackChildIP"], true);
+    assert_eq!(
+        info["portDriver"]["protos"],
+        serde_json::json!(["tcp", "tcp4", "udp", "udp4"])
+    );
+    // What slirp4netns cannot do is refused clearly.
+    expect_failure(
+        &s.ctl(&["add-ports", "[::1]:9999:80/tcp6"]),
+        "unsupported protocol",
+    );
+    expect_failure(
+        &s.ctl(&["add-ports", "127.0.0.1:9998:127.0.0.1:80/tcp"]),
+        "loopback child IP",
+    );
+    assert_eq!(expect_success(&s.ctl(&["remove-ports", "1"])), "1\n");
+    assert!(
+        try_tcp(loopback(t), "gone").is_err(),
+        "removed forward still answers"
+    );
+    s.stop();
+}
+
+#[test]
+fn builtin_works_with_pasta() {
+    let t = free_port();
+    let p = format!("--publish=127.0.0.1:{t}:80/tcp");
+    let s = Session::start(
+        &[
+            "--net=pasta",
+            "--copy-up=/etc",
+            "--disable-host-loopback",
+            "--port-driver=builtin",
+            &p,
+        ],
+        ECHO_SERVERS,
+    );
+    assert_eq!(tcp_roundtrip(loopback(t), "over pasta\n"), "over pasta\n");
+    s.stop();
+}
+
+/// What a server answers a client bound to `from` (socat on the host).
+fn ask_from(proto: &str, from: &str, to: SocketAddr) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = std::process::Command::new("socat")
+            .args(["-t2", "-T3", "-", &format!("{proto}:{to},bind={from}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().unwrap().write_all(b"who am i\n")?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if !text.is_empty() {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "no {proto} answer from {to}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Servers inside that answer with the address they see.
+const PEER_SERVERS: &str = "socat TCP-LISTEN:80,fork,reuseaddr SYSTEM:'echo $SOCAT_PEERADDR' & \
+     socat UDP-LISTEN:90,fork,reuseaddr SYSTEM:'echo $SOCAT_PEERADDR' & ";
+
+#[test]
+fn servers_inside_see_the_clients_address() {
+    let (t, u) = (free_port(), free_port());
+    let args = with(
+        SLIRP,
+        &[
+            "--port-driver=builtin",
+            &format!("--publish=0.0.0.0:{t}:80/tcp4"),
+            &format!("--publish=0.0.0.0:{u}:90/udp4"),
+        ],
+    );
+    let s = Session::start(&refs(&args), PEER_SERVERS);
+    assert_eq!(ask_from("TCP4", "127.0.0.7", loopback(t)), "127.0.0.7");
+    assert_eq!(ask_from("UDP4", "127.0.0.9", loopback(u)), "127.0.0.9");
+    s.stop();
+    // And without: the relay's own address.
+    let mut args = args;
+    args.push("--source-ip-transparent=false".into());
+    let s = Session::start(&refs(&args), PEER_SERVERS);
+    assert_eq!(ask_from("TCP4", "127.0.0.7", loopback(t)), "127.0.0.1");
+    s.stop();
+}
