@@ -675,3 +675,77 @@ fn servers_inside_see_the_clients_address() {
     assert_eq!(ask_from("TCP4", "127.0.0.7", loopback(t)), "127.0.0.1");
     s.stop();
 }
+
+/// An echo server inside that holds many connections (asyncio, one process).
+const MANY_ECHO: &str = "python3 -c '
+import asyncio, resource
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+async def echo(r, w):
+    while True:
+        d = await r.read(4096)
+        if not d:
+            break
+        w.write(d)
+        await w.drain()
+    w.close()
+async def main():
+    s = await asyncio.start_server(echo, \"127.0.0.1\", 80, backlog=4096)
+    await s.serve_forever()
+asyncio.run(main())
+' & ";
+
+fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    lim.rlim_cur
+}
+
+#[test]
+fn ten_thousand_concurrent_tcp_connections_through_builtin() {
+    const N: usize = 10_000;
+    let limit = raise_nofile();
+    assert!(
+        limit as usize > N + 500,
+        "the test needs {N} descriptors, the limit is {limit}"
+    );
+    let t = free_port();
+    let p = format!("--publish=127.0.0.1:{t}:80/tcp");
+    let s = Session::start(&["--net=none", "--port-driver=builtin", &p], MANY_ECHO);
+    assert_eq!(tcp_roundtrip(loopback(t), "warm-up"), "warm-up");
+    let started = Instant::now();
+    let mut conns = Vec::with_capacity(N);
+    for i in 0..N {
+        let c = TcpStream::connect(loopback(t)).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        conns.push(c);
+    }
+    // Every one of them open at once, and each carries its own bytes.
+    for (i, c) in conns.iter_mut().enumerate() {
+        c.write_all(format!("{i:05}").as_bytes()).unwrap();
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        let mut buf = [0u8; 5];
+        c.read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        assert_eq!(&buf, format!("{i:05}").as_bytes());
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(45),
+        "{N} connections took {took:?}"
+    );
+    drop(conns);
+    // Still serving afterwards.
+    assert_eq!(tcp_roundtrip(loopback(t), "after"), "after");
+    eprintln!("{N} concurrent connections: {took:?}");
+    s.stop();
+}
