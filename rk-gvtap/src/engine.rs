@@ -75,6 +75,8 @@ impl Limits {
 pub struct Engine {
     /// A copy of `net.plan`, borrowable while `net` is mutably borrowed.
     plan: NetPlan,
+    /// Declared before `tcp`: the stack's sockets borrow the flows' buffers
+    /// and must be dropped first.
     net: Net,
     epoll: Epoll,
     tcp: TcpNat,

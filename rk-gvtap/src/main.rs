@@ -3,6 +3,7 @@
 //! that relays the guest's TCP, UDP and ICMP echo through the host's own
 //! sockets. It needs no external program. See docs/gvisor-tap-vsock.md.
 
+mod buffers;
 mod classify;
 mod device;
 mod dns;

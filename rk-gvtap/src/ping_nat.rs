@@ -138,7 +138,10 @@ impl PingNat {
             let Some(flow) = self.flows.get_index_mut(i) else {
                 continue;
             };
-            loop {
+            // Errors (ICMP errors queued on the socket) are consumed by the
+            // read that reports them; more replies may follow.
+            let mut errors = 0;
+            while errors < 16 {
                 match (&flow.host).read(&mut self.scratch) {
                     Ok(n) if n >= 8 && self.scratch[0] == 0 => {
                         flow.last = Instant::now();
@@ -156,8 +159,8 @@ impl PingNat {
                         }
                     }
                     Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => errors += 1,
                 }
             }
         }

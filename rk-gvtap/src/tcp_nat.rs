@@ -8,6 +8,7 @@
 //! SYN-ACK; if it fails, the guest gets a RST: "connection refused" inside
 //! means refused outside, and it comes as fast as the host's own answer.
 
+use crate::buffers::FlowBuffers;
 use crate::epoll::{self, Epoll, Token};
 use crate::net::Net;
 use crate::ratelog::RateLog;
@@ -34,6 +35,8 @@ struct Flow {
     key: Key,
     host: TcpStream,
     handle: SocketHandle,
+    /// The memory of the socket's buffers: dropped only after the socket.
+    buffers: FlowBuffers,
     connected: bool,
     started: Instant,
     /// Further addresses to try if the connect fails (DNS over TCP).
@@ -136,10 +139,18 @@ impl TcpNat {
                 return None;
             }
         };
-        let mut sock = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; self.buffer_size]),
-            tcp::SocketBuffer::new(vec![0; self.buffer_size]),
-        );
+        // SAFETY: the socket is removed from the set (and dropped) before
+        // the flow, which owns the buffers: see `remove` and the early
+        // returns below, where `sock` is dropped before `buffers`.
+        let (buffers, rx, tx) = match unsafe { FlowBuffers::new(self.buffer_size) } {
+            Ok(b) => b,
+            Err(e) => {
+                self.error_log
+                    .log(format_args!("TCP connection {src} -> {dst} refused: {e}"));
+                return None;
+            }
+        };
+        let mut sock = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
         sock.set_nagle_enabled(false);
         sock.pause_synack(!connected);
         if sock
@@ -159,13 +170,15 @@ impl TcpNat {
             Token::new(KIND, index, generation),
         ) {
             self.error_log.log(format_args!("epoll: {e}"));
-            net.sockets.remove(handle);
+            drop(net.sockets.remove(handle));
+            drop(buffers);
             return None;
         }
         let inserted = self.flows.insert(Flow {
             key: (src, dst),
             host,
             handle,
+            buffers,
             connected,
             started: Instant::now(),
             fallbacks,
@@ -295,10 +308,17 @@ impl TcpNat {
         let Some(f) = self.flows.get_index_mut(i) else {
             return;
         };
-        if f.finished || !f.connected {
+        if f.finished {
             return;
         }
         let sock = net.sockets.get_mut::<tcp::Socket>(f.handle);
+        if !f.connected {
+            // The guest gave up (RST) while the host's connect was pending.
+            if sock.state() == State::Closed {
+                self.finish(i);
+            }
+            return;
+        }
         let mut abort = f.reset_by_host && sock.may_send();
 
         // Guest to host.
@@ -389,8 +409,10 @@ impl TcpNat {
             if !(f.host_eof && f.host_write_shut) {
                 let _ = SockRef::from(&f.host).set_linger(Some(Duration::ZERO));
             }
-            net.sockets.remove(f.handle);
+            // The socket borrows the buffers: it goes first.
+            drop(net.sockets.remove(f.handle));
             self.by_key.remove(&f.key);
+            drop(f.buffers);
         }
     }
 

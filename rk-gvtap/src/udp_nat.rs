@@ -241,7 +241,10 @@ impl UdpNat {
         let Some(listener) = self.listeners.get(&flow.dest) else {
             return false;
         };
-        loop {
+        // Errors (ICMP errors queued on the socket) are consumed by the read
+        // that reports them; more datagrams may follow.
+        let mut errors = 0;
+        while errors < 16 {
             let sock = net.sockets.get_mut::<udp::Socket>(listener.handle);
             if !sock.can_send()
                 || sock.payload_send_capacity() - sock.send_queue() < LARGEST_DATAGRAM
@@ -273,9 +276,10 @@ impl UdpNat {
                         );
                     }
                 }
-                Err(_) => return false,
+                Err(_) => errors += 1,
             }
         }
+        false
     }
 
     /// Closes idle flows and sockets nobody uses any more.
