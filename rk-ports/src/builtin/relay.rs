@@ -126,11 +126,11 @@ impl Relay {
                         return;
                     }
                 } else {
-                    self.on_event((tok >> 1) as usize);
+                    self.on_event((tok >> 1) as usize, Some((tok & 1, ev.events)));
                 }
             }
             for slot in std::mem::take(&mut self.run_again) {
-                self.on_event(slot);
+                self.on_event(slot, None);
             }
             if self.has_flows() && self.last_sweep.elapsed() >= SWEEP_EVERY {
                 self.sweep_flows();
@@ -182,13 +182,15 @@ impl Relay {
         }
     }
 
-    fn on_event(&mut self, slot: usize) {
+    /// `ready` is the side (0 host, 1 inside) and epoll events that woke
+    /// us; `None` runs everything.
+    fn on_event(&mut self, slot: usize, ready: Option<(u64, u32)>) {
         let Some(Some(entry)) = self.slots.get_mut(slot) else {
             return;
         };
         match entry {
             Entry::Listener(_) => self.accept(slot),
-            Entry::Conn(c) => match c.pump(&mut self.pipes) {
+            Entry::Conn(c) => match c.pump(&mut self.pipes, directions(ready)) {
                 State::Open => {}
                 State::Busy => self.run_again.push(slot),
                 State::Closed => self.close(slot),
@@ -506,6 +508,24 @@ impl Relay {
         for i in idle {
             self.close(i);
         }
+    }
+}
+
+/// Which directions of a connection an event can move: (host→inside,
+/// inside→host). Readable host or writable inside moves the first;
+/// readable inside or writable host the second; errors and hang-ups both.
+fn directions(ready: Option<(u64, u32)>) -> (bool, bool) {
+    let Some((side, ev)) = ready else {
+        return (true, true);
+    };
+    if ev & !(IN | OUT) != 0 {
+        return (true, true);
+    }
+    let (readable, writable) = (ev & IN != 0, ev & OUT != 0);
+    if side == 0 {
+        (readable, writable)
+    } else {
+        (writable, readable)
     }
 }
 

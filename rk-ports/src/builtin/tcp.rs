@@ -149,6 +149,8 @@ pub struct Conn {
     pub inside: Socket,
     /// The inside connect() is still in progress.
     pub connecting: bool,
+    /// The connect just completed: run both directions once.
+    connecting_done_now: bool,
     up: Dir,
     down: Dir,
 }
@@ -169,13 +171,15 @@ impl Conn {
             host,
             inside,
             connecting,
+            connecting_done_now: false,
             up: Dir::new(),
             down: Dir::new(),
         }
     }
 
-    /// Runs both directions.
-    pub fn pump(&mut self, pool: &mut PipePool) -> State {
+    /// Runs the directions an event can have moved: `(up, down)` with up
+    /// host→inside.
+    pub fn pump(&mut self, pool: &mut PipePool, (run_up, run_down): (bool, bool)) -> State {
         if self.connecting {
             match self.inside.take_error() {
                 Ok(None) => {}
@@ -186,9 +190,25 @@ impl Conn {
                 return State::Open;
             }
             self.connecting = false;
+            self.connecting_done_now = true;
         }
-        let up = self.up.pump(&self.host, &self.inside, pool);
-        let down = self.down.pump(&self.inside, &self.host, pool);
+        let (run_up, run_down) = if self.connecting_done_now {
+            (true, true)
+        } else {
+            (run_up, run_down)
+        };
+        self.connecting_done_now = false;
+        let idle = || Ok(Flow::Blocked);
+        let up = if run_up {
+            self.up.pump(&self.host, &self.inside, pool)
+        } else {
+            idle()
+        };
+        let down = if run_down {
+            self.down.pump(&self.inside, &self.host, pool)
+        } else {
+            idle()
+        };
         match (up, down) {
             (Err(e), _) | (_, Err(e)) if !would_block(&e) => self.reset(),
             _ if self.up.done() && self.down.done() => State::Closed,
