@@ -667,6 +667,13 @@ fn servers_inside_see_the_clients_address() {
     let s = Session::start(&refs(&args), PEER_SERVERS);
     assert_eq!(ask_from("TCP4", "127.0.0.7", loopback(t)), "127.0.0.7");
     assert_eq!(ask_from("UDP4", "127.0.0.9", loopback(u)), "127.0.0.9");
+    // A client that is not on loopback (lxcbr0's 10.0.3.1, made by
+    // .ci/setup-host): IP_TRANSPARENT inside plus a route back to it.
+    let bridge = |port| SocketAddr::from(([10, 0, 3, 1], port));
+    assert_eq!(ask_from("TCP4", "10.0.3.1", bridge(t)), "10.0.3.1");
+    assert_eq!(ask_from("UDP4", "10.0.3.1", bridge(u)), "10.0.3.1");
+    // Again, after the first connection's route was taken down.
+    assert_eq!(ask_from("TCP4", "10.0.3.1", bridge(t)), "10.0.3.1");
     s.stop();
     // And without: the relay's own address.
     let mut args = args;

@@ -16,6 +16,7 @@
 mod listen;
 mod pipes;
 mod relay;
+mod routing;
 mod source;
 mod tcp;
 mod udp;
@@ -111,7 +112,13 @@ impl Builtin {
             .arg(format!("--state-dir={}", self.opts.state_dir.display()))
             .env(
                 WORKER_ENV,
-                format!("{},{},{}", inherit[0], inherit[1], inherit[2]),
+                format!(
+                    "{},{},{},{}",
+                    inherit[0],
+                    inherit[1],
+                    inherit[2],
+                    self.workers.len()
+                ),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null());

@@ -166,9 +166,17 @@ impl Relay {
         };
         self.free.push(slot);
         match e {
-            Entry::Conn(_) => self.active -= 1,
+            Entry::Conn(c) => {
+                self.active -= 1;
+                if let Some(ip) = c.routed {
+                    self.inside.release(ip);
+                }
+            }
             Entry::Flow(f) => {
                 self.active -= 1;
+                if let Some(ip) = f.routed {
+                    self.inside.release(ip);
+                }
                 if let Some(Some(Entry::Udp(u))) = self.slots.get_mut(f.owner) {
                     u.flows.remove(&f.client);
                 }
@@ -228,7 +236,7 @@ impl Relay {
             }
             let _ = host.set_tcp_nodelay(true);
             let source = if preserve { peer.as_socket() } else { None };
-            let (inside, connecting) = match self.inside.connect_tcp(target, source) {
+            let (inside, connecting, routed) = match self.inside.connect_tcp(target, source) {
                 Ok(x) => x,
                 Err(_) => {
                     // Nothing listens inside: the client sees a reset, as
@@ -237,7 +245,8 @@ impl Relay {
                     continue;
                 }
             };
-            let conn = Box::new(Conn::new(port, host, inside, connecting));
+            let mut conn = Box::new(Conn::new(port, host, inside, connecting));
+            conn.routed = routed;
             let host_fd = conn.host.as_raw_fd();
             let inside_fd = conn.inside.as_raw_fd();
             let at = self.insert(Entry::Conn(conn));
@@ -424,7 +433,12 @@ impl Relay {
             };
             if let Some(Some(Entry::Flow(f))) = self.slots.get_mut(flow) {
                 f.last = Instant::now();
-                let _ = f.sock.send(&self.datagram[..n]);
+                let _ = match f.routed {
+                    Some(_) => f
+                        .sock
+                        .send_to(&self.datagram[..n], &SockAddr::from(f.target)),
+                    None => f.sock.send(&self.datagram[..n]),
+                };
             }
         }
     }
@@ -452,14 +466,16 @@ impl Relay {
             return None;
         }
         let source = if preserve { Some(client) } else { None };
-        let sock = self.inside.connect_udp(target, source).ok()?;
+        let (sock, routed) = self.inside.connect_udp(target, source).ok()?;
         let raw = sock.as_raw_fd();
         let at = self.insert(Entry::Flow(Flow {
             port,
             owner,
             client,
+            target,
             sock,
             last: Instant::now(),
+            routed,
         }));
         self.active += 1;
         if let Some(Some(Entry::Udp(u))) = self.slots.get_mut(owner) {

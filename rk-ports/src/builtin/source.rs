@@ -1,71 +1,152 @@
 //! Sockets inside the namespace, and keeping the client's address: the
 //! server inside sees the host-side client's address, not the relay's.
 //!
-//! A loopback client (127.0.0.0/8, ::1) relayed to a loopback target: the
-//! inside socket binds to the client's address and port, which are local
-//! inside too (the whole of 127.0.0.0/8 is on `lo`), so no routing is
-//! needed. Other clients are not preserved yet: the server sees the relay's
-//! address (see docs/port-forwarding.md).
+//! - A loopback client (127.0.0.0/8, ::1) relayed to a loopback target: the
+//!   inside socket binds to the client's address and port, which are local
+//!   inside too (the whole of 127.0.0.0/8 is on `lo`); no routing needed.
+//! - Any other client: the socket binds to it with IP_TRANSPARENT (the
+//!   worker has CAP_NET_ADMIN in the child's user namespace), and
+//!   [`LocalDelivery`] routes the answers back to it.
+//!
+//! Whatever fails (an old kernel, a policy), the relay falls back to its own
+//! address, says so once, and the connection works anyway.
 
+use super::routing::LocalDelivery;
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Makes the sockets a worker connects inside with.
-#[derive(Default)]
-pub struct Inside {}
+pub struct Inside {
+    worker_index: u32,
+    routing: Option<LocalDelivery>,
+    /// Transparent binding failed once: do not try again.
+    transparent_broken: bool,
+}
 
 impl Inside {
-    /// A non-blocking TCP connect to `target`; `true` while in progress.
+    pub fn new(worker_index: u32) -> Inside {
+        Inside {
+            worker_index,
+            routing: None,
+            transparent_broken: false,
+        }
+    }
+
+    /// A non-blocking TCP connect to `target`: the socket, whether the
+    /// connect is in progress, and the client address routed for it (to
+    /// [`release`](Self::release) when the connection ends).
     pub fn connect_tcp(
-        &self,
+        &mut self,
         target: SocketAddr,
         source: Option<SocketAddr>,
-    ) -> io::Result<(Socket, bool)> {
+    ) -> io::Result<(Socket, bool, Option<IpAddr>)> {
         let s = Socket::new(
             Domain::for_address(target),
             Type::STREAM.nonblocking().cloexec(),
             None,
         )?;
         let _ = s.set_tcp_nodelay(true);
-        self.bind_source(&s, target, source);
+        let routed = self.bind_source(&s, target, source);
         match s.connect(&SockAddr::from(target)) {
-            Ok(()) => Ok((s, false)),
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok((s, true)),
-            Err(e) => Err(e),
+            Ok(()) => Ok((s, false, routed)),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok((s, true, routed)),
+            Err(e) => {
+                if let Some(ip) = routed {
+                    self.release(ip);
+                }
+                Err(e)
+            }
         }
     }
 
-    /// A UDP socket connected to `target`.
+    /// A UDP socket for `target`, and the client address routed for it.
+    ///
+    /// Without a routed client the socket is connected to `target`. With one
+    /// it is left unconnected (send with `send_to`): a server bound to a
+    /// wildcard address answers a non-local client from the address routing
+    /// picks (the client's own, through the local table), not from
+    /// `target`, and a connected socket would refuse that answer.
     pub fn connect_udp(
-        &self,
+        &mut self,
         target: SocketAddr,
         source: Option<SocketAddr>,
-    ) -> io::Result<Socket> {
+    ) -> io::Result<(Socket, Option<IpAddr>)> {
         let s = Socket::new(
             Domain::for_address(target),
             Type::DGRAM.nonblocking().cloexec(),
             None,
         )?;
-        self.bind_source(&s, target, source);
-        s.connect(&SockAddr::from(target))?;
-        Ok(s)
+        let routed = self.bind_source(&s, target, source);
+        if routed.is_none() {
+            s.connect(&SockAddr::from(target))?;
+        }
+        Ok((s, routed))
     }
 
-    /// Binds to the client's address where that keeps working; otherwise
-    /// leaves the socket to the kernel's choice.
-    fn bind_source(&self, s: &Socket, target: SocketAddr, source: Option<SocketAddr>) {
-        let Some(src) = source else { return };
+    pub fn release(&mut self, client: IpAddr) {
+        if let Some(r) = self.routing.as_mut() {
+            r.release(client);
+        }
+    }
+
+    /// Binds to the client's address where that can work; otherwise leaves
+    /// the socket to the kernel's choice.
+    fn bind_source(
+        &mut self,
+        s: &Socket,
+        target: SocketAddr,
+        source: Option<SocketAddr>,
+    ) -> Option<IpAddr> {
+        let src = source?;
         let src = SocketAddr::new(src.ip().to_canonical(), src.port());
         if src.is_ipv4() != target.is_ipv4() {
-            return;
+            return None;
         }
-        if src.ip().is_loopback() && target.ip().is_loopback() {
-            // The same port if free, else any port: the address is what
-            // servers log and filter on.
-            if s.bind(&SockAddr::from(src)).is_err() {
-                let _ = s.bind(&SockAddr::from(SocketAddr::new(src.ip(), 0)));
+        if src.ip().is_loopback() {
+            if target.ip().is_loopback() {
+                bind_same_or_any_port(s, src);
+            }
+            return None;
+        }
+        if self.transparent_broken {
+            return None;
+        }
+        match self.bind_transparent(s, src) {
+            Ok(()) => Some(src.ip()),
+            Err(e) => {
+                self.transparent_broken = true;
+                eprintln!(
+                    "[rootlesskit:port-worker] warning: cannot keep client addresses ({e}); servers inside see the relay's address"
+                );
+                None
             }
         }
     }
+
+    fn bind_transparent(&mut self, s: &Socket, src: SocketAddr) -> io::Result<()> {
+        if src.is_ipv4() {
+            s.set_ip_transparent_v4(true)?;
+        } else {
+            s.set_ip_transparent_v6(true)?;
+        }
+        if self.routing.is_none() {
+            self.routing = Some(LocalDelivery::new(self.worker_index)?);
+        }
+        let routing = self.routing.as_mut().expect("just set");
+        routing.acquire(src.ip())?;
+        if !bind_same_or_any_port(s, src) {
+            routing.release(src.ip());
+            return Err(io::Error::other(format!("cannot bind to {src}")));
+        }
+        Ok(())
+    }
+}
+
+/// The client's port if free, else any port: the address is what servers
+/// log and filter on.
+fn bind_same_or_any_port(s: &Socket, src: SocketAddr) -> bool {
+    s.bind(&SockAddr::from(src)).is_ok()
+        || s.bind(&SockAddr::from(SocketAddr::new(src.ip(), 0)))
+            .is_ok()
 }

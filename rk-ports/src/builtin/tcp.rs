@@ -149,6 +149,8 @@ pub struct Conn {
     pub inside: Socket,
     /// The inside connect() is still in progress.
     pub connecting: bool,
+    /// The client address routed back to the inside socket, if any.
+    pub routed: Option<std::net::IpAddr>,
     /// The connect just completed: run both directions once.
     connecting_done_now: bool,
     up: Dir,
@@ -172,6 +174,7 @@ impl Conn {
             inside,
             connecting,
             connecting_done_now: false,
+            routed: None,
             up: Dir::new(),
             down: Dir::new(),
         }

@@ -38,6 +38,9 @@ pub struct Flow {
     /// Slot of the [`UdpPort`].
     pub owner: usize,
     pub client: SocketAddr,
+    pub target: SocketAddr,
     pub sock: Socket,
     pub last: Instant,
+    /// The client address routed back to this flow's socket, if any.
+    pub routed: Option<std::net::IpAddr>,
 }

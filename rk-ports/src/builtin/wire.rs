@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// Marks a re-executed rootlesskit as a relay worker; the value is
-/// `CHANNEL,USERNS,NETNS` (descriptor numbers).
+/// `CHANNEL,USERNS,NETNS,INDEX` (descriptor numbers, then the worker's
+/// index, which keeps its routing rules apart from other workers').
 pub const WORKER_ENV: &str = "_ROOTLESSKIT_RS_PORT_WORKER";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

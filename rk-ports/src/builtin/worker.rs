@@ -23,13 +23,16 @@ pub fn main(value: &OsStr) -> i32 {
         .split(',')
         .filter_map(|s| s.parse().ok())
         .collect();
-    let [chan, userns, netns] = fds[..] else {
+    let [chan, userns, netns, index] = fds[..] else {
         eprintln!(
-            "[rootlesskit:port-worker] error: {} is not CHANNEL,USERNS,NETNS",
+            "[rootlesskit:port-worker] error: {} is not CHANNEL,USERNS,NETNS,INDEX",
             super::WORKER_ENV
         );
         return 2;
     };
+    // Shown by ps and top instead of "exe".
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"rk-port-worker".as_ptr(), 0, 0, 0) };
     std::env::remove_var(super::WORKER_ENV);
     // SAFETY: the parent passed these three descriptors for exactly this
     // purpose; nothing else in this fresh process owns them.
@@ -70,7 +73,7 @@ pub fn main(value: &OsStr) -> i32 {
     }
     let limit = crate::sys::raise_nofile();
     let capacity = (limit.saturating_sub(RESERVED_FDS) / 2).clamp(1, MAX_CAPACITY) as usize;
-    let mut relay = match Relay::new(channel, capacity, Inside::default()) {
+    let mut relay = match Relay::new(channel, capacity, Inside::new(index as u32)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("[rootlesskit:port-worker] error: {e}");
