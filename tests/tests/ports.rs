@@ -37,7 +37,7 @@ struct Session {
 
 impl Session {
     fn start(args: &[&str], script: &str) -> Session {
-        Session::start_in(&user_temp_dir("ports").join("state"), args, script)
+        Session::start_in(&user_temp_dir("ports").join("state"), args, script, &[])
     }
 
     fn socket(&self) -> PathBuf {
@@ -501,7 +501,7 @@ fn stale_state_dir_after_kill_9_still_serves_the_api() {
         "kill -9 leaves the socket (the test needs it stale)"
     );
     // The same state dir again: the stale socket is replaced.
-    let again = Session::start_in(&state, &refs(&args), ECHO_SERVERS);
+    let again = Session::start_in(&state, &refs(&args), ECHO_SERVERS, &[]);
     assert_eq!(tcp_roundtrip(loopback(t), "2\n"), "2\n");
     assert!(expect_success(&again.ctl(&["list-ports"])).contains(&t.to_string()));
     again.stop();
@@ -509,7 +509,7 @@ fn stale_state_dir_after_kill_9_still_serves_the_api() {
 
 impl Session {
     /// Like [`Session::start`] with a given state dir.
-    fn start_in(state: &Path, args: &[&str], script: &str) -> Session {
+    fn start_in(state: &Path, args: &[&str], script: &str, env: &[(&str, &str)]) -> Session {
         let _ = std::fs::remove_file(state.join("child_pid"));
         let marker = marker("ports");
         // --pidns: the servers started in the background die with CMD.
@@ -519,7 +519,7 @@ impl Session {
         all.extend(["--".into(), "sh".into(), "-c".into()]);
         all.push(format!("{script} sleep 60; : {marker}"));
         let r: Vec<&str> = all.iter().map(String::as_str).collect();
-        let child = rootlesskit(&r)
+        let child = rootlesskit_with_env(&r, env)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -754,5 +754,61 @@ fn ten_thousand_concurrent_tcp_connections_through_builtin() {
     // Still serving afterwards.
     assert_eq!(tcp_roundtrip(loopback(t), "after"), "after");
     eprintln!("{N} concurrent connections: {took:?}");
+    s.stop();
+}
+
+#[test]
+fn beyond_the_cap_new_connections_are_refused_and_old_ones_kept() {
+    // 8 workers of 40 connections each: 320 at most.
+    const CAP: usize = 320;
+    raise_nofile();
+    let t = free_port();
+    let p = format!("--publish=127.0.0.1:{t}:80/tcp");
+    let s = Session::start_in(
+        &user_temp_dir("ports").join("state"),
+        &["--net=none", "--port-driver=builtin", &p],
+        MANY_ECHO,
+        &[("ROOTLESSKIT_PORT_CONNECTIONS_PER_WORKER", "40")],
+    );
+    assert_eq!(tcp_roundtrip(loopback(t), "warm-up"), "warm-up");
+    let echo = |c: &mut TcpStream, text: &[u8]| -> std::io::Result<Vec<u8>> {
+        c.write_all(text)?;
+        let mut buf = vec![0u8; text.len()];
+        c.read_exact(&mut buf)?;
+        Ok(buf)
+    };
+    let mut kept = Vec::new();
+    for i in 0..CAP {
+        let mut c = TcpStream::connect(loopback(t)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let got = echo(&mut c, b"held");
+        assert!(
+            matches!(&got, Ok(b) if b == b"held"),
+            "connection {i}: {got:?}"
+        );
+        kept.push(c);
+    }
+    // Past the cap: refused at once (reset or closed), not left hanging.
+    for i in 0..10 {
+        let mut c = TcpStream::connect(loopback(t)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let started = Instant::now();
+        let got = echo(&mut c, b"more");
+        assert!(got.is_err(), "connection {i} past the cap was served");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "refusal took {:?}",
+            started.elapsed()
+        );
+    }
+    // The ones already open still work.
+    for c in kept.iter_mut().step_by(16) {
+        assert_eq!(echo(c, b"still").unwrap(), b"still");
+    }
+    // Room again once some close.
+    kept.truncate(CAP - 20);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(tcp_roundtrip(loopback(t), "room"), "room");
+    drop(kept);
     s.stop();
 }

@@ -60,6 +60,8 @@ pub struct Builtin {
     workers: Vec<Worker>,
     ports: BTreeMap<i64, Port>,
     refuse_when_full: bool,
+    /// Starting a worker failed: no more will be tried.
+    cannot_grow: bool,
     host_gateway: Option<IpAddr>,
 }
 
@@ -73,6 +75,8 @@ struct Worker {
     channel: Channel,
     child: Child,
     busy: bool,
+    /// At capacity: it accepts no more (unless told to refuse).
+    full: bool,
     /// Ids of the ports this worker relays.
     ports: Vec<i64>,
 }
@@ -92,6 +96,7 @@ impl Builtin {
             workers: Vec::new(),
             ports: BTreeMap::new(),
             refuse_when_full: false,
+            cannot_grow: false,
             host_gateway: host_gateway_ip(),
         };
         let w = b.spawn_worker()?;
@@ -143,6 +148,7 @@ impl Builtin {
             channel: ours,
             child,
             busy: false,
+            full: false,
             ports: Vec::new(),
         };
         match w.recv()? {
@@ -205,11 +211,10 @@ impl Builtin {
     /// Starts another worker when every one is busy, and gives it the TCP
     /// ports (UDP ports stay with one worker each).
     fn grow_if_busy(&mut self) {
-        if self.refuse_when_full || !self.workers.iter().all(|w| w.busy) {
-            return;
-        }
-        if self.workers.len() >= MAX_WORKERS {
-            self.set_refuse_when_full();
+        if self.cannot_grow
+            || self.workers.len() >= MAX_WORKERS
+            || !self.workers.iter().all(|w| w.busy)
+        {
             return;
         }
         match self.spawn_worker() {
@@ -229,18 +234,26 @@ impl Builtin {
                 }
             }
             Err(e) => {
-                eprintln!("[rootlesskit:parent] warning: {e}; new connections beyond the current workers' capacity are refused");
-                self.set_refuse_when_full();
+                eprintln!("[rootlesskit:parent] warning: {e}; connections beyond the current workers' capacity will be refused");
+                self.cannot_grow = true;
             }
         }
     }
 
-    fn set_refuse_when_full(&mut self) {
-        self.refuse_when_full = true;
+    /// When every worker is full and no other can start, workers refuse new
+    /// connections (reset) rather than leave them waiting; as soon as one
+    /// has room again they stop refusing.
+    fn update_refusal(&mut self) {
+        let refuse = self.workers.iter().all(|w| w.full)
+            && (self.cannot_grow || self.workers.len() >= MAX_WORKERS);
+        if refuse == self.refuse_when_full {
+            return;
+        }
+        self.refuse_when_full = refuse;
         for w in &mut self.workers {
             let _ = w.send(
                 &ToWorker::Limit {
-                    refuse_when_full: true,
+                    refuse_when_full: refuse,
                 },
                 &[],
             );
@@ -356,7 +369,10 @@ impl PortDriver for Builtin {
                     }
                 }
                 match w.channel.recv::<FromWorker>(None) {
-                    Ok((FromWorker::Load { busy, .. }, _)) => w.busy = busy,
+                    Ok((FromWorker::Load { busy, full, .. }, _)) => {
+                        w.busy = busy;
+                        w.full = full;
+                    }
                     Ok(_) => {}
                     Err(_) => {
                         dead.push(i);
@@ -369,6 +385,7 @@ impl PortDriver for Builtin {
             self.replace(i);
         }
         self.grow_if_busy();
+        self.update_refusal();
     }
 }
 
@@ -386,7 +403,10 @@ impl Worker {
                 .recv::<FromWorker>(Some(ANSWER_TIMEOUT))
                 .map_err(|e| format!("port relay worker: {e}"))?;
             match msg {
-                FromWorker::Load { busy, .. } => self.busy = busy,
+                FromWorker::Load { busy, full, .. } => {
+                    self.busy = busy;
+                    self.full = full;
+                }
                 other => return Ok(other),
             }
         }

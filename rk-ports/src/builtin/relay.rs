@@ -56,6 +56,7 @@ pub struct Relay {
     /// Connections and UDP flows open now.
     active: usize,
     busy: bool,
+    full: bool,
     paused: bool,
     refuse_when_full: bool,
     run_again: Vec<usize>,
@@ -81,6 +82,7 @@ impl Relay {
             capacity,
             active: 0,
             busy: false,
+            full: false,
             paused: false,
             refuse_when_full: false,
             run_again: Vec::new(),
@@ -300,18 +302,31 @@ impl Relay {
         } else {
             self.active * 10 >= self.capacity * 8
         };
-        if busy != self.busy {
+        let full = self.active >= self.capacity;
+        if busy != self.busy || full != self.full {
             self.busy = busy;
+            self.full = full;
             let _ = self.control.send(
                 &FromWorker::Load {
                     active: self.active,
                     busy,
+                    full,
                 },
                 &[],
             );
         }
-        if self.paused && self.active * 10 < self.capacity * 9 {
+        self.listen_if_room();
+    }
+
+    /// Keeps the listeners registered exactly while this worker takes
+    /// connections: a full worker must not be woken for a connection that
+    /// another worker with room could take (EPOLLEXCLUSIVE wakes only some).
+    fn listen_if_room(&mut self) {
+        let take = self.active < self.capacity || self.refuse_when_full;
+        if take {
             self.resume();
+        } else {
+            self.pause();
         }
     }
 
@@ -356,9 +371,7 @@ impl Relay {
             }
             ToWorker::Limit { refuse_when_full } => {
                 self.refuse_when_full = refuse_when_full;
-                if refuse_when_full {
-                    self.resume();
-                }
+                self.listen_if_room();
                 return true;
             }
         };

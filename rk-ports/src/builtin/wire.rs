@@ -23,8 +23,8 @@ pub enum ToWorker {
     },
     /// Close the port's socket and every connection that came through it.
     Remove { id: i64 },
-    /// `true`: no other worker will be started, so when full, refuse new
-    /// connections (reset) instead of leaving them to another worker.
+    /// `true`: every worker is full and no other will be started: accept
+    /// and reset new connections instead of leaving them waiting.
     Limit { refuse_when_full: bool },
 }
 
@@ -46,9 +46,10 @@ pub enum FromWorker {
         message: String,
     },
     /// Sent when the worker becomes busy (most of its capacity used) or
-    /// stops being busy.
+    /// full, or stops being so.
     Load {
         active: usize,
         busy: bool,
+        full: bool,
     },
 }

@@ -15,6 +15,9 @@ use std::os::fd::{FromRawFd, OwnedFd};
 const RESERVED_FDS: u64 = 128;
 /// Connections one worker holds at most, whatever its descriptor limit.
 const MAX_CAPACITY: u64 = 32768;
+/// Lowers the connections (and UDP flows) one worker holds, e.g. to bound
+/// memory: `ROOTLESSKIT_PORT_CONNECTIONS_PER_WORKER=1000`.
+pub const CAPACITY_ENV: &str = "ROOTLESSKIT_PORT_CONNECTIONS_PER_WORKER";
 
 /// Entry point; returns the exit code.
 pub fn main(value: &OsStr) -> i32 {
@@ -72,7 +75,14 @@ pub fn main(value: &OsStr) -> i32 {
         return 1;
     }
     let limit = crate::sys::raise_nofile();
-    let capacity = (limit.saturating_sub(RESERVED_FDS) / 2).clamp(1, MAX_CAPACITY) as usize;
+    let mut capacity = (limit.saturating_sub(RESERVED_FDS) / 2).clamp(1, MAX_CAPACITY);
+    if let Some(n) = std::env::var(CAPACITY_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        capacity = capacity.min(n.max(1));
+    }
+    let capacity = capacity as usize;
     let mut relay = match Relay::new(channel, capacity, Inside::new(index as u32)) {
         Ok(r) => r,
         Err(e) => {
