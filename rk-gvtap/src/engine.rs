@@ -10,6 +10,7 @@
 use crate::classify::{classify, Frame};
 use crate::dns::{self, Dns};
 use crate::epoll::{self, Epoll, Token};
+use crate::forward::{self, Control, Forwards};
 use crate::net::Net;
 use crate::ping_nat::{self, PingNat};
 use crate::plan::NetPlan;
@@ -21,6 +22,7 @@ use smoltcp::iface::PollIngressSingleResult;
 use smoltcp::time::Instant as SmolInstant;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const KIND_TAP: u8 = 0;
@@ -89,6 +91,8 @@ pub struct Engine {
     next_housekeeping: Instant,
     dns_deadline: Option<Instant>,
     events: Vec<(Token, u32)>,
+    control: Arc<Control>,
+    forwards: Forwards,
     debug: bool,
     next_stats: Instant,
 }
@@ -98,6 +102,7 @@ impl Engine {
         plan: NetPlan,
         tap: OwnedFd,
         stop: OwnedFd,
+        control: Arc<Control>,
         limits: Limits,
     ) -> std::io::Result<Engine> {
         let epoll = Epoll::new(256)?;
@@ -109,6 +114,11 @@ impl Engine {
             Token::new(KIND_TAP, 0, 0),
         )?;
         epoll.add(stop.as_raw_fd(), epoll::IN, Token::new(KIND_STOP, 0, 0))?;
+        epoll.add(
+            control.wake_fd().as_raw_fd(),
+            epoll::IN,
+            Token::new(forward::KIND_CONTROL, 0, 0),
+        )?;
         let dns = Dns::new(&mut net, ResolvConf::new("/etc/resolv.conf"), limits.dns);
         Ok(Engine {
             plan,
@@ -124,6 +134,8 @@ impl Engine {
             next_housekeeping: Instant::now() + HOUSEKEEPING,
             dns_deadline: None,
             events: Vec::with_capacity(256),
+            control,
+            forwards: Forwards::default(),
             debug: rk_driver::debug_enabled(),
             next_stats: Instant::now(),
         })
@@ -154,6 +166,13 @@ impl Engine {
                     udp_nat::KIND => self.udp.on_event(token),
                     ping_nat::KIND => self.ping.on_event(token),
                     dns::KIND => self.dns.on_event(token),
+                    forward::KIND_CONTROL => self.forwards.apply(&self.control, &self.epoll),
+                    forward::KIND_LISTENER => {
+                        for (stream, target) in self.forwards.accept(token) {
+                            self.tcp
+                                .open_inbound(&mut self.net, &self.epoll, stream, target);
+                        }
+                    }
                     _ => {}
                 }
             }

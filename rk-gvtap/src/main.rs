@@ -9,11 +9,13 @@ mod device;
 mod dns;
 mod engine;
 mod epoll;
+mod forward;
 mod frames;
 mod net;
 mod ping_nat;
 mod plan;
 mod policy;
+mod ports;
 mod ratelog;
 mod resolv;
 mod sandbox;
@@ -24,7 +26,10 @@ mod tcp_nat;
 mod udp_nat;
 
 use plan::NetPlan;
-use rk_driver::{ConfigureRequest, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig};
+use rk_driver::{
+    ConfigureRequest, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig,
+    PortDriverOffer, PortRule,
+};
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
@@ -35,6 +40,9 @@ struct Running {
     stop: OwnedFd,
     died: OwnedFd,
     error: Arc<Mutex<Option<String>>>,
+    control: Arc<forward::Control>,
+    plan: NetPlan,
+    ports: std::collections::BTreeSet<i64>,
     /// Held so that the namespace (and with it the tap) outlives any race
     /// between the child's exit and our shutdown.
     _namespaces: NamespaceFds,
@@ -58,6 +66,8 @@ impl Driver for Gvtap {
         ]
         .map(String::from)
         .to_vec();
+        info.capabilities
+            .push(format!("port-driver:{}", ports::NAME));
         info.options = vec!["max-tcp-flows".into(), "max-udp-flows".into()];
         info
     }
@@ -81,7 +91,14 @@ impl Driver for Gvtap {
         let stop = sys::eventfd()?;
         let died = sys::eventfd()?;
         let limits = engine::Limits::fit_nofile(wanted, nofile);
-        let mut engine = engine::Engine::new(plan.clone(), tap, stop.try_clone()?, limits)?;
+        let control = Arc::new(forward::Control::new()?);
+        let mut engine = engine::Engine::new(
+            plan.clone(),
+            tap,
+            stop.try_clone()?,
+            control.clone(),
+            limits,
+        )?;
         let error = Arc::new(Mutex::new(None));
         let (error2, died2) = (error.clone(), died.try_clone()?);
         let thread = std::thread::Builder::new()
@@ -100,6 +117,9 @@ impl Driver for Gvtap {
             stop,
             died,
             error,
+            control,
+            plan: plan.clone(),
+            ports: Default::default(),
             _namespaces: ns,
         });
         let mut info = BTreeMap::new();
@@ -135,6 +155,46 @@ impl Driver for Gvtap {
         msg.unwrap_or_else(|| "the network thread stopped".into())
     }
 
+    fn start_ports(&mut self, port_driver: &str) -> Result<PortDriverOffer, DriverError> {
+        if port_driver != ports::NAME {
+            return Err(DriverError::new(format!(
+                "rk-gvtap offers --port-driver={}, not {port_driver}",
+                ports::NAME
+            )));
+        }
+        Ok(ports::offer())
+    }
+
+    fn add_port(&mut self, rule: &PortRule) -> Result<(), DriverError> {
+        let r = self
+            .running
+            .as_mut()
+            .ok_or_else(|| DriverError::new("ports can be added only after configure"))?;
+        if r.ports.contains(&rule.id) {
+            return Err(DriverError::new(format!("port {} exists already", rule.id)));
+        }
+        let (listener, target) = ports::listen(&r.plan, rule).map_err(DriverError)?;
+        r.control.send(forward::Command::Add {
+            id: rule.id,
+            listener,
+            target,
+        });
+        r.ports.insert(rule.id);
+        Ok(())
+    }
+
+    fn remove_port(&mut self, id: i64) -> Result<(), DriverError> {
+        let r = self
+            .running
+            .as_mut()
+            .ok_or_else(|| DriverError::new("no ports before configure"))?;
+        if !r.ports.remove(&id) {
+            return Err(DriverError::new(format!("no port {id}")));
+        }
+        r.control.send(forward::Command::Remove { id });
+        Ok(())
+    }
+
     fn shutdown(&mut self) {
         if let Some(mut r) = self.running.take() {
             sys::signal(&r.stop);
@@ -151,11 +211,6 @@ fn parse_options(options: &BTreeMap<String, String>) -> Result<engine::Limits, D
     let mut limits = engine::Limits::DEFAULT;
     for (k, v) in options {
         match k.as_str() {
-            "port-driver" if v == "gvisor-tap-vsock" || v == "gvisortapvsock" => {
-                return Err(DriverError::new(
-                    "--port-driver=gvisor-tap-vsock is not offered by this build's rk-gvtap: use --port-driver=builtin",
-                ))
-            }
             "port-driver" => {}
             "max-tcp-flows" => limits.tcp = parse_limit(k, v)?,
             "max-udp-flows" => limits.udp = parse_limit(k, v)?,

@@ -15,7 +15,7 @@ use crate::ratelog::RateLog;
 use crate::slab::Slab;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{self, State};
-use smoltcp::wire::IpListenEndpoint;
+use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 use socket2::{Domain, SockRef, Socket, Type};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -28,6 +28,10 @@ pub const KIND: u8 = 2;
 pub const MAX_FLOWS: usize = 4096;
 /// A host connect() that has not finished by then is given up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(75);
+/// The same for the stack's connects into the guest (forwarded ports).
+const INBOUND_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Gateway ports for connections into the guest.
+const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
 
 type Key = (SocketAddrV4, SocketAddrV4);
 
@@ -38,6 +42,8 @@ struct Flow {
     /// The memory of the socket's buffers: dropped only after the socket.
     buffers: FlowBuffers,
     connected: bool,
+    /// Opened by the stack towards the guest (a forwarded port).
+    inbound: bool,
     started: Instant,
     /// Further addresses to try if the connect fails (DNS over TCP).
     fallbacks: Vec<SocketAddr>,
@@ -51,6 +57,28 @@ struct Flow {
     finished: bool,
 }
 
+impl Flow {
+    fn new(key: Key, host: TcpStream, handle: SocketHandle, buffers: FlowBuffers) -> Flow {
+        Flow {
+            key,
+            host,
+            handle,
+            buffers,
+            connected: false,
+            inbound: false,
+            started: Instant::now(),
+            fallbacks: Vec::new(),
+            readable: false,
+            writable: false,
+            host_eof: false,
+            host_write_shut: false,
+            reset_by_host: false,
+            dirty: false,
+            finished: false,
+        }
+    }
+}
+
 pub struct TcpNat {
     flows: Slab<Flow>,
     by_key: HashMap<Key, u32>,
@@ -58,6 +86,7 @@ pub struct TcpNat {
     finished: Vec<u32>,
     buffer_size: usize,
     max_flows: usize,
+    next_port: u16,
     limit_log: RateLog,
     error_log: RateLog,
 }
@@ -72,6 +101,7 @@ impl TcpNat {
             finished: Vec::new(),
             buffer_size: (mss * 8).clamp(256 * 1024, 1024 * 1024),
             max_flows,
+            next_port: 0,
             limit_log: RateLog::new(),
             error_log: RateLog::new(),
         }
@@ -139,59 +169,128 @@ impl TcpNat {
                 return None;
             }
         };
+        let (buffers, mut sock) = self.new_socket(src, dst)?;
+        sock.pause_synack(!connected);
+        let listen = IpListenEndpoint {
+            addr: Some((*dst.ip()).into()),
+            port: dst.port(),
+        };
+        if sock.listen(listen).is_err() {
+            return None;
+        }
+        let mut flow = Flow::new((src, dst), host, net.sockets.add(sock), buffers);
+        flow.connected = connected;
+        flow.fallbacks = fallbacks;
+        self.insert(net, epoll, flow)
+    }
+
+    /// A connection accepted on a forwarded host port: the stack connects
+    /// from the gateway to `target` inside. If the guest refuses, the host
+    /// side gets a reset.
+    pub fn open_inbound(
+        &mut self,
+        net: &mut Net,
+        epoll: &Epoll,
+        host: TcpStream,
+        target: SocketAddrV4,
+    ) {
+        if self.flows.len() >= self.max_flows {
+            self.limit_log.log(format_args!(
+                "forwarded connection to {target} refused: {} connections open, the limit",
+                self.max_flows
+            ));
+            let _ = SockRef::from(&host).set_linger(Some(Duration::ZERO));
+            return;
+        }
+        let Some(local) = self.free_local_endpoint(net.plan.gateway, target) else {
+            return;
+        };
+        let Some((buffers, mut sock)) = self.new_socket(local, target) else {
+            return;
+        };
+        let remote = IpEndpoint::new((*target.ip()).into(), target.port());
+        let local_listen = IpListenEndpoint {
+            addr: Some((*local.ip()).into()),
+            port: local.port(),
+        };
+        if sock
+            .connect(net.iface.context(), remote, local_listen)
+            .is_err()
+        {
+            return;
+        }
+        let mut flow = Flow::new((target, local), host, net.sockets.add(sock), buffers);
+        flow.connected = true;
+        flow.inbound = true;
+        // The host may have sent already: look once the guest answers.
+        flow.readable = true;
+        flow.writable = true;
+        self.insert(net, epoll, flow);
+    }
+
+    /// A gateway port for a connection into the guest not used by another.
+    fn free_local_endpoint(
+        &mut self,
+        gateway: std::net::Ipv4Addr,
+        target: SocketAddrV4,
+    ) -> Option<SocketAddrV4> {
+        for _ in 0..EPHEMERAL_PORTS.len() {
+            self.next_port = if self.next_port >= *EPHEMERAL_PORTS.end()
+                || self.next_port < *EPHEMERAL_PORTS.start()
+            {
+                *EPHEMERAL_PORTS.start()
+            } else {
+                self.next_port + 1
+            };
+            let local = SocketAddrV4::new(gateway, self.next_port);
+            if !self.by_key.contains_key(&(target, local)) {
+                return Some(local);
+            }
+        }
+        None
+    }
+
+    /// A stack socket with its buffers; `None` (logged) if memory is short.
+    fn new_socket(
+        &mut self,
+        a: SocketAddrV4,
+        b: SocketAddrV4,
+    ) -> Option<(FlowBuffers, tcp::Socket<'static>)> {
         // SAFETY: the socket is removed from the set (and dropped) before
-        // the flow, which owns the buffers: see `remove` and the early
-        // returns below, where `sock` is dropped before `buffers`.
+        // the flow, which owns the buffers: see `remove`, `insert`, and the
+        // early returns of the callers, where the socket (declared after the
+        // buffers) is dropped first.
         let (buffers, rx, tx) = match unsafe { FlowBuffers::new(self.buffer_size) } {
             Ok(b) => b,
             Err(e) => {
                 self.error_log
-                    .log(format_args!("TCP connection {src} -> {dst} refused: {e}"));
+                    .log(format_args!("TCP connection {a} -> {b} refused: {e}"));
                 return None;
             }
         };
         let mut sock = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
         sock.set_nagle_enabled(false);
-        sock.pause_synack(!connected);
-        if sock
-            .listen(IpListenEndpoint {
-                addr: Some((*dst.ip()).into()),
-                port: dst.port(),
-            })
-            .is_err()
-        {
-            return None;
-        }
-        let handle = net.sockets.add(sock);
+        Some((buffers, sock))
+    }
+
+    /// Registers the flow's host socket and files the flow.
+    fn insert(&mut self, net: &mut Net, epoll: &Epoll, flow: Flow) -> Option<u32> {
         let (index, generation) = self.flows.vacant();
         if let Err(e) = epoll.add(
-            host.as_raw_fd(),
+            flow.host.as_raw_fd(),
             epoll::IN | epoll::OUT | epoll::RDHUP | epoll::ET,
             Token::new(KIND, index, generation),
         ) {
             self.error_log.log(format_args!("epoll: {e}"));
-            drop(net.sockets.remove(handle));
-            drop(buffers);
+            drop(net.sockets.remove(flow.handle));
+            drop(flow);
             return None;
         }
-        let inserted = self.flows.insert(Flow {
-            key: (src, dst),
-            host,
-            handle,
-            buffers,
-            connected,
-            started: Instant::now(),
-            fallbacks,
-            readable: false,
-            writable: false,
-            host_eof: false,
-            host_write_shut: false,
-            reset_by_host: false,
-            dirty: false,
-            finished: false,
-        });
+        let key = flow.key;
+        let inserted = self.flows.insert(flow);
         debug_assert_eq!(inserted, (index, generation));
-        self.by_key.insert((src, dst), index);
+        self.by_key.insert(key, index);
+        self.mark_index(index);
         Some(index)
     }
 
@@ -439,7 +538,13 @@ impl TcpNat {
                 continue;
             }
             let state = net.sockets.get::<tcp::Socket>(f.handle).state();
-            if matches!(state, State::Closed | State::TimeWait) {
+            if f.inbound
+                && state == State::SynSent
+                && now.duration_since(f.started) > INBOUND_CONNECT_TIMEOUT
+            {
+                net.sockets.get_mut::<tcp::Socket>(f.handle).abort();
+            }
+            if matches!(state, State::Closed | State::TimeWait | State::SynSent) {
                 self.mark_index(i);
             }
         }

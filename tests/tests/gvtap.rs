@@ -727,3 +727,58 @@ fn a_source_port_reused_right_after_a_reset_connects_again() {
     ));
     assert!(out.contains("reused ok 20"), "{out}");
 }
+
+/// Connects to 127.0.0.1:`port`, sends `line`, returns what comes back
+/// (empty on EOF, `Err` on a reset or refusal).
+fn host_roundtrip(port: u16, line: &str) -> std::io::Result<String> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(line.as_bytes())?;
+    let mut got = String::new();
+    s.read_to_string(&mut got)?;
+    Ok(got)
+}
+
+#[test]
+fn port_driver_forwards_host_tcp_into_the_guest_and_resets_when_nothing_listens() {
+    let open = closed_port();
+    let dead = closed_port();
+    let mut child = spawn_sh(
+        &[
+            NET,
+            "--disable-host-loopback",
+            "--port-driver=gvisor-tap-vsock",
+            &format!("--publish=127.0.0.1:{open}:80/tcp"),
+            &format!("--publish=127.0.0.1:{dead}:81/tcp"),
+        ],
+        "socat TCP-LISTEN:80,reuseaddr,fork SYSTEM:'read l; echo inside=$l' & echo ready; sleep 60",
+    );
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut out, "ready", 20);
+    let mut answer = String::new();
+    let served = eventually(10, || {
+        answer = host_roundtrip(open, "hi\n").unwrap_or_default();
+        answer.contains("inside=hi")
+    });
+    assert!(served, "no answer through the forwarded port: {answer:?}");
+    // Many at once, to check the stack's ports for connections in.
+    let handles: Vec<_> = (0..20)
+        .map(|i| std::thread::spawn(move || host_roundtrip(open, &format!("n{i}\n"))))
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let got = h.join().unwrap().unwrap();
+        assert_eq!(got.trim(), format!("inside=n{i}"));
+    }
+    // Nothing listens on 81 inside: the host side is reset, at once.
+    let started = Instant::now();
+    let dead_result = host_roundtrip(dead, "x\n");
+    assert!(
+        matches!(&dead_result, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+            || matches!(&dead_result, Ok(s) if s.is_empty()),
+        "{dead_result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
