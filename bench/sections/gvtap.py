@@ -144,6 +144,79 @@ def rss_with_flows(impl):
             b.kill_tree(proc.pid, proc)
 
 
+def _host_listening(port):
+    """Whether something on the host listens on TCP `port` (read from /proc
+    so that iperf3's one-off server is not used up by a probe)."""
+    suffix = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if parts[1].endswith(suffix) and parts[3] == "0A":
+                        return True
+        except OSError:
+            pass
+    return False
+
+
+def host_to_child(impl, port_driver):
+    """iperf3 host->child through a forwarded port: the server inside, the
+    client on the host connecting to 127.0.0.1. Returns bits per second."""
+    _probe_driver(impl)
+    port = b.free_loopback_port()
+    argv = [
+        impl.rootlesskit,
+        *GVTAP,
+        "--disable-host-loopback",
+        f"--port-driver={port_driver}",
+        f"--publish=127.0.0.1:{port}:{port}/tcp",
+        "--",
+        "iperf3",
+        "-s",
+        "-1",
+        "-p",
+        str(port),
+    ]
+    proc = subprocess.Popen(
+        b.as_user(argv),
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + b.STARTUP_WAIT
+        while not _host_listening(port):
+            if proc.poll() is not None:
+                raise b.MeasureError(f"exited {proc.returncode} early:\n{b.tail(proc.stderr.read().decode(errors='replace'))}")
+            if time.monotonic() > deadline:
+                raise b.MeasureError(f"127.0.0.1:{port} was not forwarded within {b.STARTUP_WAIT}s")
+            time.sleep(0.05)
+        time.sleep(0.5)  # iperf3 inside starts listening after the port is published
+        r = subprocess.run(
+            ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(b.IPERF_SECONDS), "-J"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=b.IPERF_SECONDS + b.RUN_TIMEOUT,
+        )
+        try:
+            import json
+
+            return float(json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"])
+        except (ValueError, KeyError) as e:
+            raise b.MeasureError(f"iperf3 client failed ({e}):\n{b.tail(r.stdout)}{b.tail(r.stderr)}")
+    finally:
+        if proc.poll() is None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                b.kill_tree(proc.pid, proc)
+
+
 def driver_rss_idle(impl):
     _probe_driver(impl)
     total, procs = b.measure_rss(impl, GVTAP, set())
@@ -182,6 +255,16 @@ def section_gvtap(bench):
             return gv / sv
 
         _measure(bench, f"gvisor-tap-vsock / slirp4netns child->host MTU {mtu}", "x", False, ratio)
+
+    for pd in ("gvisor-tap-vsock", "builtin"):
+        _measure(
+            bench,
+            f"host->child via --port-driver={pd} (median of {ROUNDS})",
+            "Gbit/s",
+            False,
+            lambda impl, pd=pd: host_to_child(impl, pd),
+            ROUNDS,
+        )
 
     _measure(bench, "rk-gvtap RSS, idle", "MiB", True, driver_rss_idle)
     _measure(bench, f"rk-gvtap RSS with {FLOWS} TCP connections open", "MiB", True, rss_with_flows)
