@@ -74,6 +74,10 @@ pub fn main(value: &OsStr) -> i32 {
         let _ = channel.send(&FromWorker::Failed { id: 0, message }, &[]);
         return 1;
     }
+    // Nothing this process could exec should gain privileges: it relays
+    // traffic from outside, so it gets the least it needs.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     let limit = crate::sys::raise_nofile();
     let mut capacity = (limit.saturating_sub(RESERVED_FDS) / 2).clamp(1, MAX_CAPACITY);
     if let Some(n) = std::env::var(CAPACITY_ENV)
