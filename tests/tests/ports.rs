@@ -812,3 +812,43 @@ fn beyond_the_cap_new_connections_are_refused_and_old_ones_kept() {
     drop(kept);
     s.stop();
 }
+
+#[test]
+fn builtin_with_detach_netns_relays_into_the_detached_namespace() {
+    let t = free_port();
+    let p = format!("--publish=127.0.0.1:{t}:80/tcp");
+    let args = with(SLIRP, &["--detach-netns", "--port-driver=builtin", &p]);
+    // CMD stays in the host's network; the server runs in the detached one.
+    let s = Session::start(
+        &refs(&args),
+        "nsenter --net=$ROOTLESSKIT_STATE_DIR/netns socat TCP-LISTEN:80,fork,reuseaddr EXEC:cat & ",
+    );
+    assert_eq!(tcp_roundtrip(loopback(t), "detached\n"), "detached\n");
+    s.stop();
+}
+
+#[test]
+fn implicit_port_driver_names_itself_and_refuses_port_calls_clearly() {
+    let s = Session::start(
+        &[
+            "--net=pasta",
+            "--copy-up=/etc",
+            "--disable-host-loopback",
+            "--port-driver=implicit",
+        ],
+        "",
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&expect_success(&s.ctl(&["info", "--json"]))).unwrap();
+    assert_eq!(info["portDriver"]["driver"], "implicit");
+    assert_eq!(info["networkDriver"]["driver"], "pasta");
+    expect_failure(
+        &s.ctl(&["list-ports"]),
+        "forwards every port that listens inside",
+    );
+    expect_failure(
+        &s.ctl(&["add-ports", "127.0.0.1:8080:80/tcp"]),
+        "use --port-driver=builtin",
+    );
+    s.stop();
+}
