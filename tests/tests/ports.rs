@@ -852,3 +852,35 @@ fn implicit_port_driver_names_itself_and_refuses_port_calls_clearly() {
     );
     s.stop();
 }
+
+#[test]
+fn a_killed_relay_worker_is_replaced_and_ports_keep_working() {
+    let (t, u) = (free_port(), free_port());
+    let args = with(
+        SLIRP,
+        &[
+            "--port-driver=builtin",
+            &format!("--publish=127.0.0.1:{t}:80/tcp"),
+            &format!("--publish=127.0.0.1:{u}:90/udp"),
+        ],
+    );
+    let s = Session::start(&refs(&args), ECHO_SERVERS);
+    assert_eq!(tcp_roundtrip(loopback(t), "before\n"), "before\n");
+    let workers = processes_matching(&format!("--state-dir={}", s.state.display()));
+    let workers: Vec<u32> = workers
+        .iter()
+        .filter(|(_, cmd)| cmd.starts_with("rootlesskit-port-worker"))
+        .map(|(pid, _)| *pid)
+        .collect();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    // SAFETY: killing a process of the test user's session.
+    unsafe { libc::kill(workers[0] as i32, libc::SIGKILL) };
+    assert_eq!(tcp_roundtrip(loopback(t), "after\n"), "after\n");
+    assert_eq!(udp_roundtrip(loopback(u), "after udp"), "after udp");
+    let out = s.stop();
+    assert!(
+        stderr(&out).contains("port relay worker"),
+        "the replacement is reported: {}",
+        stderr(&out)
+    );
+}
