@@ -733,7 +733,8 @@ fn a_source_port_reused_right_after_a_reset_connects_again() {
 fn host_roundtrip(port: u16, line: &str) -> std::io::Result<String> {
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    // Generous: socat forks a shell per connection, slow on a busy machine.
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
     s.write_all(line.as_bytes())?;
     let mut got = String::new();
     s.read_to_string(&mut got)?;
@@ -752,7 +753,7 @@ fn port_driver_forwards_host_tcp_into_the_guest_and_resets_when_nothing_listens(
             &format!("--publish=127.0.0.1:{open}:80/tcp"),
             &format!("--publish=127.0.0.1:{dead}:81/tcp"),
         ],
-        "socat TCP-LISTEN:80,reuseaddr,fork SYSTEM:'read l; echo inside=$l' & echo ready; sleep 60",
+        "socat TCP-LISTEN:80,reuseaddr,fork,backlog=64 SYSTEM:'read l; echo inside=$l' & echo ready; sleep 60",
     );
     let mut out = BufReader::new(child.stdout.take().unwrap());
     wait_for_line(&mut out, "ready", 20);
