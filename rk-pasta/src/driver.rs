@@ -112,33 +112,7 @@ impl Driver for PastaDriver {
             .transpose()
             .map_err(|e| user_error(format_args!("starting port forwarding: {e}")))?;
 
-        let facts = pasta.output().facts();
-        let mut config = NetworkConfig {
-            interface: network.ifname.clone(),
-            ipv4: Some(format!("{}/{}", network.address(), network.cidr.prefix())),
-            gateway4: Some(network.gateway().to_string()),
-            dns: vec![network.dns().to_string()],
-            mtu: network.mtu,
-            configured_by_driver: true,
-            info: info_map(&probe, &pasta, &forwarding),
-            ..Default::default()
-        };
-        if network.ipv6 {
-            match (facts.ipv6_address, facts.ipv6_router) {
-                (Some(address), router) => {
-                    config.ipv6 = Some(format!("{address}/{}", host_prefix_len(address)));
-                    config.gateway6 = router.map(|r| r.to_string());
-                }
-                (None, _) if !host_has_ipv6_default_route() => eprintln!(
-                    "rk-pasta: warning: --ipv6: the host has no IPv6 default route for \
-                     pasta to copy, so the namespace has IPv4 only"
-                ),
-                // pasta configured IPv6 but did not say so in the words this
-                // driver reads: the interface is right, only the facts for
-                // `rootlessctl info` are missing.
-                (None, _) => debug("pasta did not report the IPv6 address it assigned"),
-            }
-        }
+        let config = answer(&network, &pasta, &probe, &forwarding);
         self.running = Some(Running {
             pasta,
             _forwarder: forwarder,
@@ -163,6 +137,43 @@ impl Driver for PastaDriver {
             running.pasta.stop();
         }
     }
+}
+
+/// How the child's interface looks, for the core.
+fn answer(
+    network: &Network,
+    pasta: &Pasta,
+    probe: &Probe,
+    forwarding: &Forwarding,
+) -> NetworkConfig {
+    let facts = pasta.output().facts();
+    let mut config = NetworkConfig {
+        interface: network.ifname.clone(),
+        ipv4: Some(format!("{}/{}", network.address(), network.cidr.prefix())),
+        gateway4: Some(network.gateway().to_string()),
+        dns: vec![network.dns().to_string()],
+        mtu: network.mtu,
+        configured_by_driver: true,
+        info: info_map(probe, pasta, forwarding),
+        ..Default::default()
+    };
+    if network.ipv6 {
+        match (facts.ipv6_address, facts.ipv6_router) {
+            (Some(address), router) => {
+                config.ipv6 = Some(format!("{address}/{}", host_prefix_len(address)));
+                config.gateway6 = router.map(|r| r.to_string());
+            }
+            (None, _) if !host_has_ipv6_default_route() => eprintln!(
+                "rk-pasta: warning: --ipv6: the host has no IPv6 default route for \
+                 pasta to copy, so the namespace has IPv4 only"
+            ),
+            // pasta configured IPv6 but did not say so in the words this
+            // driver reads: the interface is right, only the facts for
+            // `rootlessctl info` are missing.
+            (None, _) => debug("pasta did not report the IPv6 address it assigned"),
+        }
+    }
+    config
 }
 
 /// The prefix length of `address` on the host interface pasta copied it

@@ -14,6 +14,7 @@ use rk_tests::servers::{tcp_echo, udp_echo};
 use rk_tests::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -58,9 +59,7 @@ fn start_and_wait_for_line(args: &[&str], script: &str, line: &str) -> (Child, V
     loop {
         let mut got = String::new();
         if out.read_line(&mut got).unwrap_or(0) == 0 {
-            let _ = child.kill();
-            let mut err = String::new();
-            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            let err = finish(child, 0);
             panic!("no {line:?} line; stdout: {before:?}; stderr:\n{err}");
         }
         if got.trim_end() == line {
@@ -71,6 +70,36 @@ fn start_and_wait_for_line(args: &[&str], script: &str, line: &str) -> (Child, V
     // Keep CMD's later output flowing somewhere.
     child.stdout = Some(out.into_inner());
     (child, before)
+}
+
+/// Waits up to `secs` for the run to end (its script ends by itself), kills
+/// it if it has not, and returns what it printed on stderr.
+fn finish(mut child: Child, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut err = Vec::new();
+    if let Some(mut e) = child.stderr.take() {
+        // A program CMD left behind may hold the pipe open: take what is
+        // there without waiting for EOF.
+        // SAFETY: fcntl on a descriptor this ChildStderr owns.
+        unsafe { libc::fcntl(e.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        let _ = e.read_to_end(&mut err);
+    }
+    String::from_utf8_lossy(&err).into_owned()
+}
+
+/// A shell command that waits (up to 5 s) until something in the current
+/// network namespace listens on TCP `port` (`udp`: has UDP `port` bound),
+/// and fails if nothing does; `prefix` runs the check elsewhere (e.g. an
+/// nsenter into another namespace).
+fn wait_bound(prefix: &str, udp: bool, port: u16) -> String {
+    let (table, state) = if udp { ("udp", "07") } else { ("tcp", "0A") };
+    let check = format!("{prefix} grep -q ':{port:04X} 00000000:0000 {state}' /proc/net/{table}");
+    format!("for i in $(seq 100); do {check} && break; sleep 0.05; done; {check}")
 }
 
 /// Connects to the host's 127.0.0.1:`port` until a server answers `hello`
@@ -200,7 +229,7 @@ fn disable_host_loopback_keeps_the_gateway_away_from_host_loopback() {
     let setup = format!(
         "socat -u TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork OPEN:{},creat,append &\n\
          server=$!\n\
-         sleep 0.3",
+         for i in $(seq 100); do grep -q ':{port:04X} 00000000:0000 0A' /proc/net/tcp && break; sleep 0.05; done",
         seen.display()
     );
     let script = format!(
@@ -208,7 +237,10 @@ fn disable_host_loopback_keeps_the_gateway_away_from_host_loopback() {
          echo direct | socat -t2 - TCP:127.0.0.1:{port},connect-timeout=2 && echo REACHED || echo BLOCKED"
     );
     let cmd = rootlesskit(&[PASTA, &["--", "sh", "-c", &script]].concat());
-    let out = in_isolated_host_netns(&setup, &cmd, "kill $server")
+    // The server works: what the host itself sends arrives.
+    let control =
+        format!("echo control | socat -u - TCP:127.0.0.1:{port}; sleep 0.2; kill $server");
+    let out = in_isolated_host_netns(&setup, &cmd, &control)
         .output()
         .unwrap();
     let text = expect_success(&out);
@@ -216,9 +248,9 @@ fn disable_host_loopback_keeps_the_gateway_away_from_host_loopback() {
     // mirroring is off) reaches the host's loopback.
     assert_eq!(text.matches("BLOCKED").count(), 2, "{text}");
     let got = std::fs::read_to_string(&seen).unwrap_or_default();
-    assert!(
-        got.is_empty(),
-        "the host's loopback server was reached: {got:?}"
+    assert_eq!(
+        got, "control\n",
+        "only the host's own connection may arrive"
     );
 }
 
@@ -260,16 +292,17 @@ fn dns_through_10_0_2_3_reaches_the_hosts_resolver() {
 #[test]
 fn implicit_forwards_a_tcp_server_started_inside_and_stops_with_it() {
     let port = free_port();
-    let (mut child, _) = start_and_wait_for_line(
+    let (child, _) = start_and_wait_for_line(
         PASTA,
         &format!(
-            "socat TCP-LISTEN:{port},reuseaddr SYSTEM:'read x; echo inside-tcp $x' & \
-             sleep 0.2; echo listening; wait; sleep 3"
+            "timeout 20 socat TCP-LISTEN:{port},reuseaddr SYSTEM:'read x; echo inside-tcp $x' & \
+             {} && echo listening; wait; sleep 3",
+            wait_bound("", false, port)
         ),
         "listening",
     );
     let got = tcp_ask(port, 10);
-    assert_eq!(got.as_deref(), Some("inside-tcp hello\n"));
+    assert_eq!(got.as_deref(), Some("inside-tcp hello\n"), "port {port}");
     // The server took one connection and exited: the host's port closes.
     let deadline = Instant::now() + Duration::from_secs(3);
     let closed = loop {
@@ -281,46 +314,45 @@ fn implicit_forwards_a_tcp_server_started_inside_and_stops_with_it() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    let err = finish(child, 10);
     assert!(
         closed,
-        "127.0.0.1:{port} still accepts after the server inside exited"
+        "127.0.0.1:{port} still accepts after the server inside exited; stderr:\n{err}"
     );
 }
 
 #[test]
 fn implicit_forwards_a_udp_server_started_inside() {
     let port = free_port();
-    let (mut child, _) = start_and_wait_for_line(
+    let (child, _) = start_and_wait_for_line(
         PASTA,
         &format!(
-            "socat -T5 UDP4-RECVFROM:{port},reuseaddr SYSTEM:'read x; echo inside-udp $x' & \
-             sleep 0.2; echo listening; wait"
+            "timeout 20 socat UDP4-RECVFROM:{port},reuseaddr SYSTEM:'read x; echo inside-udp $x' & \
+             {} && echo listening; wait",
+            wait_bound("", true, port)
         ),
         "listening",
     );
     let got = udp_ask(port, 10);
-    let _ = child.kill();
-    let _ = child.wait();
-    assert_eq!(got.as_deref(), Some("inside-udp hello\n"));
+    let err = finish(child, 10);
+    assert_eq!(got.as_deref(), Some("inside-udp hello\n"), "stderr:\n{err}");
 }
 
 #[test]
 fn without_implicit_no_port_is_forwarded() {
     let port = free_port();
-    let (mut child, _) = start_and_wait_for_line(
+    let (child, _) = start_and_wait_for_line(
         &args(&["--disable-host-loopback"]),
         &format!(
-            "socat TCP-LISTEN:{port},reuseaddr SYSTEM:'echo inside' & \
-             sleep 0.2; echo listening; sleep 5"
+            "timeout 5 socat TCP-LISTEN:{port},reuseaddr SYSTEM:'echo inside' & \
+             {} && echo listening; wait",
+            wait_bound("", false, port)
         ),
         "listening",
     );
     // Longer than either pasta's or the driver's scan interval.
     let got = tcp_ask(port, 2);
-    let _ = child.kill();
-    let _ = child.wait();
+    finish(child, 10);
     assert_eq!(
         got, None,
         "a port was forwarded without --port-driver=implicit"
@@ -332,21 +364,21 @@ fn detach_netns_keeps_cmd_in_host_netns_and_forwards_from_the_detached_one() {
     let tcp = tcp_echo("127.0.0.1");
     let port = free_port();
     let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
-    let (mut child, before) = start_and_wait_for_line(
+    let (child, before) = start_and_wait_for_line(
         &args(&["--detach-netns", "--port-driver=implicit"]),
         &format!(
             "readlink /proc/self/ns/net; \
              nsenter --net=$ROOTLESSKIT_STATE_DIR/netns sh -c \
                'ip -o -4 addr show tap0; echo detached | socat -t5 - TCP:10.0.2.2:{tcp}'; \
-             nsenter --net=$ROOTLESSKIT_STATE_DIR/netns \
+             timeout 20 nsenter --net=$ROOTLESSKIT_STATE_DIR/netns \
                socat TCP-LISTEN:{port},reuseaddr SYSTEM:'read x; echo from-detached $x' & \
-             sleep 0.2; echo listening; wait"
+             {} && echo listening; wait",
+            wait_bound("nsenter --net=$ROOTLESSKIT_STATE_DIR/netns", false, port)
         ),
         "listening",
     );
     let got = tcp_ask(port, 10);
-    let _ = child.kill();
-    let _ = child.wait();
+    let err = finish(child, 10);
     let text = before.join("\n");
     assert_eq!(
         before[0],
@@ -355,7 +387,11 @@ fn detach_netns_keeps_cmd_in_host_netns_and_forwards_from_the_detached_one() {
     );
     assert!(text.contains("inet 10.0.2.100/24"), "{text}");
     assert!(text.contains("reply: detached"), "{text}");
-    assert_eq!(got.as_deref(), Some("from-detached hello\n"));
+    assert_eq!(
+        got.as_deref(),
+        Some("from-detached hello\n"),
+        "stderr:\n{err}"
+    );
 }
 
 #[test]
