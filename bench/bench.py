@@ -124,6 +124,20 @@ def as_user(argv):
     ]
 
 
+def spawn_user(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=False):
+    """Starts ARGV as the test user from /, with no stdin, in a session of its
+    own (so that kill_tree can take all of it down)."""
+    return subprocess.Popen(
+        as_user(argv),
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        text=text,
+        start_new_session=True,
+    )
+
+
 def run_user(argv, timeout=RUN_TIMEOUT):
     """Runs argv as the test user; returns CompletedProcess or raises
     MeasureError with its output."""
@@ -299,14 +313,7 @@ def measure_rss(impl, rk_args, exclude_comms):
     network programs, which both implementations run alike).
     Returns (total_kib, [(pid, comm, rss_kib, counted, cmdline)])."""
     argv = [impl.rootlesskit, *rk_args, "--", "sleep", "30"]
-    proc = subprocess.Popen(
-        as_user(argv),
-        cwd="/",
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    proc = spawn_user(argv)
     # setpriv and env exec, so proc.pid is the rootlesskit parent itself.
     root = proc.pid
     try:
@@ -363,10 +370,9 @@ def port_listening(port):
     return False
 
 
-def measure_iperf(impl, rk_args, server_ip):
-    """iperf3 child→host: a one-off server as root on 127.0.0.1 of the host,
-    the client inside `rootlesskit RK_ARGS` sending to SERVER_IP for
-    IPERF_SECONDS. Returns received bits per second."""
+def start_iperf_server():
+    """A one-off iperf3 server as root on the host's 127.0.0.1. Returns
+    (process, port) once it listens; stop it with stop_iperf_server."""
     port = free_loopback_port()
     server = subprocess.Popen(
         ["iperf3", "-s", "-B", "127.0.0.1", "-1", "-p", str(port)],
@@ -375,12 +381,27 @@ def measure_iperf(impl, rk_args, server_ip):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    deadline = time.monotonic() + 5
+    while not port_listening(port):
+        if time.monotonic() > deadline or server.poll() is not None:
+            stop_iperf_server(server)
+            raise MeasureError(f"iperf3 server did not listen on 127.0.0.1:{port}")
+        time.sleep(0.05)
+    return server, port
+
+
+def stop_iperf_server(server):
+    if server.poll() is None:
+        server.kill()
+    server.wait(timeout=5)
+
+
+def measure_iperf(impl, rk_args, server_ip):
+    """iperf3 child→host: a one-off server as root on 127.0.0.1 of the host,
+    the client inside `rootlesskit RK_ARGS` sending to SERVER_IP for
+    IPERF_SECONDS. Returns received bits per second."""
+    server, port = start_iperf_server()
     try:
-        deadline = time.monotonic() + 5
-        while not port_listening(port):
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise MeasureError(f"iperf3 server did not listen on 127.0.0.1:{port}")
-            time.sleep(0.05)
         argv = [
             impl.rootlesskit,
             *rk_args,
@@ -407,9 +428,7 @@ def measure_iperf(impl, rk_args, server_ip):
                 f"cannot parse iperf3 -J output ({e}):\n{tail(r.stdout)}{tail(r.stderr)}"
             )
     finally:
-        if server.poll() is None:
-            server.kill()
-        server.wait(timeout=5)
+        stop_iperf_server(server)
 
 
 # ---------------------------------------------------------------------------

@@ -114,15 +114,7 @@ def rss_with_flows(impl):
             str(holder.port),
             str(FLOWS),
         ]
-        proc = subprocess.Popen(
-            b.as_user(argv),
-            cwd="/",
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        proc = b.spawn_user(argv, stdout=subprocess.PIPE, text=True)
         try:
             line = ""
             deadline = time.monotonic() + 60
@@ -179,14 +171,7 @@ def host_to_child(impl, port_driver):
         "-p",
         str(port),
     ]
-    proc = subprocess.Popen(
-        b.as_user(argv),
-        cwd="/",
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    proc = b.spawn_user(argv)
     try:
         deadline = time.monotonic() + b.STARTUP_WAIT
         while not _host_listening(port):

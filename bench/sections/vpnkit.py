@@ -62,21 +62,9 @@ def measure_pump(impl, shim, bitrate=None, reverse=False):
     transfer, so that CPU samples of rk-vpnkit and gvproxy taken then bracket
     exactly the transfer. `bitrate` (e.g. "600M") caps iperf3's rate;
     `reverse` makes it host->child (iperf3 -R). Returns (bits/s, pump CPU s, gvproxy CPU s, seconds of transfer)."""
-    port = b.free_loopback_port()
-    server = subprocess.Popen(
-        ["iperf3", "-s", "-B", "127.0.0.1", "-1", "-p", str(port)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    server, port = b.start_iperf_server()
     proc = None
     try:
-        deadline = time.monotonic() + 5
-        while not b.port_listening(port):
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise b.MeasureError(f"iperf3 server did not listen on 127.0.0.1:{port}")
-            time.sleep(0.05)
         cap = (f" -b {bitrate}" if bitrate else "") + (" -R" if reverse else "")
         script = f"sleep 1; iperf3 -c {HOST} -p {port} -t {b.IPERF_SECONDS}{cap} -J; sleep 1"
         argv = [
@@ -90,14 +78,7 @@ def measure_pump(impl, shim, bitrate=None, reverse=False):
             "-c",
             script,
         ]
-        proc = subprocess.Popen(
-            b.as_user(argv),
-            cwd="/",
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        proc = b.spawn_user(argv, stdout=subprocess.PIPE)
         root = proc.pid
         deadline = time.monotonic() + b.STARTUP_WAIT
         pids = {}
@@ -137,9 +118,7 @@ def measure_pump(impl, shim, bitrate=None, reverse=False):
     finally:
         if proc is not None and proc.poll() is None:
             b.kill_tree(proc.pid, proc)
-        if server.poll() is None:
-            server.kill()
-        server.wait(timeout=5)
+        b.stop_iperf_server(server)
 
 
 def _ours_only(bench, section, metric, unit, lower_is_better, fn, note=False):

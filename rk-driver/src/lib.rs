@@ -17,9 +17,12 @@
 //! ```
 
 pub mod channel;
+pub mod limits;
+pub mod mac;
 pub mod nsexec;
 pub mod process;
 pub mod protocol;
+pub mod sandbox;
 mod serve;
 
 pub use channel::{Channel, ChannelError};

@@ -11,12 +11,12 @@
 //! exploits), and sockets other than IPv4/IPv6 (no netlink, no packet
 //! sockets). The call fails with EPERM (EAFNOSUPPORT for sockets).
 
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use rk_driver::sandbox::{
+    install_thread_filter, jump, ret_errno, stmt, AUDIT_ARCH, JEQ_K, JGE_K, LD_W_ABS, OFFSET_ARCH,
+    OFFSET_ARG0, OFFSET_NR, RET_K, X32_BIT,
+};
 use std::io;
-
-#[cfg(target_arch = "x86_64")]
-const AUDIT_ARCH: u32 = 0xC000_003E;
-#[cfg(target_arch = "aarch64")]
-const AUDIT_ARCH: u32 = 0xC000_00B7;
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn denied() -> Vec<libc::c_long> {
@@ -59,35 +59,9 @@ fn denied() -> Vec<libc::c_long> {
     v
 }
 
-const LD_W_ABS: u16 = 0x20;
-const JEQ_K: u16 = 0x15;
-const JGE_K: u16 = 0x35;
-const RET_K: u16 = 0x06;
-const RET_ALLOW: u32 = 0x7fff_0000;
-const RET_ERRNO: u32 = 0x0005_0000;
-const OFFSET_NR: u32 = 0;
-const OFFSET_ARCH: u32 = 4;
-/// Low 32 bits of the first argument (little-endian).
-const OFFSET_ARG0: u32 = 16;
-/// x32 system calls on x86_64 have this bit set.
-const X32_BIT: u32 = 0x4000_0000;
-
-fn stmt(code: u16, k: u32) -> libc::sock_filter {
-    libc::sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    }
-}
-
-fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-    libc::sock_filter { code, jt, jf, k }
-}
-
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn program() -> Vec<libc::sock_filter> {
-    let eperm = RET_ERRNO | libc::EPERM as u32;
+    let eperm = ret_errno(libc::EPERM);
     let mut p = vec![
         stmt(LD_W_ABS, OFFSET_ARCH),
         jump(JEQ_K, AUDIT_ARCH, 1, 0),
@@ -105,9 +79,9 @@ fn program() -> Vec<libc::sock_filter> {
         stmt(LD_W_ABS, OFFSET_ARG0),
         jump(JEQ_K, libc::AF_INET as u32, 2, 0),
         jump(JEQ_K, libc::AF_INET6 as u32, 1, 0),
-        stmt(RET_K, RET_ERRNO | libc::EAFNOSUPPORT as u32),
-        stmt(RET_K, RET_ALLOW),
-        stmt(RET_K, RET_ALLOW),
+        stmt(RET_K, ret_errno(libc::EAFNOSUPPORT)),
+        stmt(RET_K, libc::SECCOMP_RET_ALLOW),
+        stmt(RET_K, libc::SECCOMP_RET_ALLOW),
     ]);
     p
 }
@@ -116,26 +90,7 @@ fn program() -> Vec<libc::sock_filter> {
 /// core). `no_new_privs` must be set already, as seccomp requires.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub fn confine_network_thread() -> io::Result<()> {
-    let program = program();
-    let prog = libc::sock_fprog {
-        len: program.len() as libc::c_ushort,
-        filter: program.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: `prog` points at a valid BPF program that outlives the call;
-    // the kernel copies it. Without SECCOMP_FILTER_FLAG_TSYNC it applies to
-    // this thread only.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            0,
-            &prog as *const libc::sock_fprog,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    install_thread_filter(&program())
 }
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -153,8 +108,7 @@ mod tests {
     #[test]
     fn confined_thread_cannot_exec_or_open_netlink_but_can_network() {
         let result = std::thread::spawn(|| {
-            // SAFETY: prctl with integer arguments.
-            unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+            rk_driver::sandbox::no_new_privs().unwrap();
             confine_network_thread().unwrap();
             let exec = std::process::Command::new("/bin/true").status();
             // SAFETY: plain socket calls; descriptors are closed below.

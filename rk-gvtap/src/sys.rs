@@ -3,40 +3,11 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-/// Raises the soft open-file limit to the hard one (every flow holds a host
-/// socket) and returns the new soft limit.
-pub fn raise_nofile_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-    }
-    lim.rlim_cur
-}
-
-/// The driver never needs to gain privileges (it has none): make sure
-/// nothing it might execute could.
-pub fn set_no_new_privs() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
+// Raising the open-file limit (every flow holds a host socket) and
+// `no_new_privs` (the driver never needs to gain privileges: nothing it
+// might execute could) come from the SDK.
+pub use rk_driver::limits::raise_nofile_limit;
+pub use rk_driver::sandbox::no_new_privs as set_no_new_privs;
 
 /// Keeps glibc's malloc from raising its mmap threshold when the large
 /// socket buffers are freed: they then always come from mmap and go back to

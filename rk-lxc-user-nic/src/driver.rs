@@ -117,8 +117,7 @@ impl Driver for LxcUserNic {
         // lxc-user-nic was the last program this driver runs, and it needed
         // its setuid bit; from here on nothing the driver or its guard does
         // may gain privileges.
-        // SAFETY: prctl with integer arguments.
-        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        let _ = rk_driver::sandbox::no_new_privs();
         let mut running = Running {
             renewer: None,
             guard: None,

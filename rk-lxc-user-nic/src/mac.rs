@@ -232,12 +232,7 @@ fn take_slot(uid: u32, bridge: &str) -> Result<Option<(u32, PathBuf, Flock<File>
     Ok(None)
 }
 
-pub fn format(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+pub use rk_driver::mac::format;
 
 #[cfg(test)]
 mod tests {

@@ -8,22 +8,13 @@
 //! EPERM, so a pump subverted by a hostile frame can open no file, socket or
 //! process.
 
+pub use rk_driver::sandbox::no_new_privs;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use rk_driver::sandbox::{
+    install_thread_filter, jump, ret_errno, stmt, AUDIT_ARCH, JEQ_K, JGE_K, LD_W_ABS, OFFSET_ARCH,
+    OFFSET_NR, RET_K, X32_BIT,
+};
 use std::io;
-
-/// `PR_SET_NO_NEW_PRIVS`: no program this process (or a thread it starts)
-/// could execute gains privileges from set-id bits or file capabilities.
-pub fn no_new_privs() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-#[cfg(target_arch = "x86_64")]
-const AUDIT_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
-#[cfg(target_arch = "aarch64")]
-const AUDIT_ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
 
 /// The system calls a pump thread makes.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -66,26 +57,7 @@ fn allowed() -> Vec<libc::c_long> {
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub fn confine_pump_thread() -> io::Result<()> {
     no_new_privs()?;
-    let program = filter(&allowed());
-    let prog = libc::sock_fprog {
-        len: program.len() as libc::c_ushort,
-        filter: program.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: `prog` points at a valid BPF program that outlives the call;
-    // the kernel copies it. Without SECCOMP_FILTER_FLAG_TSYNC the filter
-    // applies to this thread only.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            0,
-            &prog as *const libc::sock_fprog,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    install_thread_filter(&filter(&allowed()))
 }
 
 /// Other architectures run the pump without a filter.
@@ -98,21 +70,6 @@ pub fn confine_pump_thread() -> io::Result<()> {
 /// allowed call; everything else gets EPERM.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn filter(allowed: &[libc::c_long]) -> Vec<libc::sock_filter> {
-    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-    const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
-    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
-    // struct seccomp_data: int nr; __u32 arch; ...
-    const NR: u32 = 0;
-    const ARCH: u32 = 4;
-    let stmt = |code, k| libc::sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let jump = |code, k, jt, jf| libc::sock_filter { code, jt, jf, k };
-
     let n = allowed.len();
     // Layout: 0 ld arch; 1 jeq arch; 2 ld nr; 3 jge x32 bit; 4.. jeq each;
     // then deny; then allow.
@@ -121,17 +78,17 @@ fn filter(allowed: &[libc::c_long]) -> Vec<libc::sock_filter> {
     let allow = deny + 1;
     let to = |from: usize, target: usize| (target - from - 1) as u8;
     let mut p = vec![
-        stmt(LD_W_ABS, ARCH),
+        stmt(LD_W_ABS, OFFSET_ARCH),
         jump(JEQ_K, AUDIT_ARCH, 0, to(1, deny)),
-        stmt(LD_W_ABS, NR),
+        stmt(LD_W_ABS, OFFSET_NR),
         // x32 system calls (x86_64 numbers with bit 30 set) are refused; on
         // aarch64 no valid number is that large either.
-        jump(JGE_K, 0x4000_0000, to(3, deny), 0),
+        jump(JGE_K, X32_BIT, to(3, deny), 0),
     ];
     for (i, nr) in allowed.iter().enumerate() {
         p.push(jump(JEQ_K, *nr as u32, to(first_check + i, allow), 0));
     }
-    p.push(stmt(RET_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32));
+    p.push(stmt(RET_K, ret_errno(libc::EPERM)));
     p.push(stmt(RET_K, libc::SECCOMP_RET_ALLOW));
     assert!(allow - first_check < 255, "jump offsets fit in a byte");
     p

@@ -128,12 +128,7 @@ pub fn parse_response(m: &[u8; RESPONSE_LEN]) -> Result<Vif, HandshakeError> {
 }
 
 /// `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+pub use rk_driver::mac::format as format_mac;
 
 #[cfg(test)]
 mod tests {

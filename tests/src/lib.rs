@@ -269,3 +269,94 @@ pub fn descendants(pid: u32) -> Vec<(u32, String)> {
     }
     out
 }
+
+/// Reads `pipe` to its end on a thread; the bytes arrive on the receiver.
+pub fn drain(mut pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        let _ = tx.send(bytes);
+    });
+    rx
+}
+
+/// The exit status, or `None` after killing the process at `deadline`.
+pub fn wait_until(
+    child: &mut std::process::Child,
+    deadline: std::time::Instant,
+) -> Option<std::process::ExitStatus> {
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for rootlesskit") {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Runs `cmd` to the end, failing the test if it takes longer than `limit`
+/// or if something it started still holds its stdout or stderr open
+/// afterwards (a process left behind).
+pub fn output_within(mut cmd: Command, limit: std::time::Duration) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("starting rootlesskit");
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+    let status = wait_until(&mut child, std::time::Instant::now() + limit);
+    let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>, name: &str| {
+        rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap_or_else(|_| {
+            panic!("rootlesskit exited ({status:?}) but a process it started still holds its {name} open")
+        })
+    };
+    let stdout = collect(stdout, "stdout");
+    let stderr = collect(stderr, "stderr");
+    let Some(status) = status else {
+        panic!(
+            "rootlesskit did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        );
+    };
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// The value after `key=` on a line of the form `key=value` of `text`.
+pub fn field<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key}= line in:\n{text}"))
+}
+
+/// Pid of the first process under `parent` whose name (comm) is `comm`.
+pub fn child_named(parent: u32, comm: &str) -> Option<u32> {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let name = &stat[stat.find('(').unwrap() + 1..close];
+        let ppid: u32 = stat[close + 2..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if ppid == parent && name == comm {
+            return Some(pid);
+        }
+    }
+    None
+}

@@ -225,31 +225,6 @@ fn bad_options_fail_with_the_fix_named_and_leave_nothing_behind() {
     }
 }
 
-/// The rk-gvtap process serving rootlesskit `pid` (its child).
-fn driver_pid(rootlesskit_pid: u32) -> Option<u32> {
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let comm = &stat[stat.find('(').unwrap() + 1..close];
-        let ppid: u32 = stat[close + 2..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        if comm == "rk-gvtap" && ppid == rootlesskit_pid {
-            return Some(pid);
-        }
-    }
-    None
-}
-
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
@@ -315,7 +290,7 @@ fn a_thousand_parallel_connections_all_succeed_and_descriptors_return() {
     let mut child = spawn_sh(&[NET], &script);
     let mut out = BufReader::new(child.stdout.take().unwrap());
     wait_for_line(&mut out, "ready", 20);
-    let driver = driver_pid(child.id()).expect("rk-gvtap is running");
+    let driver = child_named(child.id(), "rk-gvtap").expect("rk-gvtap is running");
     let baseline = fd_count(driver);
     let started = Instant::now();
     touch(&dir, "go1");
@@ -348,7 +323,7 @@ fn connections_beyond_the_flow_limit_are_refused_and_descriptors_stay_bounded() 
     let mut child = spawn_sh(&[NET, "--net-opt", "max-tcp-flows=50"], &script);
     let mut out = BufReader::new(child.stdout.take().unwrap());
     wait_for_line(&mut out, "ready", 20);
-    let driver = driver_pid(child.id()).expect("rk-gvtap is running");
+    let driver = child_named(child.id(), "rk-gvtap").expect("rk-gvtap is running");
     let baseline = fd_count(driver);
     let seen = wait_for_line(&mut out, "held", 60);
     assert!(seen.contains("held 50 refused 150"), "{seen}");
@@ -381,7 +356,7 @@ fn killing_rootlesskit_takes_the_driver_with_it() {
     let mut child = spawn_sh(&[NET], &format!("echo ready; sleep 100 # {m}"));
     let mut out = BufReader::new(child.stdout.take().unwrap());
     wait_for_line(&mut out, "ready", 20);
-    let driver = driver_pid(child.id()).expect("rk-gvtap is running");
+    let driver = child_named(child.id(), "rk-gvtap").expect("rk-gvtap is running");
     child.kill().unwrap();
     child.wait().unwrap();
     let gone = eventually(5, || !Path::new(&format!("/proc/{driver}")).exists());
@@ -395,7 +370,7 @@ fn the_network_thread_runs_under_seccomp_with_no_new_privs() {
     let mut child = spawn_sh(&[NET], "echo ready; sleep 100");
     let mut out = BufReader::new(child.stdout.take().unwrap());
     wait_for_line(&mut out, "ready", 20);
-    let driver = driver_pid(child.id()).expect("rk-gvtap is running");
+    let driver = child_named(child.id(), "rk-gvtap").expect("rk-gvtap is running");
     let mut found = false;
     for task in std::fs::read_dir(format!("/proc/{driver}/task"))
         .unwrap()

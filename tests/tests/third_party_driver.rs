@@ -5,10 +5,8 @@
 //! driver must fail clearly and leave nothing behind.
 
 use rk_tests::*;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const DRIVER_PATH_ENV: &str = "ROOTLESSKIT_DRIVER_PATH";
@@ -34,62 +32,6 @@ fn rootlesskit_with_drivers(driver_dir: &Path, args: &[&str]) -> Command {
     rootlesskit_with_env(args, &[(DRIVER_PATH_ENV, driver_dir.to_str().unwrap())])
 }
 
-/// Runs `cmd` to the end, failing the test if it takes longer than `limit`
-/// or if something it started still holds its stdout or stderr open
-/// afterwards (a process left behind).
-fn output_within(mut cmd: Command, limit: Duration) -> Output {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("starting rootlesskit");
-    let stdout = drain(child.stdout.take().unwrap());
-    let stderr = drain(child.stderr.take().unwrap());
-    let status = wait_until(&mut child, Instant::now() + limit);
-    let collect = |rx: mpsc::Receiver<Vec<u8>>, name: &str| {
-        rx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| {
-            panic!("rootlesskit exited ({status:?}) but a process it started still holds its {name} open")
-        })
-    };
-    let stdout = collect(stdout, "stdout");
-    let stderr = collect(stderr, "stderr");
-    let Some(status) = status else {
-        panic!(
-            "rootlesskit did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&stdout),
-            String::from_utf8_lossy(&stderr)
-        );
-    };
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
-}
-
-/// Reads `pipe` to its end on a thread; the bytes arrive on the receiver.
-fn drain(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        let _ = tx.send(bytes);
-    });
-    rx
-}
-
-/// The exit status, or `None` after killing the process at `deadline`.
-fn wait_until(child: &mut Child, deadline: Instant) -> Option<std::process::ExitStatus> {
-    loop {
-        if let Some(status) = child.try_wait().expect("waiting for rootlesskit") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Waits up to two seconds for no process to mention `needle` in its command
 /// line; returns (and kills) those that remain.
 fn leftovers(needle: &str) -> Vec<(u32, String)> {
@@ -100,13 +42,6 @@ fn leftovers(needle: &str) -> Vec<(u32, String)> {
         unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
     }
     left
-}
-
-/// The value after `key=` on a line of the form `key=value`.
-fn field<'a>(text: &'a str, key: &str) -> &'a str {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-        .unwrap_or_else(|| panic!("no {key}= line in:\n{text}"))
 }
 
 /// The pid slirp4netns got, from the driver's debug log.

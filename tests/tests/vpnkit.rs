@@ -7,7 +7,7 @@
 use rk_tests::*;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,57 +50,6 @@ fn with_script<'a>(args: &[&'a str], script: &'a str) -> Vec<&'a str> {
     let mut all = args.to_vec();
     all.extend(["--", "sh", "-c", script]);
     all
-}
-
-/// Runs `cmd` to its end within `limit` (killing it past that), collecting
-/// both streams.
-fn output_within(mut cmd: Command, limit: Duration) -> Output {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("starting rootlesskit");
-    let out = drain(child.stdout.take().unwrap());
-    let err = drain(child.stderr.take().unwrap());
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let s = child.wait().unwrap();
-            let e = err.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
-            panic!(
-                "rootlesskit did not finish within {limit:?} ({s}); stderr:\n{}",
-                String::from_utf8_lossy(&e)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let collect = |rx: mpsc::Receiver<Vec<u8>>| {
-        rx.recv_timeout(Duration::from_secs(5))
-            .expect("a process rootlesskit started still holds its output open")
-    };
-    Output {
-        status,
-        stdout: collect(out),
-        stderr: collect(err),
-    }
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        let _ = tx.send(bytes);
-    });
-    rx
-}
-
-/// The value after `key=` on a line `key=value` of `text`.
-fn field<'a>(text: &'a str, key: &str) -> &'a str {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-        .unwrap_or_else(|| panic!("no {key}= line in:\n{text}"))
 }
 
 /// Asserts that no process mentions `needle` (killing stragglers) and that
@@ -410,31 +359,6 @@ fn detached_netns_gets_the_tap_and_the_command_stays_outside() {
     assert!(field(&text, "inside").starts_with("192.168.127."), "{text}");
     assert_eq!(field(&text, "tcp"), "reply: detached", "{text}");
     assert_nothing_left(&dir.display().to_string(), &dir);
-}
-
-/// Pid of the first process under `parent` whose name is `comm`.
-fn child_named(parent: u32, comm: &str) -> Option<u32> {
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let name = &stat[stat.find('(').unwrap() + 1..close];
-        let ppid: u32 = stat[close + 2..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        if ppid == parent && name == comm {
-            return Some(pid);
-        }
-    }
-    None
 }
 
 fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {

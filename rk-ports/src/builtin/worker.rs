@@ -76,9 +76,8 @@ pub fn main(value: &OsStr) -> i32 {
     }
     // Nothing this process could exec should gain privileges: it relays
     // traffic from outside, so it gets the least it needs.
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-    let limit = crate::sys::raise_nofile();
+    let _ = rk_driver::sandbox::no_new_privs();
+    let limit = rk_driver::limits::raise_nofile_limit();
     let mut capacity = (limit.saturating_sub(RESERVED_FDS) / 2).clamp(1, MAX_CAPACITY);
     if let Some(n) = std::env::var(CAPACITY_ENV)
         .ok()
