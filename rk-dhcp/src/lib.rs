@@ -41,6 +41,7 @@
 pub mod backoff;
 pub mod client;
 pub mod frame;
+mod guard;
 pub mod lease;
 pub mod message;
 pub mod output;

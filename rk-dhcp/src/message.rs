@@ -203,6 +203,7 @@ pub enum ReplyError {
 /// Parses `bytes` as a reply to the transaction `xid` of the client with
 /// hardware address `mac`.
 pub fn parse_reply(bytes: &[u8], mac: &[u8; 6], xid: u32) -> Result<Reply, ReplyError> {
+    crate::guard::check(bytes)?;
     let msg = Message::from_bytes(bytes).map_err(|e| ReplyError::Malformed(e.to_string()))?;
     if msg.opcode() != Opcode::BootReply
         || msg.xid() != xid
