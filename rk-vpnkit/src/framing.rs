@@ -116,7 +116,9 @@ impl FrameBatch {
     /// Appends a frame of `n` bytes and returns it to be filled in, or
     /// `None` if it does not fit (see [`room`](Self::room)).
     pub fn frame_mut(&mut self, n: usize) -> Option<&mut [u8]> {
-        if n > self.room() {
+        // Not only `n > room()`: with less than a prefix's two bytes left,
+        // room() is 0 and an empty frame would not fit either.
+        if n > MAX_FRAME || self.len + FRAME_HEADER_LEN + n > self.buf.len() {
             return None;
         }
         self.buf[self.len..self.len + FRAME_HEADER_LEN].copy_from_slice(&(n as u16).to_le_bytes());
@@ -310,6 +312,17 @@ mod tests {
         assert!(!b.push(&[2]));
         b.clear();
         assert_eq!(b.room(), MAX_FRAME);
+    }
+
+    #[test]
+    fn batch_with_one_byte_left_takes_no_frame() {
+        // Found by fuzzing: an empty frame wrote its prefix past the end.
+        let mut b = FrameBatch::new(0);
+        assert!(b.push(&vec![7; MAX_RECORD - FRAME_HEADER_LEN - 1]));
+        assert_eq!(b.room(), 0);
+        assert!(b.frame_mut(0).is_none());
+        assert!(b.frame_mut(1).is_none());
+        assert_eq!(b.bytes().len(), MAX_RECORD - 1);
     }
 
     #[test]

@@ -4,7 +4,6 @@ mod address;
 mod coalesce;
 mod driver;
 mod event;
-mod framing;
 mod link;
 mod offload;
 mod pump;
@@ -14,7 +13,10 @@ mod stderr_tail;
 mod tap;
 mod uuid;
 mod vpnkit;
-mod wire;
+
+// In the library so that the fuzz targets reach them; `crate::wire` and
+// `crate::framing` keep working through these imports.
+use rk_vpnkit::{framing, wire};
 
 fn main() {
     rk_driver::serve(driver::VpnkitDriver::default())
