@@ -75,7 +75,9 @@ fn classify_ipv4(payload: &[u8], ip_offset: usize) -> Frame {
     let Ok(ip) = Ipv4Packet::new_checked(payload) else {
         return Frame::Other;
     };
-    if ip.frag_offset() != 0 {
+    // new_checked checks lengths only; the stack drops other versions, so
+    // the NAT must not act on them (found by fuzzing).
+    if ip.version() != 4 || ip.frag_offset() != 0 {
         return Frame::Other;
     }
     let (src_ip, dst_ip) = (ip.src_addr(), ip.dst_addr());
@@ -126,7 +128,46 @@ fn classify_ipv4(payload: &[u8], ip_offset: usize) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frames::tests::{ipv4_frame, tcp_segment};
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{EthernetAddress, EthernetRepr, Ipv4Repr};
+
+    const ETHERNET_HEADER: usize = 14;
+    const IPV4_HEADER: usize = 20;
+
+    /// An ethernet + IPv4 frame carrying `payload`.
+    fn ipv4_frame(src: &Ipv4Addr, dst: &Ipv4Addr, proto: IpProtocol, payload: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; ETHERNET_HEADER + IPV4_HEADER + payload.len()];
+        EthernetRepr {
+            src_addr: EthernetAddress([2, 0, 0, 0, 0, 1]),
+            dst_addr: EthernetAddress([0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xdd]),
+            ethertype: EthernetProtocol::Ipv4,
+        }
+        .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
+        Ipv4Repr {
+            src_addr: *src,
+            dst_addr: *dst,
+            next_header: proto,
+            payload_len: payload.len(),
+            hop_limit: 64,
+        }
+        .emit(
+            &mut Ipv4Packet::new_unchecked(&mut buf[ETHERNET_HEADER..]),
+            &ChecksumCapabilities::default(),
+        );
+        buf[ETHERNET_HEADER + IPV4_HEADER..].copy_from_slice(payload);
+        buf
+    }
+
+    /// A bare 20-byte TCP header with the given flags byte.
+    fn tcp_segment(src_port: u16, dst_port: u16, flags: u8) -> Vec<u8> {
+        let mut t = vec![0u8; 20];
+        t[0..2].copy_from_slice(&src_port.to_be_bytes());
+        t[2..4].copy_from_slice(&dst_port.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = flags;
+        t[14..16].copy_from_slice(&1024u16.to_be_bytes());
+        t
+    }
 
     #[test]
     fn syn_is_told_apart_from_other_segments() {
@@ -173,5 +214,8 @@ mod tests {
         );
         assert_eq!(classify(&f[..20]).0, Frame::Other);
         assert_eq!(classify(&[]).0, Frame::Other);
+        let mut not_v4 = f.clone();
+        not_v4[ETHERNET_HEADER] = 0x65;
+        assert_eq!(classify(&not_v4).0, Frame::Other);
     }
 }
