@@ -12,27 +12,13 @@ with --port-driver=implicit and the client, on the host, connects to
 rk-pasta's splice forwarder (see docs/pasta.md).
 """
 
-import inspect
 import json
-import os
-import statistics
 import subprocess
 import time
 
 import bench as b
 
 IMPLICIT = ["--net=pasta", "--port-driver=implicit"]
-ROUNDS = int(os.environ.get("RK_BENCH_IPERF_ROUNDS", "3"))
-
-
-def _measure_rounds(bench, section, metric, unit, lower_is_better, fn):
-    """bench.measure with ROUNDS rounds taken in turns where bench.py
-    offers that, else each implementation's median of ROUNDS runs."""
-    if "rounds" in inspect.signature(bench.measure).parameters:
-        return bench.measure(section, metric, unit, lower_is_better, fn, rounds=ROUNDS)
-    return bench.measure(
-        section, metric, unit, lower_is_better, lambda impl: statistics.median(fn(impl) for _ in range(ROUNDS))
-    )
 
 
 def _host_listening(port):
@@ -68,14 +54,7 @@ def measure_host_to_child(impl):
         "-p",
         str(port),
     ]
-    proc = subprocess.Popen(
-        b.as_user(argv),
-        cwd="/",
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    proc = b.spawn_user(argv)
     try:
         deadline = time.monotonic() + b.STARTUP_WAIT
         while not _host_listening(port):
@@ -119,21 +98,21 @@ def section_pasta(bench):
             lambda impl, a=rk_args: b.measure_startup(impl, a, bench.runs),
         )
     for mtu in (65520, 1500):
-        _measure_rounds(
-            bench,
+        bench.measure(
             "pasta",
-            f"child->host MTU {mtu} (median of {ROUNDS})",
+            f"child->host MTU {mtu} (median of {b.IPERF_ROUNDS})",
             "Gbit/s",
             False,
             lambda impl, m=mtu: b.measure_iperf(impl, ["--net=pasta", f"--mtu={m}"], "10.0.2.2"),
+            rounds=b.IPERF_ROUNDS,
         )
-    _measure_rounds(
-        bench,
+    bench.measure(
         "pasta",
-        f"host->child via implicit port (median of {ROUNDS})",
+        f"host->child via implicit port (median of {b.IPERF_ROUNDS})",
         "Gbit/s",
         False,
         measure_host_to_child,
+        rounds=b.IPERF_ROUNDS,
     )
 
 

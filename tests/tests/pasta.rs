@@ -14,7 +14,6 @@ use rk_tests::servers::{tcp_echo, udp_echo};
 use rk_tests::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -73,23 +72,15 @@ fn start_and_wait_for_line(args: &[&str], script: &str, line: &str) -> (Child, V
 }
 
 /// Waits up to `secs` for the run to end (its script ends by itself), kills
-/// it if it has not, and returns what it printed on stderr.
+/// it if it has not, and returns what it printed on stderr (for failure
+/// messages; not waiting for a process left behind that holds the pipe).
 fn finish(mut child: Child, secs: u64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let mut err = Vec::new();
-    if let Some(mut e) = child.stderr.take() {
-        // A program CMD left behind may hold the pipe open: take what is
-        // there without waiting for EOF.
-        // SAFETY: fcntl on a descriptor this ChildStderr owns.
-        unsafe { libc::fcntl(e.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-        let _ = e.read_to_end(&mut err);
-    }
-    String::from_utf8_lossy(&err).into_owned()
+    let stderr = drain(child.stderr.take().unwrap());
+    wait_until(&mut child, Instant::now() + Duration::from_secs(secs));
+    let bytes = stderr
+        .recv_timeout(Duration::from_secs(2))
+        .unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// A shell command that waits (up to 5 s) until something in the current
