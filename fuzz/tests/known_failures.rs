@@ -1,7 +1,5 @@
-//! Failures the fuzz properties found in crates this project may not change
-//! from here (see README.md, "Known failures"). Each test is ignored until
-//! its crate is fixed; then drop the `#[ignore]` and, for a reproducer
-//! file, move it to `corpus-seed/`.
+//! Failures the fuzz properties found in rk-ports (both fixed since): the
+//! reproducers stay as regression tests.
 
 use std::path::Path;
 
@@ -9,7 +7,6 @@ use std::path::Path;
 /// refused (431) when it arrives in pieces but taken when it arrives at
 /// once.
 #[test]
-#[ignore = "rk-ports: http::dechunk checks the trailer size only while incomplete"]
 fn chunked_trailer_over_max_head() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("known-failures/api_request/chunked-trailer-over-max-head");
@@ -20,7 +17,6 @@ fn chunked_trailer_over_max_head() {
 /// a peer that sends some ten thousand of them (250 kB) overflows the
 /// stack of the client (rootlessctl), which aborts.
 #[test]
-#[ignore = "rk-ports: http::parse_response recurses on 1xx responses (aborts the test binary)"]
 fn many_interim_responses() {
     let mut data = vec![2u8];
     data.extend(b"HTTP/1.1 100 Continue\r\n\r\n".repeat(10_000));

@@ -141,24 +141,42 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<Request>, HttpError> {
 /// Parses one response from the start of `buf`. `eof` says the peer closed
 /// the connection (a body without length then ends there).
 pub fn parse_response(buf: &[u8], eof: bool) -> Result<Parsed<Response>, HttpError> {
+    // Interim (1xx) responses are skipped in a loop, not by recursion: a
+    // peer may send any number of them.
+    let mut skipped = 0;
+    loop {
+        match parse_one_response(&buf[skipped..], eof)? {
+            ResponseStep::Interim(n) => skipped += n,
+            ResponseStep::Done(Parsed::Complete(r, n)) => {
+                return Ok(Parsed::Complete(r, skipped + n))
+            }
+            ResponseStep::Done(p) => return Ok(p),
+        }
+    }
+}
+
+enum ResponseStep {
+    /// An interim response of this many bytes.
+    Interim(usize),
+    Done(Parsed<Response>),
+}
+
+fn parse_one_response(buf: &[u8], eof: bool) -> Result<ResponseStep, HttpError> {
+    let partial = || {
+        ResponseStep::Done(Parsed::Partial {
+            expect_continue: false,
+        })
+    };
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let head_len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            return Ok(Parsed::Partial {
-                expect_continue: false,
-            })
-        }
+        Ok(httparse::Status::Partial) => return Ok(partial()),
         Err(e) => return Err(HttpError::Malformed(e.to_string())),
     };
     let status = resp.code.unwrap_or(0);
     if (100..200).contains(&status) {
-        // An interim response: skip it and parse what follows.
-        return match parse_response(&buf[head_len..], eof)? {
-            Parsed::Complete(r, n) => Ok(Parsed::Complete(r, head_len + n)),
-            p => Ok(p),
-        };
+        return Ok(ResponseStep::Interim(head_len));
     }
     let mut f = framing(resp.headers)?;
     if status == 204 || status == 304 {
@@ -167,19 +185,20 @@ pub fn parse_response(buf: &[u8], eof: bool) -> Result<Parsed<Response>, HttpErr
     if f.content_length.is_none() && !f.chunked {
         // Delimited by the end of the connection.
         if !eof {
-            return Ok(Parsed::Partial {
-                expect_continue: false,
-            });
+            return Ok(partial());
         }
         let body = buf[head_len..].to_vec();
-        return Ok(Parsed::Complete(Response { status, body }, buf.len()));
+        return Ok(ResponseStep::Done(Parsed::Complete(
+            Response { status, body },
+            buf.len(),
+        )));
     }
-    match body(&buf[head_len..], &f)? {
-        Some((body, used)) => Ok(Parsed::Complete(Response { status, body }, head_len + used)),
-        None => Ok(Parsed::Partial {
-            expect_continue: false,
-        }),
-    }
+    Ok(match body(&buf[head_len..], &f)? {
+        Some((body, used)) => {
+            ResponseStep::Done(Parsed::Complete(Response { status, body }, head_len + used))
+        }
+        None => partial(),
+    })
 }
 
 /// The body at the start of `buf`, if complete, and the bytes it took.
@@ -217,7 +236,9 @@ fn dechunk(buf: &[u8]) -> Result<Option<(Vec<u8>, usize)>, HttpError> {
             if rest.starts_with(b"\r\n") {
                 return Ok(Some((out, pos + 2)));
             }
+            // The trailer is bounded like a head, however it arrives.
             return match rest.windows(4).position(|w| w == b"\r\n\r\n") {
+                Some(i) if i + 4 > MAX_HEAD => Err(HttpError::HeadTooLarge),
                 Some(i) => Ok(Some((out, pos + i + 4))),
                 None if rest.len() > MAX_HEAD => Err(HttpError::HeadTooLarge),
                 None => Ok(None),

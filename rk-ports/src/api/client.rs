@@ -3,6 +3,9 @@
 
 use super::{ErrorJson, Info};
 use crate::http::{parse_response, Parsed, Response};
+
+/// The largest response the client reads: the API's answers are small.
+const MAX_RESPONSE: usize = 4 * 1024 * 1024;
 use crate::spec::{PortSpec, PortStatus};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -101,6 +104,12 @@ impl Client {
         let resp = loop {
             let n = s.read(&mut chunk).map_err(io)?;
             buf.extend_from_slice(&chunk[..n]);
+            if buf.len() > MAX_RESPONSE {
+                return Err(ClientError::Garbage {
+                    path: self.socket.clone(),
+                    why: format!("the response exceeds {MAX_RESPONSE} bytes"),
+                });
+            }
             match parse_response(&buf, n == 0) {
                 Ok(Parsed::Complete(r, _)) => break r,
                 Ok(Parsed::Partial { .. }) if n > 0 => continue,
