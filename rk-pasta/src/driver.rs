@@ -105,6 +105,10 @@ impl Driver for PastaDriver {
             .then(|| AutoForwarder::prepare(&namespaces, forwarding))
             .transpose()
             .map_err(|e| user_error(format_args!("preparing port forwarding: {e}")))?;
+        // From here on this process starts no program: the threads it makes
+        // next inherit no_new_privs.
+        rk_driver::sandbox::no_new_privs()
+            .map_err(|e| user_error(format_args!("setting no_new_privs: {e}")))?;
         let pasta = starting.wait_ready().map_err(user_error)?;
         debug(format_args!("pasta (pid {}) is ready", pasta.pid()));
         let forwarder = forwarder

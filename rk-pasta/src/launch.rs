@@ -13,6 +13,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use rk_driver::process::Supervised;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -106,6 +107,19 @@ impl Pasta {
             .stdin(Stdio::null())
             .stdout(Stdio::from(pid_writer))
             .stderr(Stdio::from(log_writer));
+        // A session of its own, as pasta takes when it daemonizes: with the
+        // scheduler's autogroups (the default on desktop kernels) the
+        // network then gets its own share of the CPU instead of competing
+        // with CMD's processes inside rootlesskit's session, and no
+        // terminal's signals reach it.
+        // SAFETY: setsid is async-signal-safe; it cannot fail in a child
+        // that was just forked (it is no process group leader).
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            })
+        };
         if debug {
             eprintln!("rk-pasta: running {cmd:?}");
         }

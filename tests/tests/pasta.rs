@@ -31,15 +31,16 @@ fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
-/// A TCP port that was free on the host a moment ago.
+/// A port free on the host a moment ago for TCP and UDP on every address
+/// (implicit forwarding binds 0.0.0.0 and ::).
 fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l);
-    // The UDP port of the same number must be free as well.
-    match UdpSocket::bind(("127.0.0.1", port)) {
-        Ok(_) => port,
-        Err(_) => free_port(),
+    loop {
+        let l = TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        if UdpSocket::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
     }
 }
 

@@ -180,6 +180,10 @@ fn helper_main(parent: libc::pid_t, userns: RawFd, netns: RawFd, channel: OwnedF
         let _ = nix::unistd::write(channel.as_fd(), &e.to_le_bytes());
         return 1;
     }
+    // It starts no program either.
+    if rk_driver::sandbox::no_new_privs().is_err() {
+        return 1;
+    }
     // Drop every descriptor inherited from the driver (the protocol
     // socket above all) except the channel, moved to 3.
     let channel = channel.as_raw_fd();
