@@ -18,6 +18,7 @@
 
 pub mod channel;
 pub mod limits;
+pub mod lookup;
 pub mod mac;
 pub mod nsexec;
 pub mod process;

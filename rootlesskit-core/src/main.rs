@@ -1,30 +1,8 @@
 //! `rootlesskit`: runs a command as "root" in new user, mount and network
 //! namespaces, with the network provided by a separate driver binary.
 
-mod child;
-mod cli;
-mod copyup;
-mod discovery;
-mod driver;
-mod etcfiles;
-mod idmap;
-mod mounts;
-mod netlink;
-mod netns;
-mod parent;
-mod ports;
-mod settings;
-mod signals;
-mod spawn;
-mod statedir;
-mod supervise;
-mod sync;
-mod waitstatus;
-
 use clap::Parser;
-
-/// When the process started, for the timings of --debug.
-pub static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+use rootlesskit_core::{child, cli, driver, parent, settings, sync, START};
 
 fn main() {
     START.get_or_init(std::time::Instant::now);
