@@ -11,10 +11,11 @@ use crate::classify::{classify, Frame};
 use crate::dns::{self, Dns};
 use crate::epoll::{self, Epoll, Token};
 use crate::forward::{self, Control, Forwards};
+use crate::frames::{self, Quote};
 use crate::net::Net;
 use crate::ping_nat::{self, PingNat};
 use crate::plan::NetPlan;
-use crate::policy::{ping_target, route, Route};
+use crate::policy::{ping_route, route, Route};
 use crate::resolv::ResolvConf;
 use crate::tcp_nat::{self, TcpNat};
 use crate::udp_nat::{self, UdpNat};
@@ -238,6 +239,7 @@ impl Engine {
                             true
                         }
                         Route::Refuse => true,
+                        Route::Unreachable => self.prohibit(len, mac),
                         Route::Drop => false,
                     }
                 }
@@ -258,6 +260,7 @@ impl Engine {
                             true
                         }
                         Route::Refuse => true,
+                        Route::Unreachable => self.prohibit(len, mac),
                         Route::Drop => false,
                     }
                 }
@@ -270,17 +273,21 @@ impl Engine {
                     ..
                 } => {
                     self.note_guest_mac(SocketAddrV4::new(src, 0), mac);
-                    let handled = match ping_target(&self.net.plan, src, dst) {
-                        Some(target) => {
+                    match ping_route(&self.net.plan, src, dst) {
+                        Route::Host(SocketAddr::V4(target)) => {
                             let icmp =
                                 &self.net.dev.frame(len)[icmp_offset..icmp_offset + icmp_len];
-                            self.ping
-                                .on_echo(&self.epoll, src, dst, ident, target, icmp)
+                            let handled =
+                                self.ping
+                                    .on_echo(&self.epoll, src, dst, ident, *target.ip(), icmp);
+                            // The gateway answers itself when the host cannot.
+                            !handled && dst == self.net.plan.gateway
                         }
-                        None => false,
-                    };
-                    // The gateway answers itself when the host cannot.
-                    !handled && dst == self.net.plan.gateway
+                        Route::Unreachable => self.prohibit(len, mac),
+                        // The stack answers for the gateway; nobody is
+                        // behind the subnet's other addresses.
+                        _ => dst == self.net.plan.gateway,
+                    }
                 }
                 Frame::Other => true,
             };
@@ -305,6 +312,16 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Answers the frame last read (`len` bytes from `mac`) with ICMP
+    /// "administratively prohibited" instead of letting anything send it;
+    /// returns `false`: the stack must not see it either.
+    fn prohibit(&mut self, len: usize, mac: [u8; 6]) -> bool {
+        if let Some(quote) = Quote::of(self.net.dev.frame(len)) {
+            frames::prohibited(&mut self.net.dev, mac, self.plan.gateway, &quote);
+        }
+        false
     }
 
     fn note_guest_mac(&mut self, src: SocketAddrV4, mac: [u8; 6]) {

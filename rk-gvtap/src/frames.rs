@@ -90,3 +90,48 @@ pub fn udp_port_unreachable(
     };
     send_icmp(dev, guest_mac, *dest.ip(), *guest.ip(), &icmp);
 }
+
+/// What an ICMP error quotes of the packet it is about: its IP header and
+/// the first 8 bytes of its payload (the ports, and TCP's sequence number,
+/// by which the guest's kernel finds the socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quote {
+    header: Ipv4Repr,
+    data: [u8; 8],
+    data_len: usize,
+}
+
+impl Quote {
+    /// The quote of `frame` (an ethernet frame carrying IPv4), if it is one.
+    pub fn of(frame: &[u8]) -> Option<Quote> {
+        let ip = Ipv4Packet::new_checked(frame.get(ETHERNET_HEADER..)?).ok()?;
+        let payload = ip.payload();
+        let data_len = payload.len().min(8);
+        let mut data = [0u8; 8];
+        data[..data_len].copy_from_slice(&payload[..data_len]);
+        Some(Quote {
+            header: Ipv4Repr {
+                src_addr: ip.src_addr(),
+                dst_addr: ip.dst_addr(),
+                next_header: ip.next_header(),
+                payload_len: payload.len(),
+                hop_limit: ip.hop_limit(),
+            },
+            data,
+            data_len,
+        })
+    }
+}
+
+/// "Destination unreachable: communication administratively prohibited"
+/// from `router` (the gateway) for the guest's packet `quote`: its
+/// `connect()` fails at once with EHOSTUNREACH, its ping says "Packet
+/// filtered".
+pub fn prohibited(dev: &mut TapDevice, guest_mac: [u8; 6], router: Ipv4Addr, quote: &Quote) {
+    let icmp = Icmpv4Repr::DstUnreachable {
+        reason: Icmpv4DstUnreachable::CommProhibited,
+        header: quote.header,
+        data: &quote.data[..quote.data_len],
+    };
+    send_icmp(dev, guest_mac, router, quote.header.src_addr, &icmp);
+}

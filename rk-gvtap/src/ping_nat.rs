@@ -184,6 +184,9 @@ impl PingNat {
 }
 
 fn ping_socket(target: Ipv4Addr) -> io::Result<Socket> {
+    if !crate::policy::host_may_reach(SocketAddr::from((target, 0))) {
+        return Err(io::Error::from_raw_os_error(libc::EHOSTUNREACH));
+    }
     let s = Socket::new(
         Domain::IPV4,
         Type::DGRAM.nonblocking().cloexec(),

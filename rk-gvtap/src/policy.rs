@@ -1,5 +1,22 @@
 //! Where a guest's packet to a destination goes: the host (through the NAT),
 //! the DNS forwarder, or nowhere.
+//!
+//! The NAT's host sockets live in the host's network namespace, so whatever
+//! this says `Host` for is sent by the host. Destinations no host may send
+//! to, or that would reach the host itself by another way than the
+//! gateway's mapping, never get a host socket:
+//!
+//! | destination | answer |
+//! |---|---|
+//! | `0.0.0.0/8` ("this network"; `0.0.0.0` is the host itself) | ICMP unreachable |
+//! | `127.0.0.0/8` (the host's loopback, not through the gateway) | ICMP unreachable |
+//! | `240.0.0.0/4` (reserved) | ICMP unreachable |
+//! | `255.255.255.255`, the subnet's broadcast, `224.0.0.0/4` | dropped (no ICMP errors about broadcast or multicast, RFC 1122 3.2.2) |
+//! | the gateway with `--disable-host-loopback` (but DNS) | refused by the stack (RST, ICMP port unreachable) |
+//! | other addresses of the subnet, port 0 | refused by the stack |
+//!
+//! The ICMP answer is "communication administratively prohibited" (type 3,
+//! code 13): the guest's `connect()` fails at once with EHOSTUNREACH.
 
 use crate::plan::NetPlan;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -13,43 +30,97 @@ pub enum Route {
     /// Refuse: TCP RST or ICMP port unreachable (the stack's default for a
     /// port nobody listens on).
     Refuse,
+    /// Never sent: the NAT answers ICMP "administratively prohibited".
+    Unreachable,
     /// Drop silently (not from the guest's subnet, broadcast, multicast).
     Drop,
 }
 
-/// Route for TCP or UDP from `src` to `dst`.
-pub fn route(plan: &NetPlan, src: Ipv4Addr, dst: SocketAddrV4) -> Route {
-    let ip = *dst.ip();
-    if !plan.contains(src) || src == plan.gateway || src == plan.broadcast() {
-        return Route::Drop;
-    }
-    if ip.is_broadcast() || ip.is_multicast() || ip == plan.broadcast() || ip.is_unspecified() {
-        return Route::Drop;
-    }
-    if ip == plan.gateway {
-        if dst.port() == 53 {
-            return Route::Dns;
-        }
-        if plan.host_loopback {
-            return Route::Host(SocketAddr::from((Ipv4Addr::LOCALHOST, dst.port())));
-        }
-        return Route::Refuse;
-    }
-    // Other addresses of the virtual subnet have nobody behind them, and the
-    // guest's own loopback never leaves it; neither must reach the host's.
-    if plan.contains(ip) || ip.is_loopback() || dst.port() == 0 {
-        return Route::Refuse;
-    }
-    Route::Host(SocketAddr::V4(dst))
+/// What an address is, before ports matter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dest {
+    Gateway,
+    Subnet,
+    /// Must never reach a host socket; worth an ICMP error.
+    Martian,
+    /// Broadcast or multicast: dropped without an answer.
+    Group,
+    Outside,
 }
 
-/// Where an ICMP echo to `dst` goes: `Some(host address)` through a host ping
-/// socket, `None` to answer it locally (the gateway without host loopback)
-/// or ignore it.
-pub fn ping_target(plan: &NetPlan, src: Ipv4Addr, dst: Ipv4Addr) -> Option<Ipv4Addr> {
-    match route(plan, src, SocketAddrV4::new(dst, 1)) {
-        Route::Host(SocketAddr::V4(a)) => Some(*a.ip()),
-        _ => None,
+fn dest(plan: &NetPlan, ip: Ipv4Addr) -> Dest {
+    let first = ip.octets()[0];
+    if ip.is_broadcast() || ip == plan.broadcast() || ip.is_multicast() {
+        Dest::Group
+    } else if first == 0 || ip.is_loopback() || first >= 240 {
+        Dest::Martian
+    } else if ip == plan.gateway {
+        Dest::Gateway
+    } else if plan.contains(ip) {
+        Dest::Subnet
+    } else {
+        Dest::Outside
+    }
+}
+
+/// Whether `src` may send through the NAT at all: a guest address of the
+/// subnet (not the gateway, network or broadcast address).
+fn guest_source(plan: &NetPlan, src: Ipv4Addr) -> bool {
+    plan.contains(src) && src != plan.gateway && src != plan.network && src != plan.broadcast()
+}
+
+/// Route for TCP or UDP from `src` to `dst`.
+pub fn route(plan: &NetPlan, src: Ipv4Addr, dst: SocketAddrV4) -> Route {
+    if !guest_source(plan, src) {
+        return Route::Drop;
+    }
+    match dest(plan, *dst.ip()) {
+        Dest::Group => Route::Drop,
+        Dest::Martian => Route::Unreachable,
+        Dest::Gateway if dst.port() == 53 => Route::Dns,
+        Dest::Gateway if plan.host_loopback && dst.port() != 0 => {
+            Route::Host(SocketAddr::from((Ipv4Addr::LOCALHOST, dst.port())))
+        }
+        Dest::Gateway | Dest::Subnet => Route::Refuse,
+        Dest::Outside if dst.port() == 0 => Route::Refuse,
+        Dest::Outside => Route::Host(SocketAddr::V4(dst)),
+    }
+}
+
+/// Where an ICMP echo from `src` to `dst` goes: `Host` through a host ping
+/// socket (to 127.0.0.1 for the gateway with host loopback), `Refuse` to
+/// let the stack answer for the gateway itself (or ignore other subnet
+/// addresses), `Unreachable` or `Drop` as for [`route`].
+pub fn ping_route(plan: &NetPlan, src: Ipv4Addr, dst: Ipv4Addr) -> Route {
+    if !guest_source(plan, src) {
+        return Route::Drop;
+    }
+    match dest(plan, dst) {
+        Dest::Group => Route::Drop,
+        Dest::Martian => Route::Unreachable,
+        Dest::Gateway if plan.host_loopback => {
+            Route::Host(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        }
+        Dest::Gateway | Dest::Subnet => Route::Refuse,
+        Dest::Outside => Route::Host(SocketAddr::from((dst, 0))),
+    }
+}
+
+/// The last check before any host socket connects or sends: `false` for
+/// addresses no NAT socket may ever reach, whoever asked (a nameserver
+/// from resolv.conf on the host's loopback is fine; `0.0.0.0` is not, as
+/// the kernel takes it for the host itself).
+pub fn host_may_reach(to: SocketAddr) -> bool {
+    match to {
+        SocketAddr::V4(a) => {
+            let ip = *a.ip();
+            let first = ip.octets()[0];
+            !(first == 0 || first >= 224)
+        }
+        SocketAddr::V6(a) => {
+            let ip = *a.ip();
+            !(ip.is_unspecified() || ip.is_multicast())
+        }
     }
 }
 
@@ -57,6 +128,8 @@ pub fn ping_target(plan: &NetPlan, src: Ipv4Addr, dst: Ipv4Addr) -> Option<Ipv4A
 mod tests {
     use super::*;
     use rk_driver::ConfigureRequest;
+
+    // Addresses are only compared here: nothing is sent anywhere.
 
     fn plan(disable_host_loopback: bool) -> NetPlan {
         NetPlan::from_request(&ConfigureRequest {
@@ -72,6 +145,10 @@ mod tests {
         SocketAddrV4::new(Ipv4Addr::from(a), port)
     }
 
+    fn both() -> [NetPlan; 2] {
+        [plan(false), plan(true)]
+    }
+
     #[test]
     fn gateway_is_host_loopback_unless_disabled() {
         assert_eq!(
@@ -83,52 +160,211 @@ mod tests {
             Route::Refuse
         );
         assert_eq!(
-            ping_target(&plan(false), GUEST, Ipv4Addr::new(10, 0, 2, 1)),
-            Some(Ipv4Addr::LOCALHOST)
+            ping_route(&plan(false), GUEST, Ipv4Addr::new(10, 0, 2, 1)),
+            Route::Host("127.0.0.1:0".parse().unwrap())
+        );
+        // Answered by the stack itself, never by the host.
+        assert_eq!(
+            ping_route(&plan(true), GUEST, Ipv4Addr::new(10, 0, 2, 1)),
+            Route::Refuse
         );
         assert_eq!(
-            ping_target(&plan(true), GUEST, Ipv4Addr::new(10, 0, 2, 1)),
-            None
+            route(&plan(false), GUEST, to([10, 0, 2, 1], 0)),
+            Route::Refuse
         );
     }
 
     #[test]
     fn dns_port_of_gateway_goes_to_the_forwarder_either_way() {
-        assert_eq!(
-            route(&plan(false), GUEST, to([10, 0, 2, 1], 53)),
-            Route::Dns
-        );
-        assert_eq!(route(&plan(true), GUEST, to([10, 0, 2, 1], 53)), Route::Dns);
+        for p in both() {
+            assert_eq!(route(&p, GUEST, to([10, 0, 2, 1], 53)), Route::Dns);
+        }
     }
 
     #[test]
     fn other_addresses_leave_through_the_host_unchanged() {
-        // Addresses are only compared here: nothing is sent anywhere.
-        assert_eq!(
-            route(&plan(true), GUEST, to([192, 0, 2, 7], 443)),
-            Route::Host("192.0.2.7:443".parse().unwrap())
-        );
-        assert_eq!(
-            route(&plan(true), GUEST, to([169, 254, 169, 254], 80)),
-            Route::Host("169.254.169.254:80".parse().unwrap())
-        );
-        assert_eq!(
-            ping_target(&plan(true), GUEST, Ipv4Addr::new(192, 0, 2, 7)),
-            Some(Ipv4Addr::new(192, 0, 2, 7))
-        );
+        for p in both() {
+            assert_eq!(
+                route(&p, GUEST, to([192, 0, 2, 7], 443)),
+                Route::Host("192.0.2.7:443".parse().unwrap())
+            );
+            assert_eq!(
+                route(&p, GUEST, to([169, 254, 169, 254], 80)),
+                Route::Host("169.254.169.254:80".parse().unwrap())
+            );
+            assert_eq!(
+                ping_route(&p, GUEST, Ipv4Addr::new(192, 0, 2, 7)),
+                Route::Host("192.0.2.7:0".parse().unwrap())
+            );
+            // The edges of the classes below, on the allowed side.
+            for a in [[1, 0, 0, 0], [126, 255, 255, 255], [128, 0, 0, 0]] {
+                assert!(
+                    matches!(route(&p, GUEST, to(a, 80)), Route::Host(_)),
+                    "{a:?}"
+                );
+            }
+            assert!(matches!(
+                route(&p, GUEST, to([223, 255, 255, 255], 80)),
+                Route::Host(_)
+            ));
+        }
     }
 
     #[test]
-    fn subnet_loopback_broadcast_and_strangers_are_kept_in() {
-        let p = plan(false);
-        assert_eq!(route(&p, GUEST, to([10, 0, 2, 50], 80)), Route::Refuse);
-        assert_eq!(route(&p, GUEST, to([127, 0, 0, 1], 80)), Route::Refuse);
-        assert_eq!(route(&p, GUEST, to([10, 0, 2, 255], 80)), Route::Drop);
-        assert_eq!(route(&p, GUEST, to([255, 255, 255, 255], 67)), Route::Drop);
-        assert_eq!(route(&p, GUEST, to([224, 0, 0, 251], 5353)), Route::Drop);
-        assert_eq!(
-            route(&p, Ipv4Addr::new(192, 168, 1, 5), to([192, 0, 2, 7], 80)),
-            Route::Drop
-        );
+    fn this_network_zero_slash_8_is_never_connected() {
+        for p in both() {
+            for a in [[0, 0, 0, 0], [0, 1, 2, 3], [0, 255, 255, 255], [0, 0, 0, 1]] {
+                assert_eq!(route(&p, GUEST, to(a, 80)), Route::Unreachable, "{a:?}");
+                assert_eq!(route(&p, GUEST, to(a, 53)), Route::Unreachable, "{a:?}");
+                assert_eq!(
+                    ping_route(&p, GUEST, Ipv4Addr::from(a)),
+                    Route::Unreachable,
+                    "{a:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn host_loopback_is_reached_only_through_the_gateway() {
+        for p in both() {
+            for a in [
+                [127, 0, 0, 1],
+                [127, 0, 0, 53],
+                [127, 1, 2, 3],
+                [127, 255, 255, 255],
+            ] {
+                assert_eq!(route(&p, GUEST, to(a, 8080)), Route::Unreachable, "{a:?}");
+                assert_eq!(route(&p, GUEST, to(a, 53)), Route::Unreachable, "{a:?}");
+                assert_eq!(
+                    ping_route(&p, GUEST, Ipv4Addr::from(a)),
+                    Route::Unreachable,
+                    "{a:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reserved_240_slash_4_is_never_connected() {
+        for p in both() {
+            for a in [
+                [240, 0, 0, 0],
+                [240, 1, 2, 3],
+                [254, 0, 0, 1],
+                [255, 255, 255, 254],
+            ] {
+                assert_eq!(route(&p, GUEST, to(a, 80)), Route::Unreachable, "{a:?}");
+                assert_eq!(ping_route(&p, GUEST, Ipv4Addr::from(a)), Route::Unreachable);
+            }
+        }
+    }
+
+    #[test]
+    fn broadcast_and_multicast_are_dropped_without_an_answer() {
+        for p in both() {
+            for a in [
+                [255, 255, 255, 255],
+                [10, 0, 2, 255],
+                [224, 0, 0, 1],
+                [224, 0, 0, 251],
+                [239, 255, 255, 250],
+                [233, 1, 2, 3],
+            ] {
+                assert_eq!(route(&p, GUEST, to(a, 5353)), Route::Drop, "{a:?}");
+                assert_eq!(route(&p, GUEST, to(a, 53)), Route::Drop, "{a:?}");
+                assert_eq!(
+                    ping_route(&p, GUEST, Ipv4Addr::from(a)),
+                    Route::Drop,
+                    "{a:?}"
+                );
+            }
+        }
+        // The broadcast of a moved subnet too.
+        let p = NetPlan::from_request(&ConfigureRequest {
+            cidr: Some("10.0.4.0/23".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let guest = Ipv4Addr::new(10, 0, 4, 100);
+        assert_eq!(route(&p, guest, to([10, 0, 5, 255], 80)), Route::Drop);
+        assert_eq!(route(&p, guest, to([10, 0, 5, 254], 80)), Route::Refuse);
+    }
+
+    #[test]
+    fn the_rest_of_the_subnet_and_port_zero_are_refused_by_the_stack() {
+        for p in both() {
+            assert_eq!(route(&p, GUEST, to([10, 0, 2, 50], 80)), Route::Refuse);
+            assert_eq!(route(&p, GUEST, to([10, 0, 2, 0], 80)), Route::Refuse);
+            assert_eq!(route(&p, GUEST, to([192, 0, 2, 7], 0)), Route::Refuse);
+            assert_eq!(
+                ping_route(&p, GUEST, Ipv4Addr::new(10, 0, 2, 50)),
+                Route::Refuse
+            );
+        }
+    }
+
+    #[test]
+    fn only_guest_addresses_may_send() {
+        for p in both() {
+            for src in [
+                Ipv4Addr::new(192, 168, 1, 5),
+                Ipv4Addr::new(10, 0, 2, 1),
+                Ipv4Addr::new(10, 0, 2, 0),
+                Ipv4Addr::new(10, 0, 2, 255),
+                Ipv4Addr::new(0, 0, 0, 0),
+                Ipv4Addr::new(127, 0, 0, 1),
+            ] {
+                assert_eq!(route(&p, src, to([192, 0, 2, 7], 80)), Route::Drop, "{src}");
+                assert_eq!(route(&p, src, to([10, 0, 2, 1], 53)), Route::Drop, "{src}");
+                assert_eq!(
+                    ping_route(&p, src, Ipv4Addr::new(192, 0, 2, 7)),
+                    Route::Drop,
+                    "{src}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_host_route_passes_the_last_check() {
+        // Exhaustive over the first octet and a few others: whatever `route`
+        // sends to the host, `host_may_reach` lets through, and it never
+        // lets through a class above.
+        for p in both() {
+            for first in 0..=255u8 {
+                for a in [[first, 0, 0, 0], [first, 1, 2, 3], [first, 255, 255, 255]] {
+                    for port in [0, 53, 80] {
+                        if let Route::Host(t) = route(&p, GUEST, to(a, port)) {
+                            assert!(host_may_reach(t), "{t}");
+                            assert!(!t.ip().is_multicast() && first != 0 && first < 240);
+                            assert!(
+                                !t.ip().is_loopback() || a == [10, 0, 2, 1],
+                                "{a:?} reaches the host's loopback"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        for bad in [
+            "0.0.0.0:80",
+            "0.1.2.3:80",
+            "224.0.0.1:5353",
+            "255.255.255.255:67",
+            "240.0.0.1:1",
+            "[::]:80",
+            "[ff02::1]:80",
+        ] {
+            assert!(!host_may_reach(bad.parse().unwrap()), "{bad}");
+        }
+        for good in [
+            "127.0.0.53:53",
+            "127.0.0.1:8080",
+            "192.0.2.1:80",
+            "[::1]:53",
+        ] {
+            assert!(host_may_reach(good.parse().unwrap()), "{good}");
+        }
     }
 }

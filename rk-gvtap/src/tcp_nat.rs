@@ -573,6 +573,9 @@ fn connect_first(targets: &[SocketAddr]) -> io::Result<(TcpStream, bool, Vec<Soc
 }
 
 fn start_connect(target: SocketAddr) -> io::Result<(TcpStream, bool)> {
+    if !crate::policy::host_may_reach(target) {
+        return Err(io::Error::from_raw_os_error(libc::EHOSTUNREACH));
+    }
     let s = Socket::new(
         Domain::for_address(target),
         Type::STREAM.nonblocking().cloexec(),

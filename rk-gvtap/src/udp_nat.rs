@@ -310,6 +310,9 @@ impl UdpNat {
 
 /// A non-blocking UDP socket connected to `to`.
 pub fn connected_udp(to: SocketAddr) -> io::Result<UdpSocket> {
+    if !crate::policy::host_may_reach(to) {
+        return Err(io::Error::from_raw_os_error(libc::EHOSTUNREACH));
+    }
     let any: SocketAddr = match to {
         SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),

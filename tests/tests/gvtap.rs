@@ -758,3 +758,281 @@ fn port_driver_forwards_host_tcp_into_the_guest_and_resets_when_nothing_listens(
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Root's half of the contained run (see [`contained`]): `contained.sh PORT
+/// LOGDIR SERVER_PY CMD...`. Runs in a network namespace of its own, made by
+/// `unshare -n`: `lo`, and `rksink0`, an ifb device that is connected to
+/// nothing, with the default route. A packet the host side routes out is
+/// swallowed there and counted, so a driver that wrongly connects to
+/// 0.1.2.3 is caught without anything leaving the machine. It refuses to go
+/// on unless exactly those two links exist.
+const CONTAINED_SH: &str = r#"
+set -eu
+port=$1 logdir=$2 server=$3; shift 3
+ip link set lo up
+sysctl -qw net.ipv6.conf.default.disable_ipv6=1 net.ipv6.conf.all.disable_ipv6=1
+ip link add rksink0 type ifb
+ip addr add 198.51.100.1/24 dev rksink0
+ip link set rksink0 up
+ip route add default dev rksink0
+links=$(ip -o link | cut -d: -f2 | tr -d ' ' | sort | tr '\n' ' ')
+[ "$links" = "lo rksink0 " ] || { echo "not contained: links $links"; exit 97; }
+python3 "$server" "$port" "$logdir/served" & srv=$!
+n=0; while ! grep -q ":$(printf %04X "$port") 00000000:0000 0A" /proc/net/tcp; do
+  sleep 0.05; n=$((n+1)); [ $n -gt 200 ] && { echo "server did not start"; exit 98; }
+done
+set +e
+"$@"; rc=$?
+kill $srv
+# rx and tx packets of the sink (an ifb counts what it swallows as rx).
+awk '/rksink0:/ { print "sink_packets=" $3 + $11 }' /proc/net/dev
+exit $rc
+"#;
+
+/// `server.py PORT LOG`: TCP and UDP on 0.0.0.0:PORT of the contained
+/// namespace (so 127.x, 0.0.0.0 and the sink's address all reach it);
+/// answers `reply: LINE` and logs each peer to LOG.
+const COUNTING_SERVER: &str = r#"
+import socket, sys, threading
+port, log = int(sys.argv[1]), sys.argv[2]
+lock = threading.Lock()
+def note(what):
+    with lock, open(log, 'a') as f:
+        f.write(what + '\n')
+def tcp():
+    l = socket.socket()
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind(('0.0.0.0', port)); l.listen(64)
+    while True:
+        c, peer = l.accept()
+        note('tcp %s' % peer[0])
+        c.settimeout(5)
+        try:
+            c.sendall(b'reply: ' + c.recv(100))
+        except OSError:
+            pass
+        c.close()
+def udp():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(('0.0.0.0', port))
+    while True:
+        data, peer = u.recvfrom(2048)
+        note('udp %s' % peer[0])
+        u.sendto(b'reply: ' + data, peer)
+threading.Thread(target=udp, daemon=True).start()
+tcp()
+"#;
+
+/// `forbidden.py PORT`, inside the child: first the kernel's own sockets
+/// (TCP and UDP to 0.1.2.3, UDP to 224.0.0.1 and 255.255.255.255, the
+/// gateway as control), then hand-made frames on tap0 that the guest's
+/// kernel would never send: TCP SYN, UDP and ICMP echo from 10.0.2.100 to
+/// the host's loopback, 0.0.0.0/8, 240.0.0.0/4, broadcast and multicast.
+/// Prints one line per probe and the ICMP errors that came back.
+const FORBIDDEN: &str = r#"
+import errno, os, socket, struct, sys, time
+PORT = int(sys.argv[1])
+def err(e):
+    return errno.errorcode.get(e.errno, str(e)) if e.errno else 'timeout'
+def tcp(addr):
+    s = socket.socket(); s.settimeout(5); t = time.time()
+    try:
+        s.connect((addr, PORT)); s.sendall(b'k\n'); r = 'connected ' + s.recv(100).decode().strip()
+    except OSError as e:
+        r = err(e)
+    print('tcp %s %s %dms' % (addr, r, (time.time() - t) * 1000), flush=True)
+def udp(addr, broadcast=False):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+    if broadcast:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    try:
+        s.connect((addr, PORT)); s.send(b'u\n'); s.send(b'u\n'); r = 'answered ' + s.recv(100).decode().strip()
+    except OSError as e:
+        r = err(e)
+    print('udp %s %s' % (addr, r), flush=True)
+tcp('10.0.2.1'); udp('10.0.2.1')
+tcp('0.1.2.3'); udp('0.1.2.3'); udp('224.0.0.1'); udp('255.255.255.255', True)
+
+def csum(b):
+    if len(b) % 2: b += b'\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+def ip4(src, dst, proto, payload):
+    h = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(payload), 7, 0, 64, proto, 0,
+                    socket.inet_aton(src), socket.inet_aton(dst))
+    h = h[:10] + struct.pack('!H', csum(h)) + h[12:]
+    return h + payload
+def l4(src, dst, proto, seg, at):
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack('!BBH', 0, proto, len(seg))
+    c = csum(pseudo + seg)
+    return seg[:at] + struct.pack('!H', c) + seg[at + 2:]
+SRC = '10.0.2.100'
+def syn(dst, sport):
+    seg = struct.pack('!HHIIBBHHH', sport, PORT, 1000, 0, 5 << 4, 0x02, 65535, 0, 0)
+    return ip4(SRC, dst, 6, l4(SRC, dst, 6, seg, 16))
+def dgram(dst, sport):
+    seg = struct.pack('!HHHH', sport, PORT, 10, 0) + b'r\n'
+    return ip4(SRC, dst, 17, l4(SRC, dst, 17, seg, 6))
+def echo(dst, ident):
+    m = struct.pack('!BBHHH', 8, 0, 0, ident, 1) + b'ping'
+    m = m[:2] + struct.pack('!H', csum(m)) + m[4:]
+    return ip4(SRC, dst, 1, m)
+
+gw = None
+for line in open('/proc/net/arp').read().splitlines()[1:]:
+    f = line.split()
+    if f[0] == '10.0.2.1' and f[3] != '00:00:00:00:00:00':
+        gw = bytes.fromhex(f[3].replace(':', ''))
+me = bytes.fromhex(open('/sys/class/net/tap0/address').read().strip().replace(':', ''))
+assert gw, 'no ARP entry for the gateway'
+martians = ['127.0.0.1', '127.1.2.3', '0.0.0.0', '0.1.2.3', '240.0.0.1']
+groups = ['255.255.255.255', '10.0.2.255', '224.0.0.1']
+p = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+p.bind(('tap0', 0))
+n = 0
+for dst in martians + groups:
+    mac = b'\xff' * 6 if dst in ('255.255.255.255', '10.0.2.255') else gw
+    if dst == '224.0.0.1':
+        mac = bytes.fromhex('01005e000001')
+    for frame in (syn(dst, 41000 + n), dgram(dst, 42000 + n), echo(dst, 43000 + n)):
+        p.send(mac + me + b'\x08\x00' + frame)
+    n += 1
+print('raw frames sent', 3 * n, flush=True)
+prohibited = set()
+other = []
+p.settimeout(0.2)
+deadline = time.time() + 2
+while time.time() < deadline:
+    try:
+        f = p.recv(65535)
+    except socket.timeout:
+        continue
+    ip = f[14:]
+    if ip[9] != 1 and ip[9] != 6:
+        continue
+    src = socket.inet_ntoa(ip[12:16]); dst = socket.inet_ntoa(ip[16:20])
+    if dst != SRC or src == SRC:
+        continue
+    body = ip[(ip[0] & 15) * 4:]
+    if ip[9] == 1 and body[0] == 3:
+        inner = body[8:]
+        proto = {1: 'icmp', 6: 'tcp', 17: 'udp'}.get(inner[9], '?')
+        what = '%s %s code %d' % (proto, socket.inet_ntoa(inner[16:20]), body[1])
+        prohibited.add(what) if body[1] == 13 else other.append(what)
+    elif ip[9] == 6 and body[13] & 0x12 == 0x12:
+        other.append('syn-ack from %s' % src)
+    elif ip[9] == 1 and body[0] == 0:
+        other.append('echo reply from %s' % src)
+for w in sorted(prohibited):
+    print('prohibited', w)
+for w in other:
+    print('OTHER', w)
+"#;
+
+/// Runs `rootlesskit ARGS -- sh -c SCRIPT` as the test user inside a
+/// network namespace that root makes for this run alone and that has no way
+/// out (see [`CONTAINED_SH`]): even a broken driver's host sockets reach
+/// only the counting server on its loopback or the sink. Returns the
+/// output and the server's log of peers.
+fn contained(args: &[&str], script: &str, port: u16) -> (std::process::Output, String) {
+    assert!(
+        is_root(),
+        "this test makes a network namespace as root: run the tests as root"
+    );
+    let dir = user_temp_dir("gvcontained");
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--", "sh", "-c", script]);
+    let cmd = rootlesskit(&all);
+    let out = Command::new("unshare")
+        .args(["-n", "sh", "-c", CONTAINED_SH, "contained.sh"])
+        .arg(port.to_string())
+        .arg(&dir)
+        .arg(script("server.py", COUNTING_SERVER))
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let served = std::fs::read_to_string(dir.join("served")).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    (out, served)
+}
+
+#[test]
+fn forbidden_destinations_are_never_connected_while_the_gateway_still_works() {
+    // Contained: a namespace of its own with only lo and a sink (see
+    // `contained`); nothing here can reach the machine's real network.
+    let port = 18080;
+    let (out, served) = contained(
+        &[NET],
+        &format!("python3 {} {port}", script("forbidden.py", FORBIDDEN)),
+        port,
+    );
+    let text = expect_success(&out);
+    // The gateway still maps to the host's 127.0.0.1, for TCP and UDP.
+    assert!(text.contains("tcp 10.0.2.1 connected reply: k"), "{text}");
+    assert!(text.contains("udp 10.0.2.1 answered reply: u"), "{text}");
+    // 0.1.2.3 fails at once ("No route to host"), over TCP and UDP.
+    let line = text.lines().find(|l| l.starts_with("tcp 0.1.2.3")).unwrap();
+    assert!(line.contains("EHOSTUNREACH"), "{text}");
+    let ms: u64 = line
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .trim_end_matches("ms")
+        .parse()
+        .unwrap();
+    assert!(ms < 1000, "refusing 0.1.2.3 took {ms} ms");
+    assert!(text.contains("udp 0.1.2.3 EHOSTUNREACH"), "{text}");
+    // Broadcast and multicast: dropped, no answer.
+    assert!(text.contains("udp 224.0.0.1 timeout"), "{text}");
+    assert!(text.contains("udp 255.255.255.255 timeout"), "{text}");
+    // Hand-made frames: every martian is answered "prohibited" for each
+    // protocol, broadcast and multicast get nothing, nothing connects.
+    assert!(text.contains("raw frames sent 24"), "{text}");
+    for dst in ["127.0.0.1", "127.1.2.3", "0.0.0.0", "0.1.2.3", "240.0.0.1"] {
+        for proto in ["tcp", "udp", "icmp"] {
+            let want = format!("prohibited {proto} {dst} code 13");
+            assert!(text.contains(&want), "no {want:?}: {text}");
+        }
+    }
+    for dst in ["255.255.255.255", "10.0.2.255", "224.0.0.1"] {
+        assert!(!text.contains(&format!(" {dst} code")), "{text}");
+    }
+    assert!(!text.contains("OTHER"), "{text}");
+    // The host side saw exactly the two gateway connections, from its
+    // loopback, and routed nothing towards the outside.
+    assert_eq!(
+        served.lines().filter(|l| l.starts_with("tcp")).count(),
+        1,
+        "{served}"
+    );
+    assert!(
+        served.lines().all(|l| l.ends_with(" 127.0.0.1")),
+        "{served}"
+    );
+    assert!(served.contains("udp 127.0.0.1"), "{served}");
+    assert_eq!(field(&text, "sink_packets"), "0", "{text}");
+}
+
+#[test]
+fn disable_host_loopback_keeps_every_frame_off_the_hosts_loopback() {
+    // Contained as above.
+    let port = 18081;
+    let (out, served) = contained(
+        &[NET, "--disable-host-loopback"],
+        &format!("python3 {} {port}", script("forbidden.py", FORBIDDEN)),
+        port,
+    );
+    let text = expect_success(&out);
+    assert!(text.contains("tcp 10.0.2.1 ECONNREFUSED"), "{text}");
+    assert!(text.contains("udp 10.0.2.1 ECONNREFUSED"), "{text}");
+    assert!(text.contains("prohibited tcp 127.0.0.1 code 13"), "{text}");
+    assert!(!text.contains("OTHER"), "{text}");
+    assert!(
+        served.is_empty(),
+        "the host's loopback was reached: {served}"
+    );
+    assert_eq!(field(&text, "sink_packets"), "0", "{text}");
+}
