@@ -75,6 +75,9 @@ impl Channel {
         // Keep it out of programs the driver starts.
         // SAFETY: F_SETFD on a descriptor we own.
         unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        // Nor the variable: a program the driver starts must not be told
+        // about a descriptor it does not have.
+        std::env::remove_var(crate::DRIVER_FD_ENV);
         Ok(Channel { fd })
     }
 

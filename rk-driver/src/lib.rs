@@ -27,5 +27,8 @@ pub mod sandbox;
 mod serve;
 
 pub use channel::{Channel, ChannelError};
+
+/// The git commit the workspace was built from (`unknown` outside git).
+pub const GIT_COMMIT: &str = env!("RK_GIT_COMMIT");
 pub use protocol::*;
 pub use serve::{debug_enabled, serve, Driver, DriverError, NamespaceFds};

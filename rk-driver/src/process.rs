@@ -129,13 +129,15 @@ impl Supervised {
         }
     }
 
-    /// SIGKILL at once, without waiting for the exit to finish, for programs
-    /// that keep nothing worth a clean exit. (A process holding a tap device
-    /// takes the kernel tens of milliseconds to tear down; the caller, about
-    /// to exit itself, need not wait for that.)
+    /// SIGKILL at once and reap, for programs that keep nothing worth a
+    /// clean exit. Reaping is not optional: a driver must leave nothing
+    /// behind, not even a zombie, when it exits (a process holding a tap
+    /// device takes the kernel some milliseconds to tear down; that is part
+    /// of the exit).
     pub fn kill(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
+            let _ = self.child.wait();
         }
         self.killed = true;
     }

@@ -117,6 +117,10 @@ pub struct DriverInfo {
     /// The `--FLAG` names (without dashes) of driver options it understands.
     #[serde(default)]
     pub options: Vec<String>,
+    /// The source revision it was built from (optional; Rust drivers fill
+    /// it in through [`serve`](crate::serve)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 impl DriverInfo {
@@ -126,6 +130,7 @@ impl DriverInfo {
             version: version.to_owned(),
             capabilities: Vec::new(),
             options: Vec::new(),
+            commit: None,
         }
     }
 }

@@ -105,9 +105,14 @@ pub fn serve<D: Driver>(mut driver: D) -> ! {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--version" || a == "-v") {
         let info = driver.info();
-        println!(
-            "rk-{} {} (driver protocol v{PROTOCOL_VERSION})",
-            info.driver, info.version
+        // A closed stdout (`| head -0`) is not worth a panic.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stdout(),
+            "rk-{} {} (commit {}, driver protocol v{PROTOCOL_VERSION})",
+            info.driver,
+            info.version,
+            crate::GIT_COMMIT
         );
         std::process::exit(0);
     }
@@ -134,6 +139,14 @@ pub fn serve<D: Driver>(mut driver: D) -> ! {
     std::process::exit(code)
 }
 
+/// The driver's info with the build's commit, unless it named one itself.
+fn with_commit(mut info: DriverInfo) -> DriverInfo {
+    if info.commit.is_none() {
+        info.commit = Some(crate::GIT_COMMIT.to_owned());
+    }
+    info
+}
+
 fn run<D: Driver>(driver: &mut D, channel: &Channel) -> Result<(), String> {
     let (hello, _): (CoreMessage, _) = channel
         .recv(Some(Duration::from_secs(30)))
@@ -148,7 +161,7 @@ fn run<D: Driver>(driver: &mut D, channel: &Channel) -> Result<(), String> {
         .send(
             &DriverMessage::Hello {
                 protocol_version: PROTOCOL_VERSION,
-                info: driver.info(),
+                info: with_commit(driver.info()),
             },
             &[],
         )

@@ -48,6 +48,8 @@ pub struct CommandToRun {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub pidns: bool,
+    /// `LISTEN_PID` must name CMD (see [`crate::activation`]).
+    pub socket_activation: bool,
 }
 
 fn set_up(channel: &Channel) -> Result<CommandToRun, String> {
@@ -116,14 +118,20 @@ fn set_up(channel: &Channel) -> Result<CommandToRun, String> {
     channel
         .send(&ToParent::Ready, &[])
         .map_err(|e| format!("reporting readiness: {e}"))?;
+    let mut env = vec![
+        ("ROOTLESSKIT_STATE_DIR".into(), path_str(&state_dir)),
+        ("ROOTLESSKIT_PARENT_EUID".into(), parent_euid.to_string()),
+        ("ROOTLESSKIT_PARENT_EGID".into(), parent_egid.to_string()),
+    ];
+    if settings.socket_activation && !settings.pidns {
+        // CMD replaces this process, so it keeps this pid.
+        env.push(crate::activation::listen_pid_for_self());
+    }
     Ok(CommandToRun {
         argv: settings.command.clone(),
-        env: vec![
-            ("ROOTLESSKIT_STATE_DIR".into(), path_str(&state_dir)),
-            ("ROOTLESSKIT_PARENT_EUID".into(), parent_euid.to_string()),
-            ("ROOTLESSKIT_PARENT_EGID".into(), parent_egid.to_string()),
-        ],
+        env,
         pidns: settings.pidns,
+        socket_activation: settings.socket_activation,
     })
 }
 
@@ -145,70 +153,36 @@ fn configure_network(
         return crate::netlink::bring_up_interface(netns, &cfg.interface, Some(cfg.mtu))
             .map_err(|e| e.to_string());
     }
-    let setup = interface_setup(cfg)?;
+    let setup =
+        crate::answer::interface_setup(cfg).map_err(|e| format!("the network driver {e}"))?;
     crate::netlink::configure_interface(netns, &setup).map_err(|e| e.to_string())
 }
 
-/// Turns the driver's answer into netlink parameters, rejecting nonsense.
-pub fn interface_setup(cfg: &NetworkConfig) -> Result<crate::netlink::InterfaceSetup, String> {
-    fn addr<T: std::str::FromStr>(what: &str, s: &Option<String>) -> Result<Option<T>, String> {
-        s.as_deref()
-            .map(|v| {
-                v.parse()
-                    .map_err(|_| format!("the driver answered an invalid {what}: {v:?}"))
-            })
-            .transpose()
-    }
-    fn with_prefix<T: std::str::FromStr>(
-        what: &str,
-        s: &Option<String>,
-        max: u8,
-    ) -> Result<Option<(T, u8)>, String> {
-        let Some(v) = s.as_deref() else {
-            return Ok(None);
-        };
-        let bad = || format!("the driver answered an invalid {what}: {v:?}");
-        let (a, p) = v.split_once('/').ok_or_else(bad)?;
-        let p: u8 = p.parse().map_err(|_| bad())?;
-        if p > max {
-            return Err(bad());
-        }
-        Ok(Some((a.parse().map_err(|_| bad())?, p)))
-    }
-    crate::settings::check_ifname(&cfg.interface)
-        .map_err(|e| format!("the driver answered a bad interface name: {e}"))?;
-    Ok(crate::netlink::InterfaceSetup {
-        name: cfg.interface.clone(),
-        mtu: cfg.mtu,
-        ipv4: with_prefix("IPv4 address", &cfg.ipv4, 32)?,
-        gateway4: addr("IPv4 gateway", &cfg.gateway4)?,
-        ipv6: with_prefix("IPv6 address", &cfg.ipv6, 128)?,
-        gateway6: addr("IPv6 gateway", &cfg.gateway6)?,
-    })
-}
-
+/// `$STATE_DIR/resolv.conf` and `$STATE_DIR/hosts` always (RootlessKit
+/// documents them), and over `/etc` only when CMD lives in the new network
+/// namespace: with `--detach-netns` CMD keeps the host's network, so the
+/// host's files stay (the driver's resolver is not reachable from there).
 fn write_etc_files(
     cfg: &NetworkConfig,
     settings: &Settings,
     state_dir: &Path,
 ) -> Result<(), String> {
-    let etc_copied = settings.copy_up.iter().any(|d| d == Path::new("/etc"));
-    if !cfg.dns.is_empty() {
-        crate::etcfiles::install(
-            "resolv.conf",
-            &crate::etcfiles::resolv_conf(&cfg.dns),
-            etc_copied,
-            state_dir,
-        )?;
-    }
     let existing = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "localhost".into());
-    crate::etcfiles::install(
-        "hosts",
-        &crate::etcfiles::hosts(&existing, &hostname),
-        etc_copied,
-        state_dir,
-    )
+    let hosts = crate::etcfiles::hosts(&existing, &hostname);
+    let resolv = (!cfg.dns.is_empty()).then(|| crate::etcfiles::resolv_conf(&cfg.dns));
+    crate::etcfiles::write_state_file(state_dir, "hosts", &hosts)?;
+    if let Some(r) = &resolv {
+        crate::etcfiles::write_state_file(state_dir, "resolv.conf", r)?;
+    }
+    if settings.detach_netns {
+        return Ok(());
+    }
+    let etc_copied = settings.copy_up.iter().any(|d| d == Path::new("/etc"));
+    if let Some(r) = &resolv {
+        crate::etcfiles::install("resolv.conf", r, etc_copied, state_dir)?;
+    }
+    crate::etcfiles::install("hosts", &hosts, etc_copied, state_dir)
 }

@@ -9,12 +9,20 @@ pub const TRI_STATE: [&str; 3] = ["auto", "true", "false"];
 #[derive(Debug, Parser)]
 #[command(
     name = "rootlesskit",
-    version,
+    disable_version_flag = true,
     about = "Linux-native fakeroot using user namespaces, with pluggable network drivers",
     after_help = "Examples:\n  rootlesskit bash\n  rootlesskit --copy-up=/etc --net=slirp4netns --disable-host-loopback bash\n  rootlesskit --list-drivers",
-    trailing_var_arg = true
+    trailing_var_arg = true,
+    // RootlessKit (urfave/cli) takes the last value of a flag given twice:
+    // dockerd-rootless.sh appends $DOCKERD_ROOTLESS_ROOTLESSKIT_FLAGS after
+    // its own flags to override them.
+    args_override_self = true
 )]
 pub struct Cli {
+    /// Print the version of rootlesskit and of each driver found, and exit.
+    #[arg(short = 'v', long)]
+    pub version: bool,
+
     /// Debug mode.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub debug: bool,
@@ -144,7 +152,6 @@ pub struct Cli {
     pub net_opt: Vec<String>,
 
     /// The command to run inside, and its arguments.
-    #[arg(allow_hyphen_values = true)]
     pub command: Vec<String>,
 }
 
@@ -157,8 +164,10 @@ impl Cli {
         match net {
             "slirp4netns" => {
                 push("slirp4netns-binary", &self.slirp4netns_binary);
-                push("slirp4netns-sandbox", &self.slirp4netns_sandbox);
-                push("slirp4netns-seccomp", &self.slirp4netns_seccomp);
+                // Empty is RootlessKit's default, false.
+                let tri = |v: &str| if v.is_empty() { "false" } else { v }.to_owned();
+                push("slirp4netns-sandbox", &tri(&self.slirp4netns_sandbox));
+                push("slirp4netns-seccomp", &tri(&self.slirp4netns_seccomp));
             }
             "pasta" => push("pasta-binary", &self.pasta_binary),
             "vpnkit" => push("vpnkit-binary", &self.vpnkit_binary),

@@ -2,8 +2,8 @@
 //! directory of the rootlesskit executable, `<prefix>/libexec/rootlesskit/`,
 //! then `$PATH`.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use rk_driver::lookup::{absolute_dirs, is_executable, path_dirs, unsafe_permissions};
+use std::path::PathBuf;
 
 pub const DRIVER_PATH_ENV: &str = "ROOTLESSKIT_DRIVER_PATH";
 const PREFIX: &str = "rk-";
@@ -11,8 +11,9 @@ const PREFIX: &str = "rk-";
 /// The directories searched, in order.
 pub fn search_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
+    // Relative entries would run whatever sits in the current directory.
     if let Some(p) = std::env::var_os(DRIVER_PATH_ENV) {
-        dirs.extend(std::env::split_paths(&p).filter(|d| !d.as_os_str().is_empty()));
+        dirs.extend(absolute_dirs(&p));
     }
     if let Ok(exe) = std::env::current_exe() {
         if let Some(bin) = exe.parent() {
@@ -22,9 +23,7 @@ pub fn search_dirs() -> Vec<PathBuf> {
             }
         }
     }
-    if let Some(p) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&p).filter(|d| !d.as_os_str().is_empty()));
-    }
+    dirs.extend(path_dirs());
     let mut seen = Vec::new();
     dirs.retain(|d| {
         let keep = !seen.contains(d);
@@ -34,10 +33,12 @@ pub fn search_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-fn is_executable(p: &Path) -> bool {
-    p.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+/// The name a user types for the driver binary `rk-NAME` (the one alias).
+pub fn user_name(binary_name: &str) -> &str {
+    match binary_name {
+        "gvtap" => "gvisor-tap-vsock",
+        other => other,
+    }
 }
 
 /// Every driver found, first occurrence of each name wins: (name, path).
@@ -66,11 +67,15 @@ pub fn all_drivers() -> Vec<(String, PathBuf)> {
 }
 
 /// The executable of driver `name`, or an error listing what was found.
-pub fn find(name: &str) -> Result<PathBuf, String> {
+/// `shown` is the `--net` value as the user typed it.
+pub fn find(name: &str, shown: &str) -> Result<PathBuf, String> {
     let file = format!("{PREFIX}{name}");
     for dir in search_dirs() {
         let p = dir.join(&file);
         if is_executable(&p) {
+            if let Some(w) = unsafe_permissions(&p) {
+                eprintln!("[rootlesskit:parent] warning: network driver {shown}: {w}");
+            }
             return Ok(p);
         }
     }
@@ -80,13 +85,19 @@ pub fn find(name: &str) -> Result<PathBuf, String> {
     } else {
         found
             .iter()
-            .map(|(n, p)| format!("{n} ({})", p.display()))
+            .map(|(n, p)| format!("{} ({})", user_name(n), p.display()))
             .collect::<Vec<_>>()
             .join(", ")
     };
     Err(format!(
-        "unknown network driver {name:?}: no executable {file} in ${DRIVER_PATH_ENV}, next to rootlesskit, \
+        "unknown network driver {shown:?}: no executable {file} in ${DRIVER_PATH_ENV}, next to rootlesskit, \
          in ../libexec/rootlesskit or in $PATH. Drivers found: {listing}. \
-         Install the {file} package or put {file} in one of those places."
+         Install the package {} or put {file} in one of those places.",
+        package_name(name)
     ))
+}
+
+/// The distribution package that ships driver `rk-NAME` (`make deb`).
+pub fn package_name(binary_name: &str) -> String {
+    format!("rootlesskit-rs-{}", user_name(binary_name))
 }

@@ -1,12 +1,13 @@
 //! The core's side of the driver protocol: start `rk-NAME`, greet it,
 //! configure the network, shut it down.
 
+use nix::sys::signalfd::SignalFd;
 use rk_driver::process::kill_with_parent;
 use rk_driver::{
     Channel, ChannelError, ConfigureRequest, CoreMessage, DriverInfo, DriverMessage, NetworkConfig,
     DRIVER_DEBUG_ENV, DRIVER_FD_ENV, PROTOCOL_VERSION,
 };
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,19 +15,33 @@ use std::time::Duration;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a driver has to exit after `shutdown` before it is killed, as
+/// docs/driver-protocol.md says.
+pub const SHUTDOWN_GRACE_MS: u16 = 500;
 
 /// A running driver process.
 #[derive(Debug)]
 pub struct DriverProcess {
     path: PathBuf,
+    /// The `--net` name as the user typed it, for messages.
+    shown: String,
     child: Child,
+    /// Readable once the driver has exited.
+    pidfd: Option<OwnedFd>,
     channel: Channel,
     pub info: DriverInfo,
 }
 
 impl DriverProcess {
-    /// Starts the driver at `path` and exchanges hellos.
-    pub fn start(path: &Path, debug: bool) -> Result<Self, String> {
+    /// Starts the driver at `path` and exchanges hellos. `shown` is the
+    /// name the user typed; `signals`, when given, aborts the wait on
+    /// SIGINT, SIGTERM, SIGHUP or SIGQUIT.
+    pub fn start(
+        path: &Path,
+        shown: &str,
+        debug: bool,
+        signals: Option<&SignalFd>,
+    ) -> Result<Self, String> {
         let (ours, theirs) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
         let theirs = theirs.into_fd();
         let fd = theirs.as_raw_fd();
@@ -53,18 +68,21 @@ impl DriverProcess {
             .spawn()
             .map_err(|e| format!("starting driver {}: {e}", path.display()))?;
         drop(theirs);
+        let pidfd = rk_driver::process::pidfd_open(child.id()).ok();
         let mut driver = DriverProcess {
             path: path.to_path_buf(),
+            shown: shown.to_owned(),
             child,
+            pidfd,
             channel: ours,
             info: DriverInfo::new("?", "?"),
         };
-        driver.info = driver.hello()?;
+        driver.info = driver.hello(signals)?;
         Ok(driver)
         // On a failed hello, `driver` is dropped here, which kills and reaps it.
     }
 
-    fn hello(&mut self) -> Result<DriverInfo, String> {
+    fn hello(&mut self, signals: Option<&SignalFd>) -> Result<DriverInfo, String> {
         let hello = CoreMessage::Hello {
             protocol_version: PROTOCOL_VERSION,
             core_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -72,7 +90,7 @@ impl DriverProcess {
         self.channel
             .send(&hello, &[])
             .map_err(|e| self.failure("during the handshake", e))?;
-        match self.recv(HELLO_TIMEOUT, "during the handshake")? {
+        match self.recv(HELLO_TIMEOUT, "during the handshake", signals)? {
             DriverMessage::Hello {
                 protocol_version,
                 info,
@@ -82,6 +100,9 @@ impl DriverProcess {
                         "driver {} speaks driver protocol v{protocol_version}, this rootlesskit speaks v{PROTOCOL_VERSION}: install matching versions",
                         self.path.display()
                     ));
+                }
+                if let Some(w) = hello_name_mismatch(&self.path, &info) {
+                    eprintln!("[rootlesskit:parent] warning: {w}");
                 }
                 Ok(info)
             }
@@ -99,12 +120,16 @@ impl DriverProcess {
         request: &ConfigureRequest,
         userns: BorrowedFd<'_>,
         netns: BorrowedFd<'_>,
+        signals: Option<&SignalFd>,
     ) -> Result<NetworkConfig, String> {
         self.channel
             .send(&CoreMessage::Configure(request.clone()), &[userns, netns])
             .map_err(|e| self.failure("while configuring", e))?;
-        match self.recv(CONFIGURE_TIMEOUT, "while configuring")? {
-            DriverMessage::Configured(cfg) => Ok(cfg),
+        match self.recv(CONFIGURE_TIMEOUT, "while configuring", signals)? {
+            DriverMessage::Configured(cfg) => {
+                crate::answer::check(&cfg).map_err(|e| self.prefixed(&e))?;
+                Ok(cfg)
+            }
             DriverMessage::Error { message } => Err(self.prefixed(&message)),
             other => Err(format!(
                 "driver {} answered configure with {other:?}",
@@ -113,7 +138,16 @@ impl DriverProcess {
         }
     }
 
-    fn recv(&mut self, timeout: Duration, when: &str) -> Result<DriverMessage, String> {
+    fn recv(
+        &mut self,
+        timeout: Duration,
+        when: &str,
+        signals: Option<&SignalFd>,
+    ) -> Result<DriverMessage, String> {
+        if let Some(sig) = signals {
+            wait_or_abort(&self.channel, sig, timeout)
+                .map_err(|abort| format!("{abort} {when} (network driver {})", self.shown))?;
+        }
         match self.channel.recv::<DriverMessage>(Some(timeout)) {
             Ok((m, _fds)) => Ok(m),
             Err(e) => Err(self.failure(when, e)),
@@ -121,7 +155,7 @@ impl DriverProcess {
     }
 
     fn prefixed(&self, message: &str) -> String {
-        format!("network driver {}: {message}", self.info.driver)
+        format!("network driver {}: {message}", self.shown)
     }
 
     /// Turns a channel error into a sentence that says what the driver did.
@@ -167,64 +201,173 @@ impl DriverProcess {
             .recv::<DriverMessage>(Some(Duration::from_millis(100)))
         {
             Ok((DriverMessage::Error { message }, _)) => self.prefixed(&message),
-            Ok((other, _)) => format!("network driver {}: unexpected {other:?}", self.info.driver),
+            Ok((other, _)) => format!("network driver {}: unexpected {other:?}", self.shown),
             Err(e) => self.failure("while CMD was running", e),
         }
     }
 
-    /// Sends shutdown and waits up to a second for the driver to finish its
-    /// tear-down, which it signals by closing the socket. Its process may
-    /// still be exiting then; it dies with us in any case (PDEATHSIG).
+    /// Sends shutdown, gives the driver [`SHUTDOWN_GRACE_MS`] to tear down
+    /// and exit (woken by its pidfd the moment it does), then kills its
+    /// process group; returns once it has been reaped. Helper programs a
+    /// driver failed to reap die with it (PDEATHSIG) and, as orphans, come
+    /// to the parent (a subreaper), which reaps them.
     pub fn shutdown(mut self) {
         let _ = self.channel.send(&CoreMessage::Shutdown, &[]);
-        let deadline = std::time::Instant::now() + Duration::from_secs(1);
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match self.channel.recv_raw(Some(left)) {
-                Ok(_) => continue,
-                Err(_) => break,
+        let exited = match &self.pidfd {
+            Some(fd) => rk_driver::process::wait_exit(fd.as_fd(), SHUTDOWN_GRACE_MS),
+            None => {
+                // No pidfd (old kernel): the closed socket says tear-down is done.
+                let _ = self
+                    .channel
+                    .wait_readable(Duration::from_millis(SHUTDOWN_GRACE_MS.into()));
+                false
+            }
+        };
+        if !exited {
+            if let Ok(None) = self.child.try_wait() {
+                // SAFETY: kill(2) on the process group the driver leads
+                // (own_process_group); it is our unreaped child, so the
+                // group id cannot have been reused.
+                unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
             }
         }
-        if let Ok(None) = self.child.try_wait() {
-            // Done with us: let it exit on its own, not killed by our drop.
-            std::mem::forget(self);
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `channel` is readable; `Err` names the signal that aborted
+/// the wait. Signals other than the terminating ones are left for later.
+fn wait_or_abort(channel: &Channel, signals: &SignalFd, timeout: Duration) -> Result<(), String> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        let mut fds = [
+            PollFd::new(channel.as_fd(), PollFlags::POLLIN),
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return Ok(()),
+            Ok(_) => {}
+        }
+        if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+            return Ok(());
+        }
+        while let Ok(Some(info)) = signals.read_signal() {
+            let signo = info.ssi_signo as i32;
+            if [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT].contains(&signo) {
+                let name = nix::sys::signal::Signal::try_from(signo)
+                    .map(|s| s.as_str())
+                    .unwrap_or("a signal");
+                return Err(format!("start-up aborted by {name}"));
+            }
         }
     }
 }
 
-impl Drop for DriverProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// A driver should answer to the name it was found under (`rk-NAME`); a
+/// renamed copy still works, with a warning.
+fn hello_name_mismatch(path: &Path, info: &DriverInfo) -> Option<String> {
+    let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
+    let expected = file.strip_prefix("rk-").unwrap_or(file);
+    (info.driver != expected).then(|| {
+        format!(
+            "driver {} calls itself {:?} in its hello, but was found as rk-{expected}: rename the file or fix the driver's name",
+            path.display(),
+            info.driver
+        )
+    })
 }
 
-/// `rootlesskit --list-drivers`.
-pub fn list_drivers() -> i32 {
-    let drivers = crate::discovery::all_drivers();
-    if drivers.is_empty() {
-        println!("no drivers found in {:?}", crate::discovery::search_dirs());
-        return 0;
-    }
-    println!(
-        "{:<18} {:<10} {:<40} CAPABILITIES",
-        "NAME", "VERSION", "PATH"
-    );
-    for (name, path) in drivers {
-        match DriverProcess::start(&path, false) {
+/// Writes a line to stdout; a closed stdout (`| head -1`) is not an error
+/// worth a panic, and later lines are dropped quietly.
+fn out(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+/// One line per driver found: name, version, commit, path and capabilities
+/// (or the error of its handshake). Returns whether all answered.
+fn describe_drivers(with_capabilities: bool) -> bool {
+    let mut all_ok = true;
+    for (name, path) in crate::discovery::all_drivers() {
+        let shown = crate::discovery::user_name(&name);
+        match DriverProcess::start(&path, shown, false, None) {
             Ok(d) => {
-                println!(
-                    "{:<18} {:<10} {:<40} {}",
-                    name,
+                let mut line = format!(
+                    "{:<18} {:<10} {:<14} {:<40}",
+                    shown,
                     d.info.version,
-                    path.display(),
-                    d.info.capabilities.join(",")
+                    d.info.commit.as_deref().unwrap_or("-"),
+                    path.display()
                 );
+                if with_capabilities {
+                    line.push(' ');
+                    line.push_str(&d.info.capabilities.join(","));
+                }
+                out(line.trim_end());
                 d.shutdown();
             }
-            Err(e) => println!("{name:<18} {:<10} {:<40} error: {e}", "?", path.display()),
+            Err(e) => {
+                all_ok = false;
+                out(&format!(
+                    "{shown:<18} {:<10} {:<14} {:<40} error: {e}",
+                    "?",
+                    "?",
+                    path.display()
+                ));
+            }
         }
     }
-    0
+    all_ok
+}
+
+/// `rootlesskit --list-drivers`: status 1 when a driver found fails its
+/// handshake.
+pub fn list_drivers() -> i32 {
+    if crate::discovery::all_drivers().is_empty() {
+        out(&format!(
+            "no drivers found in {:?}",
+            crate::discovery::search_dirs()
+        ));
+        return 0;
+    }
+    out(&format!(
+        "{:<18} {:<10} {:<14} {:<40} CAPABILITIES",
+        "NAME", "VERSION", "COMMIT", "PATH"
+    ));
+    if describe_drivers(true) {
+        0
+    } else {
+        1
+    }
+}
+
+/// `rootlesskit --version`: RootlessKit's first line, then each driver.
+pub fn print_versions() -> i32 {
+    out(&format!(
+        "rootlesskit version {} (commit {})",
+        env!("CARGO_PKG_VERSION"),
+        rk_driver::GIT_COMMIT
+    ));
+    if crate::discovery::all_drivers().is_empty() {
+        return 0;
+    }
+    out(&format!(
+        "{:<18} {:<10} {:<14} PATH",
+        "DRIVER", "VERSION", "COMMIT"
+    ));
+    if describe_drivers(false) {
+        0
+    } else {
+        1
+    }
 }

@@ -21,8 +21,24 @@ pub fn hosts(existing: &str, hostname: &str) -> String {
     s
 }
 
+/// Writes `$STATE_DIR/NAME` (0644: CMD's users read it).
+pub fn write_state_file(state_dir: &Path, name: &str, content: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state_dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .and_then(|mut f| f.write_all(content.as_bytes()))
+        .map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
 /// Puts `content` at `/etc/NAME`: replaces the copied-up symlink, or
-/// bind-mounts a file from `state_dir` over the host's.
+/// bind-mounts the file `$STATE_DIR/NAME` (already written) over the host's.
 pub fn install(
     name: &str,
     content: &str,
@@ -35,8 +51,6 @@ pub fn install(
         std::fs::write(&target, content).map_err(|e| format!("writing {}: {e}", target.display()))
     } else {
         let source = state_dir.join(name);
-        std::fs::write(&source, content)
-            .map_err(|e| format!("writing {}: {e}", source.display()))?;
         if !target.exists() {
             return Err(format!(
                 "{} does not exist, so it cannot be replaced: add --copy-up=/etc",

@@ -2,6 +2,9 @@
 //! `main` over it, and tools (man pages, completions) and tests reach the
 //! same command-line definition and logic.
 
+pub mod activation;
+pub mod answer;
+pub mod cgroup2;
 pub mod child;
 pub mod cli;
 pub mod copyup;

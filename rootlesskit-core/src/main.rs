@@ -2,7 +2,7 @@
 //! namespaces, with the network provided by a separate driver binary.
 
 use clap::Parser;
-use rootlesskit_core::{child, cli, driver, parent, settings, sync, START};
+use rootlesskit_core::{activation, child, cli, driver, parent, settings, sync, START};
 
 fn main() {
     START.get_or_init(std::time::Instant::now);
@@ -12,7 +12,26 @@ fn main() {
     if let Some(fd) = std::env::var_os(sync::CHILD_FD_ENV) {
         std::process::exit(child::main(&fd.to_string_lossy()));
     }
-    let cli = cli::Cli::parse();
+    if activation::is_helper() {
+        std::process::exit(activation::helper_main());
+    }
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            // Help goes to stdout with status 0; any other mistake on the
+            // command line is status 1, as RootlessKit's.
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ => 1,
+            };
+            let _ = e.print();
+            std::process::exit(code)
+        }
+    };
+    if cli.version {
+        std::process::exit(driver::print_versions());
+    }
     if let Some(component) = &cli.print_semver {
         std::process::exit(print_semver(component));
     }
@@ -49,6 +68,7 @@ fn print_semver(component: &str) -> i32 {
             return 1;
         }
     };
-    println!("{}", value.unwrap_or("0"));
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{}", value.unwrap_or("0"));
     0
 }

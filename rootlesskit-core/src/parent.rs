@@ -20,7 +20,7 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Runs rootlesskit; returns the exit code.
 pub fn run(settings: Settings) -> Result<i32, String> {
     let driver_path: Option<PathBuf> = match &settings.net {
-        NetMode::Driver(name) => Some(crate::discovery::find(name)?),
+        NetMode::Driver(name) => Some(crate::discovery::find(name, &settings.net_name)?),
         _ => None,
     };
     let idmaps = IdMaps::lookup(&settings.subid_source)?;
@@ -53,15 +53,14 @@ fn run_in_state_dir(
     state: &StateDir,
 ) -> Result<i32, String> {
     let signals = crate::signals::take_signals()?;
-    if !settings.pidns {
-        // CMD replaces the child; its orphans come to us to be reaped.
-        // SAFETY: prctl with integer arguments.
-        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-            return Err(format!(
-                "PR_SET_CHILD_SUBREAPER: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+    // Orphans come to us to be reaped: CMD's (it replaces the child without
+    // --pidns) and the helpers of a driver that had to be killed.
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "PR_SET_CHILD_SUBREAPER: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     let (ours, theirs) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
     let theirs: OwnedFd = theirs.into_fd();
@@ -71,6 +70,12 @@ fn run_in_state_dir(
     debug(settings, &format!("child {pid} cloned"));
     idmaps.apply(pid.as_raw())?;
     debug(settings, "id maps written");
+    if let Some(group) = &settings.evacuate_cgroup2 {
+        for w in crate::cgroup2::evacuate(group)? {
+            eprintln!("[rootlesskit:parent] warning: {w}");
+        }
+        debug(settings, &format!("cgroup2 evacuated into {group}"));
+    }
     crate::spawn::release_child(&ours)?;
     ours.send(
         &ToChild::Start {
@@ -98,7 +103,7 @@ fn run_in_state_dir(
     if let Some(path) = &driver_path {
         let [userns, netns] = <[OwnedFd; 2]>::try_from(fds)
             .map_err(|_| "the child sent no network namespace".to_owned())?;
-        let mut d = DriverProcess::start(path, settings.debug)?;
+        let mut d = DriverProcess::start(path, &settings.net_name, settings.debug, Some(&signals))?;
         debug(
             settings,
             &format!(
@@ -110,7 +115,7 @@ fn run_in_state_dir(
         );
         crate::ports::check_driver_offers(settings, &d)?;
         let request = configure_request(settings, pid, state);
-        match d.configure(&request, userns.as_fd(), netns.as_fd()) {
+        match d.configure(&request, userns.as_fd(), netns.as_fd(), Some(&signals)) {
             Ok(c) => {
                 debug(settings, &format!("network: {c:?}"));
                 config = Some(c);
@@ -157,6 +162,7 @@ fn run_in_state_dir(
         d.shutdown();
         debug(settings, "driver stopped");
     }
+    reap_exited();
     Ok(code)
 }
 
@@ -260,6 +266,17 @@ fn wait_for_child(
                     d.read_notice()
                 );
             }
+        }
+    }
+}
+
+/// Reaps whatever of ours has exited by now (a killed driver's helpers).
+/// Processes still running are CMD's own background processes, which
+/// outlive us as RootlessKit's do.
+fn reap_exited() {
+    while let Ok(st) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        if st == WaitStatus::StillAlive {
+            break;
         }
     }
 }

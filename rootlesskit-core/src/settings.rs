@@ -39,6 +39,8 @@ pub enum Propagation {
 pub struct Settings {
     pub command: Vec<String>,
     pub net: NetMode,
+    /// `--net` as the user typed it, for messages.
+    pub net_name: String,
     pub mtu: Option<u32>,
     pub cidr: Option<String>,
     pub ifname: Option<String>,
@@ -53,6 +55,11 @@ pub struct Settings {
     pub ipcns: bool,
     pub reaper: bool,
     pub subid_source: String,
+    /// `--evacuate-cgroup2`: the child group the current cgroup's
+    /// processes move to.
+    pub evacuate_cgroup2: Option<String>,
+    /// systemd's `LISTEN_FDS` were addressed to rootlesskit: CMD gets them.
+    pub socket_activation: bool,
     pub debug: bool,
     pub state_dir: Option<PathBuf>,
     pub driver_options: Vec<(String, String)>,
@@ -76,11 +83,14 @@ pub fn validate(cli: &Cli) -> Result<(Settings, Vec<String>)> {
     }
     let net = parse_net(&cli.net)?;
     let mtu = parse_mtu(&cli.mtu, cli.ipv6)?;
-    let cidr = match &cli.cidr {
+    // As RootlessKit: an empty value of these means "not given", so that
+    // scripts passing `--state-dir="$UNSET"` get the default.
+    let cidr = match non_empty(&cli.cidr) {
         Some(c) => Some(parse_cidr(c)?.to_string_cidr()),
         None => None,
     };
-    if let Some(name) = &cli.ifname {
+    let ifname = non_empty(&cli.ifname).map(str::to_owned);
+    if let Some(name) = &ifname {
         check_ifname(name)?;
     }
     match &net {
@@ -91,7 +101,7 @@ pub fn validate(cli: &Cli) -> Result<(Settings, Vec<String>)> {
                     "--cidr is not supported for --net={what}: drop it or choose a network driver"
                 ));
             }
-            if cli.ifname.is_some() {
+            if ifname.is_some() {
                 return Err(format!("--ifname cannot be specified for --net={what}"));
             }
             if mtu.is_some() {
@@ -130,13 +140,28 @@ pub fn validate(cli: &Cli) -> Result<(Settings, Vec<String>)> {
         ("--slirp4netns-sandbox", &cli.slirp4netns_sandbox),
         ("--slirp4netns-seccomp", &cli.slirp4netns_seccomp),
     ] {
-        if !TRI_STATE.contains(&value.as_str()) {
+        // Empty is RootlessKit's default, false.
+        if !value.is_empty() && !TRI_STATE.contains(&value.as_str()) {
             return Err(format!("{flag}={value:?} is not one of auto, true, false"));
         }
     }
-    if cli.evacuate_cgroup2.is_some() {
-        return Err("--evacuate-cgroup2 is not supported by this implementation yet".into());
-    }
+    let evacuate_cgroup2 = match non_empty(&cli.evacuate_cgroup2) {
+        None => None,
+        Some(name) => {
+            if !cli.cgroupns {
+                return Err("--evacuate-cgroup2 requires --cgroupns".into());
+            }
+            if !cli.pidns {
+                return Err("--evacuate-cgroup2 requires --pidns".into());
+            }
+            if name.contains('/') || name == "." || name == ".." {
+                return Err(format!(
+                    "--evacuate-cgroup2={name:?}: give the name of a child group (no '/'), e.g. rootlesskit_evacuation"
+                ));
+            }
+            Some(name.to_owned())
+        }
+    };
     let port_driver = check_port_driver(cli, &net)?;
     let publish = parse_publish(&cli.publish)?;
     let driver_name = match &net {
@@ -144,14 +169,15 @@ pub fn validate(cli: &Cli) -> Result<(Settings, Vec<String>)> {
         _ => "",
     };
     let driver_options = cli.driver_options(driver_name)?;
-    let state_dir = cli.state_dir.as_ref().map(|s| absolute(s));
+    let state_dir = non_empty(&cli.state_dir).map(absolute);
     Ok((
         Settings {
             command: cli.command.clone(),
             net,
+            net_name: cli.net.clone(),
             mtu,
             cidr,
-            ifname: cli.ifname.clone(),
+            ifname,
             disable_host_loopback: cli.disable_host_loopback,
             ipv6: cli.ipv6,
             detach_netns: cli.detach_netns,
@@ -163,6 +189,8 @@ pub fn validate(cli: &Cli) -> Result<(Settings, Vec<String>)> {
             ipcns: cli.ipcns,
             reaper,
             subid_source: cli.subid_source.clone(),
+            evacuate_cgroup2,
+            socket_activation: crate::activation::listen_fds_for_us(),
             debug: cli.debug,
             state_dir,
             driver_options,
@@ -172,6 +200,11 @@ pub fn validate(cli: &Cli) -> Result<(Settings, Vec<String>)> {
         },
         warnings,
     ))
+}
+
+/// `Some(value)` unless the flag was absent or given as an empty string.
+fn non_empty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.is_empty())
 }
 
 fn absolute(p: &str) -> PathBuf {
@@ -186,7 +219,8 @@ fn absolute(p: &str) -> PathBuf {
 /// `--net`: `host`, `none`, or a driver name (aliases resolved).
 pub fn parse_net(s: &str) -> Result<NetMode> {
     match s {
-        "host" | "" => Ok(NetMode::Host),
+        "" => Err("unknown network mode \"\" (--net= is empty): choose host, none, slirp4netns, pasta, vpnkit, lxc-user-nic, gvisor-tap-vsock, or the name of an installed rk-NAME driver".into()),
+        "host" => Ok(NetMode::Host),
         "none" => Ok(NetMode::Isolated),
         "gvisor-tap-vsock" | "gvisortapvsock" => Ok(NetMode::Driver("gvtap".into())),
         name => {
@@ -353,7 +387,8 @@ fn check_port_driver(cli: &Cli, net: &NetMode) -> Result<String> {
         Ok(())
     };
     let name = match cli.port_driver.as_str() {
-        "none" | "" => {
+        "" => return Err("--port-driver= is empty: choose none, builtin, slirp4netns, implicit or gvisor-tap-vsock".into()),
+        "none" => {
             if !cli.publish.is_empty() {
                 return Err("-p/--publish needs a port driver: add --port-driver=builtin (or slirp4netns, implicit, gvisor-tap-vsock)".into());
             }
@@ -464,5 +499,6 @@ mod tests {
         assert_eq!(parse_net("host"), Ok(NetMode::Host));
         assert_eq!(parse_net("none"), Ok(NetMode::Isolated));
         assert!(parse_net("../x").is_err());
+        assert!(parse_net("").unwrap_err().contains("unknown network mode"));
     }
 }

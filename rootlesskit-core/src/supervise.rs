@@ -70,7 +70,14 @@ fn supervise(run: &CommandToRun) -> Result<i32, String> {
         }
     }
     let (program, args) = run.argv.split_first().ok_or("no command specified")?;
-    let mut cmd = Command::new(program);
+    let mut cmd = if run.socket_activation {
+        // Only CMD itself knows its pid: a helper sets LISTEN_PID and execs it.
+        let mut c = Command::new("/proc/self/exe");
+        c.arg(program).env(crate::activation::HELPER_ENV, "1");
+        c
+    } else {
+        Command::new(program)
+    };
     cmd.args(args).envs(run.env.iter().map(|(k, v)| (k, v)));
     rk_driver::process::kill_with_parent(&mut cmd);
     let child = cmd.spawn().map_err(|e| match e.kind() {

@@ -1,0 +1,154 @@
+//! Checking a driver's `configured` answer before anything acts on it: a
+//! driver is a separate program, possibly a third party's, and what it
+//! says ends up in netlink requests, `/etc/resolv.conf` and the API.
+
+use rk_driver::NetworkConfig;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// At most this many nameservers (resolv.conf uses three; a few spare).
+pub const MAX_DNS: usize = 8;
+/// At most this many `info` entries, each key and value this long.
+pub const MAX_INFO: usize = 32;
+pub const MAX_INFO_LEN: usize = 256;
+/// The MTU range the core accepts from a driver.
+pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65521;
+
+/// `Ok` when every field is well formed; else what is wrong, as a sentence.
+pub fn check(cfg: &NetworkConfig) -> Result<(), String> {
+    crate::settings::check_ifname(&cfg.interface)
+        .map_err(|e| format!("answered a bad interface name: {e}"))?;
+    if !MTU_RANGE.contains(&cfg.mtu) {
+        return Err(mtu_out_of_range(cfg.mtu));
+    }
+    with_prefix::<Ipv4Addr>("IPv4 address", cfg.ipv4.as_deref(), 32)?;
+    with_prefix::<Ipv6Addr>("IPv6 address", cfg.ipv6.as_deref(), 128)?;
+    plain::<Ipv4Addr>("IPv4 gateway", cfg.gateway4.as_deref())?;
+    plain::<Ipv6Addr>("IPv6 gateway", cfg.gateway6.as_deref())?;
+    if cfg.dns.len() > MAX_DNS {
+        return Err(format!(
+            "answered {} nameservers; at most {MAX_DNS} are accepted",
+            cfg.dns.len()
+        ));
+    }
+    for d in &cfg.dns {
+        plain::<IpAddr>("nameserver", Some(d))?;
+    }
+    if cfg.info.len() > MAX_INFO {
+        return Err(format!(
+            "answered {} info entries; at most {MAX_INFO} are accepted",
+            cfg.info.len()
+        ));
+    }
+    for (k, v) in &cfg.info {
+        if k.len() > MAX_INFO_LEN
+            || v.len() > MAX_INFO_LEN
+            || k.chars().chain(v.chars()).any(char::is_control)
+        {
+            return Err(format!(
+                "answered an info entry {k:?} that is too long or holds control characters"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The one message for an MTU a driver answered outside the accepted range.
+pub fn mtu_out_of_range(mtu: u32) -> String {
+    format!(
+        "answered MTU {mtu}, outside {}..={}",
+        MTU_RANGE.start(),
+        MTU_RANGE.end()
+    )
+}
+
+fn plain<T: std::str::FromStr>(what: &str, v: Option<&str>) -> Result<Option<T>, String> {
+    v.map(|v| {
+        v.parse()
+            .map_err(|_| format!("answered an invalid {what}: {v:?}"))
+    })
+    .transpose()
+}
+
+fn with_prefix<T: std::str::FromStr>(
+    what: &str,
+    v: Option<&str>,
+    max: u8,
+) -> Result<Option<(T, u8)>, String> {
+    let Some(v) = v else { return Ok(None) };
+    let bad = || format!("answered an invalid {what}: {v:?}");
+    let (a, p) = v.split_once('/').ok_or_else(bad)?;
+    let p: u8 = p.parse().map_err(|_| bad())?;
+    if p > max {
+        return Err(bad());
+    }
+    Ok(Some((a.parse().map_err(|_| bad())?, p)))
+}
+
+/// The parsed form of the checked fields, for netlink.
+pub fn interface_setup(cfg: &NetworkConfig) -> Result<crate::netlink::InterfaceSetup, String> {
+    check(cfg)?;
+    Ok(crate::netlink::InterfaceSetup {
+        name: cfg.interface.clone(),
+        mtu: cfg.mtu,
+        ipv4: with_prefix("IPv4 address", cfg.ipv4.as_deref(), 32)?,
+        gateway4: plain("IPv4 gateway", cfg.gateway4.as_deref())?,
+        ipv6: with_prefix("IPv6 address", cfg.ipv6.as_deref(), 128)?,
+        gateway6: plain("IPv6 gateway", cfg.gateway6.as_deref())?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> NetworkConfig {
+        NetworkConfig {
+            interface: "tap0".into(),
+            ipv4: Some("10.0.2.100/24".into()),
+            gateway4: Some("10.0.2.2".into()),
+            dns: vec!["10.0.2.3".into()],
+            mtu: 65520,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_good_answer_passes() {
+        assert_eq!(check(&good()), Ok(()));
+    }
+
+    #[test]
+    fn a_nameserver_with_a_newline_is_refused() {
+        let mut c = good();
+        c.dns = vec!["10.0.2.3\noptions ndots:15".into()];
+        assert!(check(&c).unwrap_err().contains("invalid nameserver"));
+    }
+
+    #[test]
+    fn too_many_nameservers_are_refused() {
+        let mut c = good();
+        c.dns = vec!["10.0.2.3".into(); 5000];
+        assert!(check(&c).unwrap_err().contains("5000 nameservers"));
+    }
+
+    #[test]
+    fn bad_fields_are_refused() {
+        for f in [
+            |c: &mut NetworkConfig| c.interface = "a/b".into(),
+            |c: &mut NetworkConfig| c.interface = "x".repeat(16),
+            |c: &mut NetworkConfig| c.mtu = 65522,
+            |c: &mut NetworkConfig| c.mtu = 10,
+            |c: &mut NetworkConfig| c.ipv4 = Some("10.0.2.100".into()),
+            |c: &mut NetworkConfig| c.ipv4 = Some("10.0.2.100/33".into()),
+            |c: &mut NetworkConfig| c.gateway4 = Some("fd00::1".into()),
+            |c: &mut NetworkConfig| c.ipv6 = Some("fd00::1/129".into()),
+            |c: &mut NetworkConfig| {
+                c.info.insert("k".into(), "v\n".into());
+            },
+        ] {
+            let mut c = good();
+            f(&mut c);
+            assert!(check(&c).is_err(), "{c:?} passed");
+        }
+    }
+}
