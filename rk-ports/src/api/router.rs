@@ -28,9 +28,12 @@ pub fn route(req: &Request, backend: &mut dyn Backend) -> Vec<u8> {
     let method = req.method.as_str();
     let result: Result<Vec<u8>, ApiError> = match (path, method) {
         ("/v1/info", "GET") => Ok(json_response(200, &backend.info(), keep)),
-        ("/v1/ports", "GET") => backend
-            .list_ports()
-            .map(|ports| json_response(200, &ports, keep)),
+        // No ports is `null`, as RootlessKit's Go encodes its nil slice
+        // (measured with 2.0.2); clients written against it expect that.
+        ("/v1/ports", "GET") => backend.list_ports().map(|ports| match ports.is_empty() {
+            true => response(200, JSON, b"null", keep),
+            false => json_response(200, &ports, keep),
+        }),
         ("/v1/ports", "POST") => match serde_json::from_slice::<PortSpec>(&req.body) {
             Ok(spec) => backend
                 .add_port(spec)
@@ -123,6 +126,7 @@ mod tests {
     #[test]
     fn add_list_remove_with_rootlesskit_status_codes() {
         let mut b = Fake::default();
+        assert_eq!(call(&mut b, "GET", "/v1/ports", b"").body, b"null");
         let r = call(
             &mut b,
             "POST",
@@ -138,6 +142,7 @@ mod tests {
         assert_eq!(r.status, 200);
         assert!(String::from_utf8_lossy(&r.body).starts_with(r#"[{"id":1"#));
         assert_eq!(call(&mut b, "DELETE", "/v1/ports/1", b"").status, 200);
+        assert_eq!(call(&mut b, "GET", "/v1/ports", b"").body, b"null");
         let r = call(&mut b, "DELETE", "/v1/ports/1", b"");
         assert_eq!(r.status, 400);
         assert_eq!(r.body, b"{\"message\":\"unknown id: 1\"}\n");
