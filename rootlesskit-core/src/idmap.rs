@@ -74,7 +74,7 @@ pub fn parse_getsubids(output: &str) -> Vec<SubidRange> {
 }
 
 fn getsubids(kind: IdKind, user: &str) -> Option<Vec<SubidRange>> {
-    let mut cmd = Command::new("getsubids");
+    let mut cmd = Command::new(which("getsubids")?);
     if kind == IdKind::Gid {
         cmd.arg("-g");
     }
@@ -131,6 +131,9 @@ pub fn map_args(id: u32, ranges: &[SubidRange]) -> Vec<String> {
 pub struct IdMaps {
     pub uid: u32,
     pub gid: u32,
+    /// newuidmap and newgidmap as found in `$PATH` (absolute entries only).
+    pub newuidmap: std::path::PathBuf,
+    pub newgidmap: std::path::PathBuf,
     pub uid_ranges: Vec<SubidRange>,
     pub gid_ranges: Vec<SubidRange>,
 }
@@ -146,17 +149,19 @@ impl IdMaps {
             .ok_or_else(|| format!("uid {uid} has no entry in the user database (/etc/passwd)"))?;
         let uid_ranges = lookup(IdKind::Uid, source, &user, uid)?;
         let gid_ranges = lookup(IdKind::Gid, source, &user, uid)?;
-        for kind in [IdKind::Uid, IdKind::Gid] {
-            if which(kind.helper()).is_none() {
-                return Err(format!(
+        let helper = |kind: IdKind| {
+            which(kind.helper()).ok_or_else(|| {
+                format!(
                     "{} not found in PATH: install it (Debian/Ubuntu: apt-get install uidmap; Fedora: shadow-utils)",
                     kind.helper()
-                ));
-            }
-        }
+                )
+            })
+        };
         Ok(IdMaps {
             uid,
             gid,
+            newuidmap: helper(IdKind::Uid)?,
+            newgidmap: helper(IdKind::Gid)?,
             uid_ranges,
             gid_ranges,
         })
@@ -165,7 +170,11 @@ impl IdMaps {
     /// Writes both maps of `pid` with newuidmap and newgidmap, run side by side.
     pub fn apply(&self, pid: i32) -> Result<(), String> {
         let spawn = |kind: IdKind, id: u32, ranges: &[SubidRange]| {
-            Command::new(kind.helper())
+            let program = match kind {
+                IdKind::Uid => &self.newuidmap,
+                IdKind::Gid => &self.newgidmap,
+            };
+            Command::new(program)
                 .arg(pid.to_string())
                 .args(map_args(id, ranges))
                 .stdin(Stdio::null())
@@ -199,22 +208,10 @@ fn finish(kind: IdKind, child: std::process::Child) -> Result<(), String> {
     ))
 }
 
-/// Finds an executable by name in `$PATH` (or as given, if it has a slash).
+/// Finds an executable by name in `$PATH` (or as given, if it has a
+/// slash), never through an empty or relative entry.
 pub fn which(name: &str) -> Option<std::path::PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let is_exec = |p: &std::path::Path| {
-        p.metadata()
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
-    if name.contains('/') {
-        let p = std::path::PathBuf::from(name);
-        return is_exec(&p).then_some(p);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| is_exec(p))
+    rk_driver::lookup::find_program(name).ok()
 }
 
 #[cfg(test)]

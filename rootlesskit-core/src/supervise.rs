@@ -5,6 +5,7 @@ use crate::child::CommandToRun;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 /// Runs CMD to completion; returns the exit code for it.
@@ -20,12 +21,20 @@ pub fn run_command(run: &CommandToRun) -> i32 {
 
 /// Replaces this process with CMD; returns only if that fails.
 pub fn exec_command(run: &CommandToRun) -> i32 {
-    use std::os::unix::process::CommandExt;
     let Some((program, args)) = run.argv.split_first() else {
         return 1;
     };
-    let mut cmd = Command::new(program);
-    cmd.args(args).envs(run.env.iter().map(|(k, v)| (k, v)));
+    let path = match resolve_program(program) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("[rootlesskit:child] error: {e}");
+            return 127;
+        }
+    };
+    let mut cmd = Command::new(path);
+    cmd.arg0(program)
+        .args(args)
+        .envs(run.env.iter().map(|(k, v)| (k, v)));
     // The parent-death signal set at clone survives exec; the signal mask
     // inherited from the parent must not.
     rk_driver::process::reset_signal_mask(&mut cmd);

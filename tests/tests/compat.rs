@@ -471,3 +471,46 @@ fn poll_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+#[test]
+fn programs_are_never_run_from_the_current_directory() {
+    let dir = user_temp_dir("cwdpath");
+    let marker = dir.join("ran");
+    for name in ["newuidmap", "newgidmap", "mycmd", "rk-evil"] {
+        let p = dir.join(name);
+        std::fs::write(
+            &p,
+            format!("#!/bin/sh\necho {name} >> {}\nexit 1\n", marker.display()),
+        )
+        .unwrap();
+        chmod(&p, 0o755);
+    }
+    for path in [".:/usr/bin:/bin", ":/usr/bin:/bin", "/usr/bin::/bin"] {
+        // CMD found only through the empty or relative entry is not found.
+        let out = rootlesskit_with_env(&["mycmd"], &[("PATH", path)])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        expect_failure(&out, "not found");
+        // newuidmap comes from /usr/bin, not from here.
+        let out = rootlesskit_with_env(&["true"], &[("PATH", path)])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        expect_success(&out);
+        // A relative driver path is skipped.
+        let out = rootlesskit_with_env(
+            &["--net=evil", "true"],
+            &[("PATH", path), ("ROOTLESSKIT_DRIVER_PATH", ".")],
+        )
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+        expect_failure(&out, "unknown network driver \"evil\"");
+    }
+    assert!(
+        !marker.exists(),
+        "ran {:?}",
+        std::fs::read_to_string(&marker)
+    );
+}
