@@ -175,6 +175,10 @@ fn empty_state_dir_flag_in_a_directory_of_user_files_deletes_nothing() {
         "the user's files changed; rootlesskit said:\n{}",
         stderr(&out)
     );
+    // The current directory named outright: refused, untouched.
+    let out = run_in(&project, &["--state-dir=.", "--net=host"], "true");
+    expect_failure(&out, "main.c (not made by rootlesskit)");
+    assert_eq!(snapshot(&project), before, "--state-dir=. changed files");
     let _ = std::fs::remove_dir_all(project);
 }
 
