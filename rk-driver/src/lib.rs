@@ -17,6 +17,7 @@
 //! ```
 
 pub mod channel;
+pub mod confine;
 pub mod limits;
 pub mod lookup;
 pub mod mac;
