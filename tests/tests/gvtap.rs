@@ -935,14 +935,14 @@ for w in other:
 /// out (see [`CONTAINED_SH`]): even a broken driver's host sockets reach
 /// only the counting server on its loopback or the sink. Returns the
 /// output and the server's log of peers.
-fn contained(args: &[&str], script: &str, port: u16) -> (std::process::Output, String) {
+fn contained(args: &[&str], child_script: &str, port: u16) -> (std::process::Output, String) {
     assert!(
         is_root(),
         "this test makes a network namespace as root: run the tests as root"
     );
     let dir = user_temp_dir("gvcontained");
     let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--", "sh", "-c", script]);
+    all.extend(["--", "sh", "-c", child_script]);
     let cmd = rootlesskit(&all);
     let out = Command::new("unshare")
         .args(["-n", "sh", "-c", CONTAINED_SH, "contained.sh"])
