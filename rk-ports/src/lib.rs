@@ -10,12 +10,15 @@
 //!   child's network namespace by worker processes.
 //! - [`driven`]: port drivers offered by the network driver through the
 //!   driver protocol (slirp4netns, gvisor-tap-vsock, ...).
+//! - [`implicit`]: `implicit` (pasta forwards every port by itself): the
+//!   API records what clients ask for and refuses what pasta cannot do.
 //! - [`service`]: what the parent runs: the API server plus a port driver.
 
 pub mod api;
 pub mod builtin;
 pub mod driven;
 pub mod http;
+pub mod implicit;
 pub mod manager;
 pub mod service;
 pub mod spec;

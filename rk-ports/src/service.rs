@@ -2,9 +2,7 @@
 //! `$STATE_DIR/api.sock` and the port driver behind it, both driven by the
 //! parent's poll loop.
 
-use crate::api::{
-    ApiError, ApiServer, Backend, Info, NetworkDriverInfo, PortDriverInfo, API_VERSION,
-};
+use crate::api::{ApiError, ApiServer, Backend, Info, NetworkDriverInfo, API_VERSION};
 use crate::manager::PortManager;
 use crate::spec::{PortSpec, PortStatus};
 use std::os::fd::BorrowedFd;
@@ -16,9 +14,6 @@ pub enum Ports {
     None,
     /// A port driver with its table.
     Managed(PortManager),
-    /// A port driver that forwards on its own and takes no requests
-    /// (`implicit` with pasta): info names it, port calls explain why not.
-    Fixed { info: PortDriverInfo, why: String },
 }
 
 pub struct Service {
@@ -100,7 +95,6 @@ impl Backend for State {
         info.port_driver = match &self.ports {
             Ports::None => None,
             Ports::Managed(m) => Some(m.driver().info()),
-            Ports::Fixed { info, .. } => Some(info.clone()),
         };
         info
     }
@@ -109,7 +103,6 @@ impl Backend for State {
         match &mut self.ports {
             Ports::None => Err(no_port_driver()),
             Ports::Managed(m) => m.list().map_err(|e| ApiError::internal(e.message)),
-            Ports::Fixed { why, .. } => Err(ApiError::bad_request(why.clone())),
         }
     }
 
@@ -117,7 +110,6 @@ impl Backend for State {
         match &mut self.ports {
             Ports::None => Err(no_port_driver()),
             Ports::Managed(m) => m.add(spec),
-            Ports::Fixed { why, .. } => Err(ApiError::bad_request(why.clone())),
         }
     }
 
@@ -125,7 +117,6 @@ impl Backend for State {
         match &mut self.ports {
             Ports::None => Err(no_port_driver()),
             Ports::Managed(m) => m.remove(id),
-            Ports::Fixed { why, .. } => Err(ApiError::bad_request(why.clone())),
         }
     }
 }

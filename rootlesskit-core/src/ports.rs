@@ -6,7 +6,7 @@ use crate::driver::DriverProcess;
 use crate::settings::{NetMode, Settings};
 use crate::statedir::StateDir;
 use rk_driver::NetworkConfig;
-use rk_ports::api::{ApiServer, NetworkDriverInfo, PortDriverInfo};
+use rk_ports::api::{ApiServer, NetworkDriverInfo};
 use rk_ports::builtin::{Builtin, BuiltinOptions};
 use rk_ports::manager::PortManager;
 use rk_ports::service::Ports;
@@ -123,17 +123,15 @@ pub fn start(
                     let driven = rk_ports::driven::Driven::start(channel, name)?;
                     Ok(Ports::Managed(PortManager::new(Box::new(driven))))
                 }
-                // `implicit` without the capability: pasta forwards on its own.
-                None => Ok(Ports::Fixed {
-                    info: PortDriverInfo {
-                        driver: name.to_owned(),
-                        protos: rk_ports::builtin::PROTOS.iter().map(|p| p.to_string()).collect(),
-                        disallow_loopback_child_ip: false,
-                    },
-                    why: format!(
-                        "port driver {name}: the network driver forwards every port that listens inside by itself; ports cannot be listed, added or removed through the API (use --port-driver=builtin to choose them)"
-                    ),
-                }),
+                // `implicit` without the capability: pasta forwards on its
+                // own; the API records what clients ask for.
+                None if name == rk_ports::implicit::NAME => Ok(Ports::Managed(PortManager::new(
+                    Box::new(rk_ports::implicit::Implicit::new()),
+                ))),
+                None => Err(format!(
+                    "--port-driver={name}: network driver {} does not offer it",
+                    driver.map_or("(none)", |d| d.info.driver.as_str())
+                )),
             }
         }
     }

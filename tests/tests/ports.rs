@@ -623,32 +623,6 @@ fn builtin_with_detach_netns_relays_into_the_detached_namespace() {
 }
 
 #[test]
-fn implicit_port_driver_names_itself_and_refuses_port_calls_clearly() {
-    let s = Session::start(
-        &[
-            "--net=pasta",
-            "--copy-up=/etc",
-            "--disable-host-loopback",
-            "--port-driver=implicit",
-        ],
-        "",
-    );
-    let info: serde_json::Value =
-        serde_json::from_str(&expect_success(&s.ctl(&["info", "--json"]))).unwrap();
-    assert_eq!(info["portDriver"]["driver"], "implicit");
-    assert_eq!(info["networkDriver"]["driver"], "pasta");
-    expect_failure(
-        &s.ctl(&["list-ports"]),
-        "forwards every port that listens inside",
-    );
-    expect_failure(
-        &s.ctl(&["add-ports", "127.0.0.1:8080:80/tcp"]),
-        "use --port-driver=builtin",
-    );
-    s.stop();
-}
-
-#[test]
 fn a_killed_relay_worker_is_replaced_and_ports_keep_working() {
     let (t, u) = (free_port(), free_port());
     let args = with(
