@@ -120,6 +120,22 @@ impl StateDir {
         self.dir.as_fd()
     }
 
+    /// The directories in which [`cleanup`](Self::cleanup) removes a
+    /// directory (the state directory's parent when this run made it, and
+    /// the parent of each missing parent it made): a confined process
+    /// needs the right to remove directories there, and only that.
+    pub fn removal_parents(&self) -> Vec<PathBuf> {
+        if self.temporary {
+            return self
+                .path
+                .parent()
+                .map(Path::to_path_buf)
+                .into_iter()
+                .collect();
+        }
+        self.created.iter().map(|c| c.parent_path.clone()).collect()
+    }
+
     pub fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
@@ -303,7 +319,7 @@ fn make_temp_dir() -> Result<walk::Opened, String> {
     candidates.push(std::env::temp_dir());
     let mut why = Vec::new();
     for base in candidates {
-        let opened = match walk::open_dir(&base, false) {
+        let opened = match walk::open_base(&base) {
             Ok(o) => o,
             Err(e) => {
                 why.push(e);

@@ -235,6 +235,17 @@ fn a_state_dir_prepared_by_another_user_is_refused() {
     expect_failure(&out, &format!("belongs to uid {other}"));
     assert_eq!(snapshot(&shared), before);
     assert_eq!(std::fs::read_to_string(&victim_file).unwrap(), "precious\n");
+    // Nor is a link of theirs followed into a directory of the victim's.
+    let link = shared.join("link");
+    std::os::unix::fs::symlink(victim_file.parent().unwrap(), &link).unwrap();
+    chown(&link, other);
+    let out = run_in(
+        &shared,
+        &[&state_arg(&link.join("sd")), "--net=host"],
+        "true",
+    );
+    expect_failure(&out, &format!("symbolic link of uid {other}"));
+    assert!(!victim_file.parent().unwrap().join("sd").exists());
     // Below a directory of the other user's, even a missing one is refused.
     let theirs = sub_dir(&shared, "theirs", other, 0o755);
     let out = run_in(

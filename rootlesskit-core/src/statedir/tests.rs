@@ -84,6 +84,10 @@ fn a_missing_dir_and_its_parents_are_made_0700_and_removed() {
             "{d:?}"
         );
     }
+    assert_eq!(
+        s.removal_parents(),
+        vec![base.clone(), base.join("a"), base.join("a/b")]
+    );
     s.write_child_pid(42).unwrap();
     std::fs::write(sd.join("resolv.conf"), "nameserver 10.0.2.3\n").unwrap();
     s.cleanup();
@@ -95,6 +99,7 @@ fn a_missing_dir_and_its_parents_are_made_0700_and_removed() {
 fn an_existing_dir_stays_and_only_our_files_go() {
     let base = scratch("existing");
     let s = StateDir::open(Some(&base)).unwrap();
+    assert!(s.removal_parents().is_empty());
     s.write_child_pid(42).unwrap();
     assert_eq!(std::fs::read_to_string(s.file(CHILD_PID)).unwrap(), "42");
     // What CMD puts there during the run is not ours to remove.
@@ -224,6 +229,7 @@ fn other_users_dirs_and_files_are_refused() {
 fn the_temporary_dir_is_private_and_goes_whole() {
     let s = StateDir::open(None).unwrap();
     let p = s.path().to_path_buf();
+    assert_eq!(s.removal_parents(), vec![p.parent().unwrap().to_path_buf()]);
     let m = std::fs::symlink_metadata(&p).unwrap();
     assert!(m.is_dir());
     assert_eq!(m.mode() & 0o7777, 0o700);

@@ -1,14 +1,15 @@
-//! Opening a directory by path without trusting anything an other user
+//! Opening a directory by path without trusting anything another user
 //! could change: the path is followed one component at a time with
-//! `openat(O_NOFOLLOW)` from `/`, and each directory on the way must be
-//! one that only the user and root can rename entries in (owned by one of
-//! them, not writable by others unless sticky). Missing components can be
-//! created (mode 0700) and are remembered, so that they can be removed
-//! again.
+//! `openat(O_NOFOLLOW)` from `/`, symbolic links read and followed by
+//! hand, and each directory on the way must be one that only the user and
+//! root can rename entries in (owned by one of them, not writable by
+//! others unless sticky). Missing components can be created (mode 0700)
+//! and are remembered, so that they can be removed again.
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
 use nix::sys::stat::{fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
+use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
@@ -18,6 +19,8 @@ use std::path::{Component, Path, PathBuf};
 pub struct Created {
     pub parent: OwnedFd,
     pub name: OsString,
+    /// Where `parent` is.
+    pub parent_path: PathBuf,
 }
 
 /// A directory opened safely, with its parent.
@@ -39,40 +42,6 @@ pub fn euid() -> u32 {
 
 fn open_flags() -> OFlag {
     OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
-}
-
-fn is_dir(st: &FileStat) -> bool {
-    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
-}
-
-/// The parent of `path` as it really is (symbolic links resolved as far as
-/// it exists), plus the components still missing below it.
-fn real_parent(parent: &Path) -> Result<(PathBuf, Vec<OsString>), String> {
-    let mut missing = Vec::new();
-    let mut existing = parent.to_path_buf();
-    loop {
-        match std::fs::canonicalize(&existing) {
-            Ok(real) => {
-                missing.reverse();
-                return Ok((real, missing));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                match existing.components().next_back() {
-                    Some(Component::Normal(n)) => missing.push(n.to_owned()),
-                    _ => {
-                        return Err(format!(
-                            "{}: a missing directory is followed by '..' or is the root",
-                            parent.display()
-                        ))
-                    }
-                }
-                if !existing.pop() {
-                    return Err(format!("{}: no part of it exists", parent.display()));
-                }
-            }
-            Err(e) => return Err(format!("{}: {e}", existing.display())),
-        }
-    }
 }
 
 /// Whether `gid` is the user's own group in the user-private-group
@@ -117,109 +86,176 @@ pub fn check_holder(dir: &FileStat, dir_path: &Path, child_path: &Path) -> Resul
     Ok(())
 }
 
-/// Opens (with `create`, making what is missing) `name` in `parent`.
-fn open_component(
-    parent: &OwnedFd,
-    parent_path: &Path,
-    name: &OsStr,
-    create: bool,
-    created: &mut Vec<Created>,
-) -> Result<OwnedFd, String> {
-    let path = parent_path.join(name);
-    match openat(parent.as_fd(), name, open_flags(), Mode::empty()) {
-        Ok(fd) => Ok(fd),
-        Err(Errno::ENOENT) if create => {
-            match mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o700)) {
-                Ok(()) => {
-                    created.push(Created {
-                        parent: parent
-                            .try_clone()
-                            .map_err(|e| format!("dup of {}: {e}", parent_path.display()))?,
-                        name: name.to_owned(),
-                    });
-                }
-                // Someone made it meanwhile: judged below like any other.
-                Err(Errno::EEXIST) => {}
-                Err(e) => return Err(format!("creating {}: {e}", path.display())),
-            }
-            openat(parent.as_fd(), name, open_flags(), Mode::empty())
-                .map_err(|e| opening_error(parent, name, &path, e))
-        }
-        Err(e) => Err(opening_error(parent, name, &path, e)),
-    }
-}
+/// How many symbolic links one path may go through (as the kernel's
+/// MAXSYMLINKS).
+const MAX_LINKS: u32 = 40;
 
-fn opening_error(parent: &OwnedFd, name: &OsStr, path: &Path, e: Errno) -> String {
-    // O_DIRECTORY | O_NOFOLLOW on a symbolic link fails with ENOTDIR.
-    let symlink = fstatat(parent.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
-        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK);
-    let e = if symlink { Errno::ELOOP } else { e };
-    match e {
-        Errno::ELOOP => format!(
-            "{} is a symbolic link: give the directory it points to, if that is really yours",
-            path.display()
-        ),
-        Errno::ENOTDIR => format!("{} is not a directory", path.display()),
-        Errno::ENOENT => format!("{} does not exist", path.display()),
-        e => format!("opening {}: {e}", path.display()),
-    }
+fn fmt_mode(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
 }
 
 /// Opens the directory `path` (absolute) safely; with `create`, makes it
-/// and its missing parents (0700). `path` itself must not be a symbolic
-/// link; symbolic links above it are resolved once, and the directories of
-/// the resolved path are checked with [`check_holder`].
+/// and its missing parents (0700).
+///
+/// The path is followed one component at a time from `/` with
+/// `openat(O_NOFOLLOW)`. Each directory must pass [`check_holder`] for the
+/// entry looked up in it; a symbolic link on the way is read and followed
+/// by hand, and in a directory others may write to (sticky) it must be
+/// the user's or root's, like any other entry there. The last component
+/// must not be a symbolic link.
 pub fn open_dir(path: &Path, create: bool) -> Result<Opened, String> {
+    walk(path, create, false)
+}
+
+/// Like [`open_dir`] without creating anything, following a symbolic link
+/// in the last component too (for `$XDG_RUNTIME_DIR` and `$TMPDIR`, which
+/// only hold the directory rootlesskit makes).
+pub fn open_base(path: &Path) -> Result<Opened, String> {
+    walk(path, false, true)
+}
+
+fn walk(path: &Path, create: bool, follow_last: bool) -> Result<Opened, String> {
     if !path.is_absolute() {
         return Err(format!("{}: the path must be absolute", path.display()));
     }
-    let (Some(parent), Some(Component::Normal(name))) =
-        (path.parent(), path.components().next_back())
-    else {
+    if !follow_last && !matches!(path.components().next_back(), Some(Component::Normal(_))) {
         return Err(format!(
             "{}: name the directory itself (not / or a path ending in ..)",
             path.display()
         ));
-    };
-    let (real, missing) = real_parent(parent)?;
-    let mut created = Vec::new();
-    let mut cur_path = PathBuf::from("/");
-    let mut cur = nix::fcntl::open("/", open_flags(), Mode::empty())
-        .map_err(|e| format!("opening /: {e}"))?;
-    let names: Vec<OsString> = real
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_owned()),
-            _ => None,
-        })
-        .chain(missing)
-        .chain(std::iter::once(name.to_owned()))
-        .collect();
-    let last = names.len() - 1;
-    let mut parent_fd = None;
-    for (i, n) in names.iter().enumerate() {
-        let st = fstat(cur.as_fd()).map_err(|e| format!("{}: {e}", cur_path.display()))?;
-        check_holder(&st, &cur_path, &cur_path.join(n))?;
-        let next = open_component(&cur, &cur_path, n, create, &mut created)?;
-        cur_path.push(n);
-        if i == last {
-            parent_fd = Some(cur);
-            cur = next;
-            break;
-        }
-        cur = next;
     }
-    let st = fstat(cur.as_fd()).map_err(|e| format!("{}: {e}", cur_path.display()))?;
-    if !is_dir(&st) {
-        return Err(format!("{} is not a directory", cur_path.display()));
+    let mut todo: VecDeque<OsString> = components(path);
+    let root = nix::fcntl::open("/", open_flags(), Mode::empty())
+        .map_err(|e| format!("opening /: {e}"))?;
+    // The directories from / down to the current one, with their names.
+    let mut stack: Vec<(OwnedFd, OsString)> = Vec::new();
+    let mut created = Vec::new();
+    let mut links = 0;
+    let here = |stack: &Vec<(OwnedFd, OsString)>| -> PathBuf {
+        let mut p = PathBuf::from("/");
+        p.extend(stack.iter().map(|(_, n)| n));
+        p
+    };
+    while let Some(name) = todo.pop_front() {
+        if name == ".." {
+            stack.pop();
+            continue;
+        }
+        let last = todo.is_empty();
+        let dir = stack.last().map(|(fd, _)| fd).unwrap_or(&root);
+        let dir_path = here(&stack);
+        let entry_path = dir_path.join(&name);
+        let st = fstat(dir.as_fd()).map_err(|e| format!("{}: {e}", dir_path.display()))?;
+        check_holder(&st, &dir_path, &entry_path)?;
+        let entry = match fstatat(dir.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(e) => Some(e),
+            Err(Errno::ENOENT) => None,
+            Err(e) => return Err(format!("{}: {e}", entry_path.display())),
+        };
+        if let Some(e) = entry.filter(|e| fmt_mode(e) == SFlag::S_IFLNK) {
+            if last && !follow_last {
+                return Err(format!(
+                    "{} is a symbolic link: give the directory it points to, if that is really yours",
+                    entry_path.display()
+                ));
+            }
+            links += 1;
+            if links > MAX_LINKS {
+                return Err(format!("{}: too many symbolic links", path.display()));
+            }
+            let me = euid();
+            if e.st_uid != 0 && e.st_uid != me && st.st_mode & 0o022 != 0 {
+                return Err(format!(
+                    "{} is a symbolic link of uid {} in a directory others can write to: \
+                     give the real path",
+                    entry_path.display(),
+                    e.st_uid
+                ));
+            }
+            let target = readlinkat(dir.as_fd(), name.as_os_str())
+                .map_err(|e| format!("reading the link {}: {e}", entry_path.display()))?;
+            let target = PathBuf::from(target);
+            if target.is_absolute() {
+                stack.clear();
+            }
+            for c in components(&target).into_iter().rev() {
+                todo.push_front(c);
+            }
+            continue;
+        }
+        let fd = match entry {
+            Some(_) => openat(dir.as_fd(), name.as_os_str(), open_flags(), Mode::empty())
+                .map_err(|e| opening_error(&entry_path, e))?,
+            None if create && !todo.iter().any(|c| c == "..") => {
+                make_dir(dir, &name, &entry_path, &mut created)?
+            }
+            None => return Err(format!("{} does not exist", entry_path.display())),
+        };
+        stack.push((fd, name));
+    }
+    let (dir, name) = stack.pop().ok_or("empty path")?;
+    let path = {
+        let mut p = here(&stack);
+        p.push(&name);
+        p
+    };
+    let parent = match stack.pop() {
+        Some((fd, _)) => fd,
+        None => root,
+    };
+    let st = fstat(dir.as_fd()).map_err(|e| format!("{}: {e}", path.display()))?;
+    if fmt_mode(&st) != SFlag::S_IFDIR {
+        return Err(format!("{} is not a directory", path.display()));
     }
     Ok(Opened {
-        dir: cur,
-        parent: parent_fd.ok_or("empty path")?,
-        name: name.to_owned(),
-        path: cur_path,
+        dir,
+        parent,
+        name,
+        path,
         created,
     })
+}
+
+/// The names of `path`'s components (`..` kept, `/` and `.` dropped).
+fn components(path: &Path) -> VecDeque<OsString> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_owned()),
+            Component::ParentDir => Some(OsString::from("..")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Makes `name` (0700) in `dir` and opens it.
+fn make_dir(
+    dir: &OwnedFd,
+    name: &OsStr,
+    path: &Path,
+    created: &mut Vec<Created>,
+) -> Result<OwnedFd, String> {
+    match mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(0o700)) {
+        Ok(()) => created.push(Created {
+            parent: dir.try_clone().map_err(|e| format!("dup: {e}"))?,
+            name: name.to_owned(),
+            parent_path: path.parent().unwrap_or(Path::new("/")).to_path_buf(),
+        }),
+        // Made by someone else meanwhile: opened and judged like any other.
+        Err(Errno::EEXIST) => {}
+        Err(e) => return Err(format!("creating {}: {e}", path.display())),
+    }
+    openat(dir.as_fd(), name, open_flags(), Mode::empty()).map_err(|e| opening_error(path, e))
+}
+
+fn opening_error(path: &Path, e: Errno) -> String {
+    match e {
+        // O_DIRECTORY | O_NOFOLLOW on what became a symbolic link.
+        Errno::ELOOP | Errno::ENOTDIR => format!(
+            "{} is not a directory (or was just replaced by something else)",
+            path.display()
+        ),
+        e => format!("opening {}: {e}", path.display()),
+    }
 }
 
 /// Removes the directories in `created` (innermost first) that are empty;
@@ -273,6 +309,43 @@ mod tests {
         std::os::unix::fs::symlink(base.join("real"), base.join("last")).unwrap();
         let e = open_dir(&base.join("last"), true).unwrap_err();
         assert!(e.contains("symbolic link"), "{e}");
+        // $TMPDIR or $XDG_RUNTIME_DIR may be a link: only the base.
+        assert_eq!(
+            open_base(&base.join("last")).unwrap().path,
+            base.join("real")
+        );
+        std::fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn relative_links_and_dot_dot_resolve_like_the_kernel() {
+        let base = scratch("rel");
+        std::fs::create_dir_all(base.join("x/y")).unwrap();
+        std::os::unix::fs::symlink("x/y/..", base.join("rel")).unwrap();
+        let o = open_dir(&base.join("rel/../x/sd"), true).unwrap();
+        assert_eq!(o.path, base.join("x/sd"));
+        // Nothing is made below a missing component followed by '..'.
+        assert!(open_dir(&base.join("new/../sd"), true).is_err());
+        assert!(!base.join("new").exists());
+        std::fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn another_users_link_in_a_sticky_dir_is_not_followed() {
+        if euid() != 0 {
+            eprintln!("skipped: needs root to make a link of another user");
+            return;
+        }
+        let base = scratch("sticky");
+        crate::statedir::tests::chmod(&base, 0o1777);
+        std::fs::create_dir(base.join("target")).unwrap();
+        let link = base.join("link");
+        std::os::unix::fs::symlink(base.join("target"), &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+        let e = open_dir(&link.join("sd"), true).unwrap_err();
+        assert!(e.contains("symbolic link of uid 65534"), "{e}");
+        std::os::unix::fs::lchown(&link, Some(0), Some(0)).unwrap();
+        assert!(open_dir(&link.join("sd"), true).is_ok());
         std::fs::remove_dir_all(base).unwrap();
     }
 
