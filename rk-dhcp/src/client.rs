@@ -13,7 +13,7 @@
 use crate::backoff::{halfway_retry, Backoff};
 use crate::lease::Lease;
 use crate::message::{build, parse_reply, Identity, Outgoing, Reply, ReplyError};
-pub use crate::output::{Destination, Event, LossReason, Output, Transmit};
+pub use crate::output::{Attempt, Destination, Event, LossReason, Output, Transmit};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -26,9 +26,18 @@ pub struct ClientConfig {
     pub first_retransmit: Duration,
     /// The longest wait between retransmissions while acquiring. Default 4 s.
     pub max_retransmit: Duration,
-    /// After this long without a lease the client reports
-    /// [`Event::NoAnswer`] (and keeps trying, more slowly). Default 15 s.
+    /// After this long without a lease and without hearing from any DHCP
+    /// server the client reports [`Event::NoAnswer`] (and keeps trying,
+    /// more slowly). Default 15 s.
     pub give_up_after: Duration,
+    /// While a server is heard (replies to this client, or on a shared
+    /// link the broadcast replies to other clients), it is there but busy:
+    /// dnsmasq pings each new address for 3 s before offering it, one
+    /// address at a time, so a burst of new clients waits in its queue.
+    /// The client then keeps waiting, and keeps a pending offer's REQUEST
+    /// going instead of starting over, until this long in all (or
+    /// `give_up_after` of silence). Default 60 s.
+    pub busy_give_up_after: Duration,
     /// An address to ask for in the DISCOVER (option 50). After a lease was
     /// lost the client asks for that lease's address instead.
     pub requested_address: Option<Ipv4Addr>,
@@ -57,6 +66,7 @@ impl ClientConfig {
             first_retransmit: Duration::from_millis(250),
             max_retransmit: Duration::from_secs(4),
             give_up_after: Duration::from_secs(15),
+            busy_give_up_after: Duration::from_secs(60),
             requested_address: None,
             reboot_address: None,
             reboot_attempts: 2,
@@ -101,8 +111,18 @@ pub struct Client {
     backoff: Backoff,
     /// Start of the current exchange: the `secs` field counts from here.
     exchange_started: Instant,
-    /// When to report [`Event::NoAnswer`]; `None` once reported or bound.
-    give_up_at: Option<Instant>,
+    /// When the first REQUEST of the current INIT-REBOOT or offer went out.
+    requesting_since: Instant,
+    /// When the client started looking for the lease it does not have yet
+    /// (restarts with a DISCOVER do not move it).
+    acquire_started: Instant,
+    /// What this search for a lease did so far.
+    attempt: Attempt,
+    /// The last time a DHCP server was heard, to this client or another.
+    last_heard: Option<Instant>,
+    /// Whether [`Event::NoAnswer`] is still to be reported: `false` once
+    /// reported or bound.
+    watching: bool,
     next_send: Option<Instant>,
     last_sent: Instant,
     offer: Option<Lease>,
@@ -127,7 +147,11 @@ impl Client {
             rng: u64::from(seed) ^ 0x5DEE_CE66_D1CE_4E5B,
             backoff,
             exchange_started: now,
-            give_up_at: Some(now + config.give_up_after),
+            requesting_since: now,
+            acquire_started: now,
+            attempt: Attempt::default(),
+            last_heard: None,
+            watching: true,
             next_send: Some(now),
             last_sent: now,
             offer: None,
@@ -158,12 +182,42 @@ impl Client {
         &self.config.identity
     }
 
+    /// What the search for the current (or last) lease did.
+    pub fn attempt(&self) -> &Attempt {
+        &self.attempt
+    }
+
+    /// When [`Event::NoAnswer`] is due: `give_up_after` after the last
+    /// sign of a server (or the start), but no later than
+    /// `busy_give_up_after` after the start.
+    fn give_up_at(&self) -> Option<Instant> {
+        if !self.watching {
+            return None;
+        }
+        let quiet_since = self
+            .last_heard
+            .map_or(self.acquire_started, |t| t.max(self.acquire_started));
+        let longest = self
+            .config
+            .busy_give_up_after
+            .max(self.config.give_up_after);
+        Some((quiet_since + self.config.give_up_after).min(self.acquire_started + longest))
+    }
+
+    /// A server was heard since the REQUEST went out, and not too long
+    /// ago: it is working through a queue that holds the REQUEST, so an
+    /// unanswered REQUEST is waited for rather than dropped.
+    fn server_busy(&self, now: Instant) -> bool {
+        self.last_heard.is_some_and(|t| t > self.requesting_since)
+            && now < self.requesting_since + self.config.give_up_after
+    }
+
     /// When [`Client::handle_timeout`] must be called next; `None`: only
     /// when a packet arrives (an infinite lease) or never (released).
     pub fn next_deadline(&self) -> Option<Instant> {
         match self.state {
             State::Rebooting | State::Selecting | State::Requesting => {
-                earliest(self.next_send, self.give_up_at)
+                earliest(self.next_send, self.give_up_at())
             }
             State::Bound => self.lease_time_point(|l| l.renew_after),
             State::Renewing => earliest(self.next_send, self.lease_time_point(|l| l.rebind_after)),
@@ -177,11 +231,12 @@ impl Client {
         let mut out = Output::default();
         match self.state {
             State::Rebooting | State::Selecting | State::Requesting => {
-                if self.give_up_at.is_some_and(|t| now >= t) {
-                    self.give_up_at = None;
+                if self.give_up_at().is_some_and(|t| now >= t) {
+                    self.watching = false;
                     self.backoff.raise_cap(SLOW_RETRANSMIT);
                     out.event = Some(Event::NoAnswer {
-                        waited: now.saturating_duration_since(self.exchange_started),
+                        waited: now.saturating_duration_since(self.acquire_started),
+                        attempt: self.attempt.clone(),
                     });
                 }
                 if self.next_send.is_some_and(|t| now >= t) {
@@ -190,7 +245,7 @@ impl Client {
                         State::Requesting => Some(self.config.max_requests),
                         _ => None,
                     };
-                    if limit.is_some_and(|n| self.requests_sent >= n) {
+                    if limit.is_some_and(|n| self.requests_sent >= n) && !self.server_busy(now) {
                         self.start_discovery(now);
                     }
                     out.transmit = Some(self.send(now));
@@ -212,18 +267,36 @@ impl Client {
         let reply = match parse_reply(bytes, &self.config.identity.mac, self.xid) {
             Ok(r) => r,
             Err(e) => {
+                match e {
+                    ReplyError::OtherClient => {
+                        self.last_heard = Some(now);
+                        self.attempt.replies_to_others += 1;
+                    }
+                    ReplyError::Stale => self.last_heard = Some(now),
+                    _ => {}
+                }
                 return Output {
                     ignored: Some(e),
                     ..Output::default()
-                }
+                };
             }
         };
+        self.last_heard = Some(now);
+        match &reply {
+            Reply::Offer(o) => {
+                self.attempt.offers += 1;
+                self.attempt.last_offer = Some((o.address, o.server));
+            }
+            Reply::Nak(_) => self.attempt.naks += 1,
+            Reply::Ack { .. } => {}
+        }
         let mut out = Output::default();
         match (self.state, reply) {
             (State::Selecting, Reply::Offer(offer)) => {
                 self.offer = Some(offer);
                 self.state = State::Requesting;
                 self.requests_sent = 0;
+                self.requesting_since = now;
                 self.backoff.reset();
                 out.transmit = Some(self.send(now));
             }
@@ -283,7 +356,7 @@ impl Client {
         });
         self.state = State::Released;
         self.next_send = None;
-        self.give_up_at = None;
+        self.watching = false;
         let lease = had?;
         let message = Outgoing::Release {
             address: lease.address,
@@ -294,6 +367,36 @@ impl Client {
             payload: build(&self.config.identity, self.xid, self.secs(now), message),
             message,
             destination: Destination::Server(lease.server),
+        })
+    }
+
+    /// Stops looking for a lease. If a REQUEST for an offer went out, the
+    /// server may still acknowledge it after the client has gone (it
+    /// answers in the order it received, and may be seconds behind): a
+    /// DHCPRELEASE of the offered address, queued behind that REQUEST,
+    /// undoes that lease. `None` if there is nothing to undo (or the
+    /// client holds a lease: use [`Client::release`]).
+    pub fn abandon(&mut self, now: Instant) -> Option<Transmit> {
+        if self.lease.is_some() {
+            return None;
+        }
+        let offer = self
+            .offer
+            .take()
+            .filter(|_| self.state == State::Requesting);
+        self.state = State::Released;
+        self.next_send = None;
+        self.watching = false;
+        let offer = offer?;
+        let message = Outgoing::Release {
+            address: offer.address,
+            server: offer.server,
+        };
+        self.xid = self.next_xid();
+        Some(Transmit {
+            payload: build(&self.config.identity, self.xid, self.secs(now), message),
+            message,
+            destination: Destination::Server(offer.server),
         })
     }
 
@@ -332,7 +435,11 @@ impl Client {
         let lease_address = self.lease.as_ref().map(|l| l.address);
         let (message, destination, retry) = match self.state {
             State::Rebooting => {
+                if self.requests_sent == 0 {
+                    self.requesting_since = now;
+                }
                 self.requests_sent += 1;
+                self.attempt.requests += 1;
                 (
                     Outgoing::Reboot {
                         address: self.config.reboot_address.unwrap_or(Ipv4Addr::UNSPECIFIED),
@@ -341,17 +448,21 @@ impl Client {
                     self.backoff.next_delay(),
                 )
             }
-            State::Selecting => (
-                Outgoing::Discover {
-                    requested: self.config.requested_address,
-                    rapid_commit: self.config.rapid_commit,
-                },
-                Destination::Broadcast,
-                self.backoff.next_delay(),
-            ),
+            State::Selecting => {
+                self.attempt.discovers += 1;
+                (
+                    Outgoing::Discover {
+                        requested: self.config.requested_address,
+                        rapid_commit: self.config.rapid_commit,
+                    },
+                    Destination::Broadcast,
+                    self.backoff.next_delay(),
+                )
+            }
             State::Requesting => {
                 let offer = self.offer.as_ref().expect("requesting has an offer");
                 self.requests_sent += 1;
+                self.attempt.requests += 1;
                 (
                     Outgoing::Select {
                         offered: offer.address,
@@ -403,7 +514,7 @@ impl Client {
         self.lease = Some(lease.clone());
         self.offer = None;
         self.next_send = None;
-        self.give_up_at = None;
+        self.watching = false;
         self.backoff.reset();
         if same_address {
             Event::Renewed(lease)
@@ -416,7 +527,10 @@ impl Client {
     fn lose(&mut self, now: Instant, reason: LossReason) -> Output {
         let lease = self.lease.take().expect("only a held lease is lost");
         self.start_discovery(now);
-        self.give_up_at = Some(now + self.config.give_up_after);
+        self.acquire_started = now;
+        self.attempt = Attempt::default();
+        self.last_heard = None;
+        self.watching = true;
         self.backoff.reset();
         Output {
             transmit: Some(self.send(now)),

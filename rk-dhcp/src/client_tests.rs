@@ -73,7 +73,7 @@ fn discovers_back_off_then_report_no_answer() {
             assert!(sent(&t).flags().broadcast());
             sends.push((now - t0).as_millis());
         }
-        if let Some(Event::NoAnswer { waited }) = out.event {
+        if let Some(Event::NoAnswer { waited, .. }) = out.event {
             no_answer = Some(waited);
         }
         now = c.next_deadline().unwrap();
@@ -260,7 +260,7 @@ fn other_transactions_are_ignored() {
     c.handle_timeout(t0);
     let offer = server_reply(MessageType::Offer, c.xid().wrapping_add(1), ADDR, &[]);
     let out = c.handle_packet(&offer, t0);
-    assert_eq!(out.ignored, Some(ReplyError::NotForUs));
+    assert_eq!(out.ignored, Some(ReplyError::Stale));
     assert_eq!(c.state(), State::Selecting);
 }
 
@@ -390,4 +390,148 @@ fn unanswered_init_reboot_falls_back_to_discover() {
             (1750, "DHCPDISCOVER")
         ]
     );
+}
+
+/// A broadcast OFFER to another client, as every client on a bridge sees.
+fn reply_to_another_client() -> Vec<u8> {
+    let mut b = server_reply(MessageType::Offer, 0x5555, Ipv4Addr::new(10, 0, 3, 9), &[]);
+    // chaddr starts at byte 28 of the BOOTP header.
+    b[28..34].copy_from_slice(&[0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee]);
+    b
+}
+
+/// What was sent, in ms from the start, and the NoAnswer report.
+type Run = (Vec<(u128, &'static str)>, Option<(Duration, Attempt)>);
+
+/// Runs the client's timers from `t0` until `until`, feeding it a reply to
+/// another client every `every` (if any); returns the NoAnswer report.
+fn run_until(
+    c: &mut Client,
+    t0: Instant,
+    until: Duration,
+    every: Option<Duration>,
+) -> Run {
+    let mut sent_log = Vec::new();
+    let mut report = None;
+    let mut now = t0;
+    let mut next_other = every.map(|e| t0 + e);
+    while now < t0 + until {
+        let out = match next_other {
+            Some(t) if t <= c.next_deadline().unwrap() => {
+                now = t;
+                next_other = Some(t + every.unwrap());
+                let out = c.handle_packet(&reply_to_another_client(), now);
+                assert_eq!(out.ignored, Some(ReplyError::OtherClient));
+                out
+            }
+            _ => {
+                now = c.next_deadline().unwrap();
+                c.handle_timeout(now)
+            }
+        };
+        if let Some(t) = out.transmit {
+            sent_log.push(((now - t0).as_millis(), t.message.name()));
+        }
+        if let Some(Event::NoAnswer { waited, attempt }) = out.event {
+            report = Some((waited, attempt));
+        }
+    }
+    (sent_log, report)
+}
+
+#[test]
+fn a_busy_server_is_waited_for_up_to_the_longer_deadline() {
+    let t0 = Instant::now();
+    let mut c = Client::new(ClientConfig::new(MAC), 11, t0);
+    let (_, report) = run_until(&mut c, t0, Duration::from_secs(70), Some(ms(2000)));
+    let (waited, attempt) = report.expect("NoAnswer once the longer deadline passed");
+    assert_eq!(waited, Duration::from_secs(60));
+    assert_eq!(attempt.replies_to_others, 30);
+    assert_eq!(attempt.offers, 0);
+    let text = attempt.describe(waited);
+    assert!(
+        text.starts_with(&format!(
+            "sent {} DHCPDISCOVERs and 0 DHCPREQUESTs over 60.0s; got no answer; meanwhile the server sent 30 replies to other clients",
+            attempt.discovers
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_server_that_falls_silent_is_given_up_15s_after_it_was_last_heard() {
+    let t0 = Instant::now();
+    let mut c = Client::new(ClientConfig::new(MAC), 12, t0);
+    c.handle_timeout(t0);
+    c.handle_packet(&reply_to_another_client(), t0 + ms(9000));
+    let mut now = t0;
+    let mut report = None;
+    while report.is_none() && now < t0 + Duration::from_secs(40) {
+        now = c.next_deadline().unwrap();
+        if let Some(Event::NoAnswer { waited, .. }) = c.handle_timeout(now).event {
+            report = Some(waited);
+        }
+    }
+    assert_eq!(report, Some(Duration::from_secs(24)));
+}
+
+#[test]
+fn no_answer_counts_from_the_start_and_says_what_was_sent() {
+    // INIT-REBOOT falls back to DISCOVER at 0.75 s: the report still
+    // counts from the start (it once said "within 14s").
+    let t0 = Instant::now();
+    let (mut c, _) = rebooting_client(t0);
+    let (log, report) = run_until(&mut c, t0, Duration::from_secs(16), None);
+    assert_eq!(log[..2], [(250, "DHCPREQUEST"), (750, "DHCPDISCOVER")]);
+    let (waited, attempt) = report.unwrap();
+    assert_eq!(waited, Duration::from_secs(15));
+    assert_eq!(
+        attempt.describe(waited),
+        "sent 5 DHCPDISCOVERs and 2 DHCPREQUESTs over 15.0s; got no answer from any DHCP server"
+    );
+}
+
+#[test]
+fn a_pending_offer_is_kept_while_the_server_works_through_its_queue() {
+    let t0 = Instant::now();
+    let mut c = Client::new(ClientConfig::new(MAC), 13, t0);
+    c.handle_timeout(t0);
+    let offer = server_reply(MessageType::Offer, c.xid(), ADDR, &[]);
+    c.handle_packet(&offer, t0 + ms(10));
+    let xid = c.xid();
+    // The server answers others (it pings a new address for each, 3 s).
+    let (log, report) = run_until(&mut c, t0 + ms(10), Duration::from_secs(12), Some(ms(3000)));
+    assert!(report.is_none());
+    assert!(
+        log.iter().all(|(_, m)| *m == "DHCPREQUEST") && log.len() >= 6,
+        "{log:?}"
+    );
+    assert_eq!(c.state(), State::Requesting);
+    // Our REQUEST's turn comes: the late ACK still binds.
+    let ack = server_reply(MessageType::Ack, xid, ADDR, &[]);
+    assert!(matches!(
+        c.handle_packet(&ack, t0 + Duration::from_secs(12)).event,
+        Some(Event::Bound(ref l)) if l.address == ADDR
+    ));
+}
+
+#[test]
+fn abandoning_a_requested_offer_releases_it() {
+    let t0 = Instant::now();
+    let mut c = Client::new(ClientConfig::new(MAC), 14, t0);
+    c.handle_timeout(t0);
+    assert_eq!(c.clone().abandon(t0), None, "nothing requested yet");
+    let offer = server_reply(MessageType::Offer, c.xid(), ADDR, &[]);
+    c.handle_packet(&offer, t0);
+    let t = c.abandon(t0 + ms(5)).expect("a release");
+    assert_eq!(
+        t.message,
+        Outgoing::Release {
+            address: ADDR,
+            server: SERVER
+        }
+    );
+    assert_eq!(t.destination, Destination::Server(SERVER));
+    assert_eq!(c.state(), State::Released);
+    assert_eq!(c.next_deadline(), None);
 }

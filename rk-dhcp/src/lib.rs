@@ -18,7 +18,7 @@
 //!     }
 //!     match output.event.take() {
 //!         Some(Event::Bound(lease)) => println!("got {}", lease.cidr()),
-//!         Some(Event::NoAnswer { waited }) => panic!("no DHCP server answered in {waited:?}"),
+//!         Some(Event::NoAnswer { waited, attempt }) => panic!("no lease: {}", attempt.describe(waited)),
 //!         _ => {}
 //!     }
 //!     output = match receive_until(client.next_deadline()) {
@@ -47,7 +47,9 @@ pub mod message;
 pub mod output;
 
 pub use backoff::Backoff;
-pub use client::{Client, ClientConfig, Destination, Event, LossReason, Output, State, Transmit};
+pub use client::{
+    Attempt, Client, ClientConfig, Destination, Event, LossReason, Output, State, Transmit,
+};
 pub use lease::Lease;
 pub use message::{Identity, Nak, Outgoing, Reply, ReplyError, CLIENT_PORT, SERVER_PORT};
 

@@ -190,10 +190,20 @@ pub struct Nak {
 pub enum ReplyError {
     #[error("not a DHCP message: {0}")]
     Malformed(String),
-    /// Another client's transaction, or a request (on a shared link one sees
-    /// other clients' broadcasts): ignore it.
+    /// Not a server's reply (a request: the client's own, or another
+    /// client's broadcast): ignore it.
     #[error("not for this client")]
     NotForUs,
+    /// A server's reply to an earlier transaction of this client (a server
+    /// working through a backlog answers requests the client has given
+    /// up on): ignore it, but a server is there and working.
+    #[error("a reply to an earlier transaction of this client")]
+    Stale,
+    /// A server's reply to another client (on a shared bridge a server
+    /// broadcasts its replies to clients without an address): ignore it,
+    /// but a server is there and working.
+    #[error("a reply to another client")]
+    OtherClient,
     #[error("DHCP message type {0} is not a reply a client handles")]
     Unexpected(String),
     #[error("invalid reply: {0}")]
@@ -205,11 +215,14 @@ pub enum ReplyError {
 pub fn parse_reply(bytes: &[u8], mac: &[u8; 6], xid: u32) -> Result<Reply, ReplyError> {
     crate::guard::check(bytes)?;
     let msg = Message::from_bytes(bytes).map_err(|e| ReplyError::Malformed(e.to_string()))?;
-    if msg.opcode() != Opcode::BootReply
-        || msg.xid() != xid
-        || msg.chaddr().get(..6) != Some(&mac[..])
-    {
+    if msg.opcode() != Opcode::BootReply {
         return Err(ReplyError::NotForUs);
+    }
+    if msg.chaddr().get(..6) != Some(&mac[..]) {
+        return Err(ReplyError::OtherClient);
+    }
+    if msg.xid() != xid {
+        return Err(ReplyError::Stale);
     }
     match msg.opts().msg_type() {
         Some(MessageType::Offer) => Ok(Reply::Offer(Lease::from_message(&msg)?)),
@@ -376,11 +389,11 @@ pub(crate) mod tests {
     fn replies_to_others_are_not_ours() {
         let a = Ipv4Addr::new(10, 0, 3, 77);
         let bytes = server_reply(MessageType::Ack, 42, a, &[]);
-        assert_eq!(parse_reply(&bytes, &MAC, 43), Err(ReplyError::NotForUs));
+        assert_eq!(parse_reply(&bytes, &MAC, 43), Err(ReplyError::Stale));
         let other_mac = [2, 0, 0, 0, 0, 1];
         assert_eq!(
             parse_reply(&bytes, &other_mac, 42),
-            Err(ReplyError::NotForUs)
+            Err(ReplyError::OtherClient)
         );
         // Another client's broadcast request.
         let req = build(&Identity::new(MAC), 42, 0, Outgoing::Rebind { address: a });

@@ -5,7 +5,10 @@
 use crate::mac::AddressMemory;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::{pipe2, write};
-use rk_dhcp::{Client, Destination, Event, Lease, LossReason, Output, Transmit, SERVER_PORT};
+use rk_dhcp::{
+    Attempt, Client, Destination, Event, Lease, LossReason, Output, ReplyError, Transmit,
+    SERVER_PORT,
+};
 use rk_driver::DriverError;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -71,8 +74,10 @@ fn step(socket: &UdpSocket, client: &mut Client, stop: Option<BorrowedFd<'_>>) -
         let mut buf = [0u8; 4096];
         if let Ok((n, from)) = socket.recv_from(&mut buf) {
             let out = client.handle_packet(&buf[..n], Instant::now());
-            if let Some(why) = &out.ignored {
-                debug(&format!("DHCP: ignored a datagram from {from}: {why}"));
+            match &out.ignored {
+                // Normal on a shared bridge, and many under load.
+                Some(ReplyError::OtherClient) | None => {}
+                Some(why) => debug(&format!("DHCP: ignored a datagram from {from}: {why}")),
             }
             return Some(out);
         }
@@ -80,8 +85,10 @@ fn step(socket: &UdpSocket, client: &mut Client, stop: Option<BorrowedFd<'_>>) -
     Some(client.handle_timeout(Instant::now()))
 }
 
-/// Runs the client until it has a lease, or fails once it reports that no
-/// server answered.
+/// Runs the client until it has a lease, or fails once it reports that it
+/// got none: after 15 s without a sign of a DHCP server, or after 60 s in
+/// all while the server is heard but busy (a burst of new clients: dnsmasq
+/// pings each new address for 3 s, one at a time, before offering it).
 pub fn acquire(
     socket: &UdpSocket,
     client: &mut Client,
@@ -94,13 +101,13 @@ pub fn acquire(
         }
         match out.event.take() {
             Some(Event::Bound(lease)) => return Ok(lease),
-            Some(Event::NoAnswer { waited }) => {
-                return Err(DriverError::new(format!(
-                "no DHCP server answered on bridge {bridge} within {}s: the bridge needs a DHCP \
-                     server (lxc-net runs dnsmasq on lxcbr0: check that dnsmasq runs for {bridge}, \
-                     e.g. `systemctl restart lxc-net` as root)",
-                waited.as_secs()
-            )))
+            Some(Event::NoAnswer { waited, attempt }) => {
+                // A REQUEST still in the server's queue would make a lease
+                // nobody releases.
+                if let Some(t) = client.abandon(Instant::now()) {
+                    send(socket, &t);
+                }
+                return Err(DriverError::new(no_lease_message(bridge, waited, &attempt)));
             }
             _ => {}
         }
@@ -110,6 +117,23 @@ pub fn acquire(
     }
 }
 
+fn no_lease_message(bridge: &str, waited: Duration, attempt: &Attempt) -> String {
+    let what = attempt.describe(waited);
+    let fix = if attempt.offers == 0 && attempt.naks == 0 && attempt.replies_to_others == 0 {
+        format!(
+            "the bridge needs a DHCP server (lxc-net runs dnsmasq on lxcbr0: check that dnsmasq \
+             runs for {bridge}, e.g. `systemctl restart lxc-net` as root)"
+        )
+    } else {
+        format!(
+            "the DHCP server on {bridge} is there but gave this client no lease: its address \
+             pool may be full (dnsmasq's --dhcp-range and --dhcp-lease-max; lxc-net's \
+             LXC_DHCP_RANGE and LXC_DHCP_MAX), or it is overloaded (dnsmasq pings each new \
+             address for 3 s before offering it; lxc-net's LXC_DHCP_PING=false turns that off)"
+        )
+    };
+    format!("no DHCP lease on bridge {bridge}: {what}. {fix}")
+}
 /// Keeps the lease for as long as it runs; releases it when stopped.
 #[derive(Debug)]
 pub struct Renewer {
@@ -195,9 +219,9 @@ fn report(event: &Event, configured: Ipv4Addr) {
                 LossReason::Expired => "no server extended it".into(),
             }
         ),
-        Event::NoAnswer { waited } => eprintln!(
-            "rk-lxc-user-nic: DHCP: no server answered for {}s; still trying",
-            waited.as_secs()
+        Event::NoAnswer { waited, attempt } => eprintln!(
+            "rk-lxc-user-nic: DHCP: no new lease yet ({}); still trying",
+            attempt.describe(*waited)
         ),
     }
 }

@@ -10,7 +10,7 @@ use crate::link::{Link, LinkError};
 use rk_dhcp::frame::{decapsulate, encapsulate, Addresses, BROADCAST_MAC};
 use rk_dhcp::{Client, ClientConfig, Destination, Event, Lease};
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What the child's interface gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,11 +24,10 @@ pub struct Address {
 #[derive(Debug, thiserror::Error)]
 pub enum AddressError {
     #[error(
-        "no DHCP answer from vpnkit within {}s: vpnkit hands out the address by DHCP \
-         on its ethernet link; is the program behind --vpnkit-binary really vpnkit?",
-        .0.as_secs()
+        "no DHCP lease from vpnkit: {0}; vpnkit hands out the address by DHCP on its \
+         ethernet link: is the program behind --vpnkit-binary really vpnkit?"
     )]
-    NoAnswer(Duration),
+    NoAnswer(String),
     #[error("during the DHCP exchange with vpnkit: {0}")]
     Link(#[from] LinkError),
     #[error("sending a DHCP message to vpnkit: {0}")]
@@ -57,6 +56,8 @@ pub fn obtain(link: &mut Link, deadline: Instant) -> Result<Address, AddressErro
     let started = Instant::now();
     let mut config = ClientConfig::new(mac);
     config.give_up_after = deadline.saturating_duration_since(started);
+    // vpnkit's link has one client: no one else to wait behind.
+    config.busy_give_up_after = config.give_up_after;
     let mut client = Client::new(config, rk_dhcp::random_xid(), started);
     // The server's MAC, once a reply showed it, for unicast messages.
     let mut server_mac: Option<[u8; 6]> = None;
@@ -75,12 +76,16 @@ pub fn obtain(link: &mut Link, deadline: Instant) -> Result<Address, AddressErro
         }
         match output.event.take() {
             Some(Event::Bound(lease)) => return Ok(Address::from(&lease)),
-            Some(Event::NoAnswer { waited }) => return Err(AddressError::NoAnswer(waited)),
+            Some(Event::NoAnswer { waited, attempt }) => {
+                return Err(AddressError::NoAnswer(attempt.describe(waited)))
+            }
             _ => {}
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(AddressError::NoAnswer(now - started));
+            return Err(AddressError::NoAnswer(
+                client.attempt().describe(now - started),
+            ));
         }
         let wake = client.next_deadline().map_or(deadline, |d| d.min(deadline));
         let reply = link.receive(wake, |frame| {
