@@ -7,6 +7,9 @@
 #   make uninstall [PREFIX=…] [DESTDIR=]
 #
 # PROFILE=debug installs the debug build instead (quick, for tests).
+# NO_BUILD=1 installs what is already built (binaries in BUILD_DIR, pages,
+# completions and licence inventory in GEN_DIR) without running cargo, e.g.
+# `make` as yourself, then `sudo make install NO_BUILD=1`.
 # `make install` writes only below $(DESTDIR)$(PREFIX): it needs root only
 # when that is not writable by the caller.
 
@@ -32,8 +35,8 @@ PROFILE_FLAG := --profile dev
 else
 PROFILE_FLAG := --profile $(PROFILE)
 endif
-BUILD_DIR := $(TARGET_DIR)/$(PROFILE)
-GEN_DIR := $(TARGET_DIR)/rk-generated
+BUILD_DIR ?= $(TARGET_DIR)/$(PROFILE)
+GEN_DIR ?= $(TARGET_DIR)/rk-generated
 DEB_DIR ?= $(TARGET_DIR)/debian
 
 # The drivers the workspace builds (packaging/drivers: one a line).
@@ -48,9 +51,15 @@ DOCS := README.md $(wildcard docs/*.md)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
 export SOURCE_DATE_EPOCH
 
+ifeq ($(NO_BUILD),)
+BUILT := all
+CARGO_BUILT := build
+DOCGEN_BUILT := $(DOCGEN)
+endif
+
 .PHONY: all build docs man completions licences install install-core install-drivers uninstall deb clean
 
-all: build docs
+all: $(CARGO_BUILT) docs
 
 build:
 	$(CARGO) build $(CARGO_FLAGS) $(PROFILE_FLAG) -p rootlesskit-core -p rootlessctl $(addprefix -p ,$(DRIVERS))
@@ -60,19 +69,19 @@ $(DOCGEN): FORCE
 
 docs: man completions
 
-man: build $(DOCGEN)
+man: $(CARGO_BUILT) $(DOCGEN_BUILT)
 	$(DOCGEN) man --out $(GEN_DIR)/man --rootlessctl $(BUILD_DIR)/rootlessctl --protocol docs/driver-protocol.md
 
-completions: build $(DOCGEN)
+completions: $(CARGO_BUILT) $(DOCGEN_BUILT)
 	$(DOCGEN) completions --out $(GEN_DIR)/completions --rootlessctl $(BUILD_DIR)/rootlessctl
 
-licences: $(DOCGEN)
+licences: $(DOCGEN_BUILT)
 	@mkdir -p $(GEN_DIR)
 	$(DOCGEN) licences --allow packaging/licences.allow --inventory $(GEN_DIR)/licences.txt
 
 install: install-core install-drivers
 
-install-core: all licences
+install-core: $(BUILT) $(if $(BUILT),licences)
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7 \
 		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
 	$(INSTALL) -m 0755 $(addprefix $(BUILD_DIR)/,$(PROGRAMS)) $(DESTDIR)$(BINDIR)/
@@ -83,7 +92,7 @@ install-core: all licences
 	$(INSTALL) -m 0644 $(GEN_DIR)/completions/fish/rootlesskit.fish $(GEN_DIR)/completions/fish/rootlessctl.fish $(DESTDIR)$(FISHCOMPDIR)/
 	$(INSTALL) -m 0644 LICENSE $(DOCS) $(GEN_DIR)/licences.txt $(DESTDIR)$(DOCDIR)/
 
-install-drivers: all
+install-drivers: $(BUILT)
 	$(INSTALL) -d $(DESTDIR)$(LIBEXECDIR)/rootlesskit $(DESTDIR)$(MANDIR)/man1
 	$(INSTALL) -m 0755 $(addprefix $(BUILD_DIR)/,$(DRIVERS)) $(DESTDIR)$(LIBEXECDIR)/rootlesskit/
 	$(INSTALL) -m 0644 $(addprefix $(GEN_DIR)/man/man1/,$(addsuffix .1,$(DRIVERS))) $(DESTDIR)$(MANDIR)/man1/
@@ -100,8 +109,8 @@ uninstall:
 	rm -rf $(DESTDIR)$(DOCDIR)
 
 # Split packages: the core, and one per driver (packaging/build-debs).
-deb: all licences
-	PROFILE=$(PROFILE) MAKE="$(MAKE)" bash packaging/build-debs $(DEB_DIR)
+deb: $(BUILT) $(if $(BUILT),licences)
+	PROFILE=$(PROFILE) BUILD_DIR=$(BUILD_DIR) GEN_DIR=$(GEN_DIR) MAKE="$(MAKE)" bash packaging/build-debs $(DEB_DIR)
 
 # Only what this Makefile made; cargo's target/ is left alone.
 clean:
