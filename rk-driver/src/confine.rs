@@ -107,6 +107,7 @@ pub struct Confinement {
     read: Vec<PathBuf>,
     write: Vec<PathBuf>,
     exec: Vec<PathBuf>,
+    remove_dirs: Vec<PathBuf>,
     landlock: bool,
     no_new_privs: bool,
     on_violation: OnViolation,
@@ -128,6 +129,7 @@ impl Confinement {
             read: Vec::new(),
             write: Vec::new(),
             exec: Vec::new(),
+            remove_dirs: Vec::new(),
             landlock: true,
             no_new_privs: true,
             on_violation: OnViolation::Deny,
@@ -169,6 +171,13 @@ impl Confinement {
     /// Programs it may still execute (read and execute).
     pub fn exec(mut self, path: impl AsRef<Path>) -> Self {
         self.exec.push(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Directories in which it may still remove (empty) directories, and
+    /// nothing else: a state directory's parent, for the clean-up at exit.
+    pub fn remove_dirs_in(mut self, path: impl AsRef<Path>) -> Self {
+        self.remove_dirs.push(path.as_ref().to_path_buf());
         self
     }
 
@@ -298,6 +307,8 @@ impl Confinement {
                 &self.exec,
                 AccessFs::Execute | AccessFs::ReadFile,
             ))
+            .map_err(err)?
+            .add_rules(path_beneath_rules(&self.remove_dirs, AccessFs::RemoveDir))
             .map_err(err)?
             .restrict_self()
             .map_err(err)?;

@@ -7,6 +7,7 @@ pub mod answer;
 pub mod cgroup2;
 pub mod child;
 pub mod cli;
+pub mod confinement;
 pub mod copyup;
 pub mod discovery;
 pub mod driver;

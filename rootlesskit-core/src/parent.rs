@@ -155,6 +155,9 @@ fn run_in_state_dir(
     }
     state.write_child_pid(pid.as_raw())?;
     guard.done = true;
+    if let Some(report) = crate::confinement::confine_parent(state) {
+        debug(settings, &format!("sandbox: {report}"));
+    }
     let code = wait_for_child(pid, &signals, driver.as_mut(), &mut service);
     debug(settings, &format!("command exited ({code})"));
     drop(service);

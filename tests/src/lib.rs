@@ -169,7 +169,9 @@ pub fn user_temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rk-t-{tag}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    chmod(&dir, 0o777);
+    // Sticky, like /tmp: rootlesskit refuses a state dir whose parent others
+    // could rename it out of.
+    chmod(&dir, 0o1777);
     dir
 }
 
