@@ -3,7 +3,7 @@
 
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::unistd::{access, AccessFlags};
+use rk_driver::lookup::{find_program, unsafe_permissions, LookupError};
 use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 const RUN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Output beyond this is not kept (`--help` is about 2 KiB).
 const MAX_OUTPUT: usize = 64 * 1024;
-/// `execvp`'s search path when `$PATH` is unset.
-const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BinaryError {
@@ -61,31 +59,44 @@ fn quote_tail(output: &str) -> String {
     format!(": {:?}", lines[lines.len().saturating_sub(3)..].join("\n"))
 }
 
-/// Resolves `binary` like `execvp` would, so that errors come before
-/// anything is started and name what was looked for.
-pub fn resolve(binary: &str, path_var: Option<&OsStr>) -> Result<PathBuf, BinaryError> {
-    if binary.contains('/') {
-        let path = std::env::current_dir()
-            .map(|cwd| cwd.join(binary))
-            .unwrap_or_else(|_| PathBuf::from(binary));
-        return match executable(&path) {
-            Some(true) => Ok(path),
-            Some(false) => Err(BinaryError::NotExecutable(path)),
-            None => Err(BinaryError::NoSuchFile(path)),
-        };
+/// Resolves `binary` with the SDK's lookup (a path as given, a bare name in
+/// the absolute directories of `$PATH` only: never the current directory),
+/// so that errors come before anything is started and name what was looked
+/// for. A program that someone other than root and this user could replace
+/// is used, with a warning.
+pub fn resolve(binary: &str) -> Result<PathBuf, BinaryError> {
+    let path = find_program(binary).map_err(|e| match e {
+        LookupError::NoSuchFile(p) => BinaryError::NoSuchFile(p),
+        LookupError::NotExecutable(p) => BinaryError::NotExecutable(p),
+        LookupError::NotInPath { name, .. } => BinaryError::NotInPath(name),
+    })?;
+    if let Some(why) = unsafe_permissions(&path) {
+        eprintln!("rk-slirp4netns: warning: {why}");
     }
-    let dirs = path_var.unwrap_or(OsStr::new(DEFAULT_PATH));
-    std::env::split_paths(dirs)
-        .filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join(binary))
-        .find(|candidate| executable(candidate) == Some(true))
-        .ok_or_else(|| BinaryError::NotInPath(binary.to_owned()))
+    Ok(path)
 }
 
-/// `None`: no such file; `Some(executable)` otherwise.
-fn executable(path: &Path) -> Option<bool> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some(meta.is_file() && access(path, AccessFlags::X_OK).is_ok())
+/// The environment slirp4netns and its probes get: none of this driver's
+/// (`RK_DRIVER_FD` names the protocol socket, which they must not find), only
+/// what a C program may want for its messages and libslirp's debugging.
+pub fn clean_environment(cmd: &mut Command) -> &mut Command {
+    cmd.env_clear();
+    for (key, value) in std::env::vars_os() {
+        if passed_through(&key) {
+            cmd.env(key, value);
+        }
+    }
+    cmd
+}
+
+fn passed_through(key: &OsStr) -> bool {
+    let Some(key) = key.to_str() else {
+        return false;
+    };
+    matches!(
+        key,
+        "PATH" | "LANG" | "LANGUAGE" | "TZ" | "G_MESSAGES_DEBUG" | "SLIRP_DEBUG"
+    ) || key.starts_with("LC_")
 }
 
 /// Runs `path arg` with a time limit; returns its combined output, or
@@ -99,7 +110,8 @@ pub fn run(path: &Path, arg: &'static str) -> Result<String, BinaryError> {
     let (reader, writer) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
     let mut child = {
         let mut cmd = Command::new(path);
-        cmd.arg(arg)
+        clean_environment(&mut cmd)
+            .arg(arg)
             .stdin(Stdio::null())
             .stdout(Stdio::from(writer.try_clone().map_err(spawn_err)?))
             .stderr(Stdio::from(writer));
@@ -193,37 +205,51 @@ mod tests {
 
     #[test]
     fn missing_binary_error_names_what_was_looked_for_and_the_fix() {
-        let e = resolve("no-such-slirp4netns", Some(OsStr::new("/usr/bin:/bin"))).unwrap_err();
+        let e = resolve("no-such-slirp4netns").unwrap_err();
         assert_eq!(
             e.to_string(),
             "slirp4netns not found (looked for \"no-such-slirp4netns\" in PATH): \
              install slirp4netns ≥ 0.4 or pass --slirp4netns-binary"
         );
-        let e = resolve("/nonexistent/slirp4netns", None).unwrap_err();
+        let e = resolve("/nonexistent/slirp4netns").unwrap_err();
         assert!(matches!(e, BinaryError::NoSuchFile(_)), "{e}");
     }
 
     #[test]
-    fn path_lookup_skips_non_executables_and_relative_entries() {
+    fn a_path_that_is_not_an_executable_file_is_refused() {
         let dir = std::env::temp_dir().join(format!("rk-s4-binary-{}", std::process::id()));
-        let plain = dir.join("plain");
-        let exec = dir.join("exec");
-        std::fs::create_dir_all(&plain).unwrap();
-        std::fs::create_dir_all(&exec).unwrap();
-        std::fs::write(plain.join("tool"), "").unwrap();
-        std::fs::write(exec.join("tool"), "").unwrap();
-        std::fs::set_permissions(exec.join("tool"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
-        let path_var =
-            std::env::join_paths(["relative", plain.to_str().unwrap(), exec.to_str().unwrap()])
-                .unwrap();
-        assert_eq!(resolve("tool", Some(&path_var)).unwrap(), exec.join("tool"));
-        // Without any execute bit even root may not run it.
-        let e = resolve(plain.join("tool").to_str().unwrap(), None).unwrap_err();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("tool"), "").unwrap();
+        let e = resolve(dir.join("tool").to_str().unwrap()).unwrap_err();
         assert!(matches!(e, BinaryError::NotExecutable(_)), "{e}");
-        let e = resolve(plain.to_str().unwrap(), None).unwrap_err();
+        let e = resolve(dir.to_str().unwrap()).unwrap_err();
         assert!(matches!(e, BinaryError::NotExecutable(_)), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_environment_keeps_only_locale_path_and_debugging() {
+        for kept in ["PATH", "LANG", "LC_ALL", "LC_MESSAGES", "TZ", "SLIRP_DEBUG"] {
+            assert!(passed_through(OsStr::new(kept)), "{kept}");
+        }
+        for dropped in [
+            "RK_DRIVER_FD",
+            "RK_DRIVER_DEBUG",
+            "HOME",
+            "LD_PRELOAD",
+            "XDG_RUNTIME_DIR",
+        ] {
+            assert!(!passed_through(OsStr::new(dropped)), "{dropped}");
+        }
+    }
+
+    #[test]
+    fn probes_run_without_the_drivers_variables() {
+        // No other test of this crate looks at RK_DRIVER_FD.
+        std::env::set_var("RK_DRIVER_FD", "3");
+        let out = run(Path::new("/usr/bin/env"), "-0").unwrap();
+        std::env::remove_var("RK_DRIVER_FD");
+        assert!(!out.contains("RK_DRIVER_FD"), "{out}");
     }
 
     #[test]

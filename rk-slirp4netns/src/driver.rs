@@ -61,6 +61,10 @@ impl Driver for Slirp4netns {
                 "configure sent twice: this driver runs one slirp4netns per network",
             ));
         }
+        // Nothing this driver runs (slirp4netns, its probes) may gain
+        // privileges; threads started from here on inherit this.
+        rk_driver::sandbox::no_new_privs()
+            .map_err(|e| DriverError::new(format!("setting no_new_privs: {e}")))?;
         // Cheap checks first: a bad flag never starts anything.
         let options = DriverOptions::parse(&request.options).map_err(user_error)?;
         for key in &options.ignored {

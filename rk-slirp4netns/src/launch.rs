@@ -116,7 +116,8 @@ impl Launch<'_> {
             Stdio::null()
         };
         let mut cmd = Command::new(self.binary);
-        cmd.args(invocation.args())
+        crate::binary::clean_environment(&mut cmd)
+            .args(invocation.args())
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(Stdio::from(stderr_writer));

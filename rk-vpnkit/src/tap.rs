@@ -29,10 +29,7 @@ pub fn create(name: &str, mac: [u8; 6]) -> Result<OwnedFd, String> {
         (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
     // SAFETY: TUNSETIFF reads and writes an ifreq, which `req` is.
     if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut req) } < 0 {
-        return Err(format!(
-            "creating tap device {name}: {} (is the name taken?)",
-            io::Error::last_os_error()
-        ));
+        return Err(tunsetiff_error(name, &io::Error::last_os_error()));
     }
     let hdr_len = crate::offload::VNET_HDR_LEN as libc::c_int;
     // SAFETY: TUNSETVNETHDRSZ reads an int, which `hdr_len` is.
@@ -108,6 +105,31 @@ fn open_error(e: &io::Error) -> String {
     }
 }
 
+/// Why TUNSETIFF refused, with the fix: the kernel's reasons differ per
+/// errno (drivers/net/tun.c, `tun_set_iff`).
+fn tunsetiff_error(name: &str, e: &io::Error) -> String {
+    let why = match e.raw_os_error() {
+        Some(libc::EBUSY) => format!(
+            "a tun/tap device named {name} already exists in the child's network namespace \
+             and is in use: choose another --ifname"
+        ),
+        Some(libc::EINVAL) => format!(
+            "an interface named {name} already exists in the child's network namespace and \
+             is not a tap device this driver can attach to: choose another --ifname"
+        ),
+        Some(libc::EPERM) => "creating a tap device needs CAP_NET_ADMIN over the child's \
+             network namespace, which the helper has only inside the child's user namespace: \
+             the namespaces given to the driver do not belong together"
+            .to_owned(),
+        Some(libc::EACCES) => "a security module (SELinux or AppArmor) refused the tap \
+             device: allow tun devices for this user"
+            .to_owned(),
+        Some(libc::ENOMEM) | Some(libc::ENOSPC) => "the kernel is out of memory".to_owned(),
+        _ => "the kernel refused TUNSETIFF".to_owned(),
+    };
+    format!("creating tap device {name}: {e}: {why}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +140,28 @@ mod tests {
         assert!(ifreq("").is_err());
         assert!(ifreq("sixteen-chars-xx").is_err());
         assert!(ifreq("a/b").is_err());
+    }
+
+    #[test]
+    fn each_tunsetiff_errno_gets_its_own_reason() {
+        let msg = |errno| tunsetiff_error("tap0", &io::Error::from_raw_os_error(errno));
+        assert!(
+            msg(libc::EBUSY).contains("already exists"),
+            "{}",
+            msg(libc::EBUSY)
+        );
+        assert!(msg(libc::EBUSY).contains("in use: choose another --ifname"));
+        assert!(msg(libc::EINVAL).contains("is not a tap device"));
+        assert!(msg(libc::EPERM).contains("CAP_NET_ADMIN"));
+        assert!(msg(libc::EACCES).contains("security module"));
+        for errno in [libc::EPERM, libc::EACCES, libc::ENOMEM, libc::EFAULT] {
+            assert!(
+                !msg(errno).contains("already exists") && !msg(errno).contains("taken"),
+                "{}",
+                msg(errno)
+            );
+        }
+        assert!(msg(libc::EPERM).starts_with("creating tap device tap0: Operation not permitted"));
     }
 
     #[test]

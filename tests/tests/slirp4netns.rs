@@ -293,3 +293,124 @@ fn a_driver_dying_while_cmd_runs_is_reported() {
         "CMD goes on and its status counts: {err}"
     );
 }
+
+/// The `Name:\tvalue` field of a /proc status file.
+fn status_field(status: &str, name: &str) -> Option<String> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+}
+
+/// `field` of every thread of `pid`, as (tid, value).
+fn per_task(pid: u32, field: &str) -> Vec<(String, String)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            (
+                t.file_name().to_string_lossy().into_owned(),
+                status_field(&status, field).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Starts rootlesskit with `extra` flags and a CMD that says "ready" and
+/// waits for its stdin to close; returns it with the pids of rk-slirp4netns
+/// and slirp4netns.
+fn running_with(extra: &[&str]) -> (std::process::Child, u32, u32) {
+    let mut all = args(extra);
+    all.extend(["--", "sh", "-c", "echo ready; read x; true"]);
+    let mut child = rootlesskit(&all)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut buf).unwrap();
+    assert_eq!(&buf, b"ready\n");
+    let procs = descendants(child.id());
+    let pid_of = |name: &str| {
+        procs
+            .iter()
+            .find(|(_, comm)| comm == name)
+            .unwrap_or_else(|| panic!("no {name} under rootlesskit: {procs:?}"))
+            .0
+    };
+    let (driver, slirp) = (pid_of("rk-slirp4netns"), pid_of("slirp4netns"));
+    (child, driver, slirp)
+}
+
+/// Closes CMD's stdin and expects a clean exit.
+fn finish(mut child: std::process::Child) {
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Issue 11 point 11: slirp4netns once found RK_DRIVER_FD (the number of
+/// the driver's protocol socket) in its environment, and neither the
+/// driver nor it ran with no_new_privs.
+#[test]
+fn slirp4netns_gets_a_clean_environment_and_no_new_privs() {
+    let (child, driver, slirp) = running_with(&[]);
+    let environ = std::fs::read(format!("/proc/{slirp}/environ")).unwrap();
+    let keys: Vec<String> = environ
+        .split(|b| *b == 0)
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            kv.split('=').next().unwrap_or_default().to_owned()
+        })
+        .collect();
+    for key in &keys {
+        assert!(
+            [
+                "PATH",
+                "LANG",
+                "LANGUAGE",
+                "TZ",
+                "G_MESSAGES_DEBUG",
+                "SLIRP_DEBUG"
+            ]
+            .contains(&key.as_str())
+                || key.starts_with("LC_"),
+            "slirp4netns got {key} in its environment: {keys:?}"
+        );
+    }
+    for pid in [driver, slirp] {
+        let tasks = per_task(pid, "NoNewPrivs");
+        assert!(
+            !tasks.is_empty() && tasks.iter().all(|(_, v)| v == "1"),
+            "pid {pid}: NoNewPrivs per thread {tasks:?}"
+        );
+    }
+    finish(child);
+}
+
+/// The lookup warns about a program that others could replace (issue 11
+/// point 4), and still uses it.
+#[test]
+fn a_slirp4netns_writable_by_others_is_used_with_a_warning() {
+    let dir = user_temp_dir("s4-writable");
+    chmod(&dir, 0o755);
+    let copy = dir.join("slirp4netns");
+    std::fs::copy("/usr/bin/slirp4netns", &copy).unwrap();
+    chmod(&copy, 0o777);
+    let flag = format!("--slirp4netns-binary={}", copy.display());
+    let out = run_sh(&args(&[&flag]), "ip -o -4 addr show tap0");
+    let text = expect_success(&out);
+    assert!(text.contains("10.0.2.100/24"), "{text}");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "rk-slirp4netns: warning: program {} is writable by other users",
+            copy.display()
+        )),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
