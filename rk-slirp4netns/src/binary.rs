@@ -201,7 +201,6 @@ fn read_until_eof(reader: OwnedFd, deadline: Instant) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn missing_binary_error_names_what_was_looked_for_and_the_fix() {
