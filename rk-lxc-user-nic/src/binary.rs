@@ -1,6 +1,7 @@
 //! Finding lxc-user-nic and checking that it can work: it is set-user-ID
 //! root, and the kernel will honour that bit.
 
+use rk_driver::lookup::{find_program, unsafe_permissions, LookupError};
 use rk_driver::DriverError;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -25,38 +26,42 @@ fn multiarch_triplet() -> String {
     }
 }
 
-/// The binary to run: the one given, or the first candidate that exists.
+/// The binary to run: the one given (a path, or a name looked up with the
+/// SDK's lookup: absolute `$PATH` entries only, never the current
+/// directory), or the first candidate that exists. A program that someone
+/// other than root and this user could replace is used, with a warning.
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, DriverError> {
-    if let Some(p) = explicit {
-        let found = if p.components().count() == 1 && !p.is_absolute() {
-            search_path(p)
-        } else {
-            Some(p.to_path_buf()).filter(|p| p.exists())
-        };
-        return found.ok_or_else(|| {
-            DriverError::new(format!(
-                "lxc-user-nic not found at {} (--lxc-user-nic-binary): install lxc \
-                 (Debian/Ubuntu: apt install lxc) or pass the right path",
+    let found = match explicit {
+        Some(p) => find_program(&p.to_string_lossy()).map_err(|e| match e {
+            LookupError::NotExecutable(p) => DriverError::new(format!(
+                "lxc-user-nic at {} is not an executable file (--lxc-user-nic-binary): \
+                 pass the program's path",
                 p.display()
-            ))
-        });
+            )),
+            LookupError::NoSuchFile(_) | LookupError::NotInPath { .. } => {
+                DriverError::new(format!(
+                    "lxc-user-nic not found at {} (--lxc-user-nic-binary): install lxc \
+                     (Debian/Ubuntu: apt install lxc) or pass the right path",
+                    p.display()
+                ))
+            }
+        })?,
+        None => {
+            let all = candidates();
+            all.iter().find(|p| p.exists()).cloned().ok_or_else(|| {
+                let list: Vec<String> = all.iter().map(|p| p.display().to_string()).collect();
+                DriverError::new(format!(
+                    "lxc-user-nic not found (looked at {}): install lxc (Debian/Ubuntu: apt install \
+                     lxc; it must come with the SUID lxc-user-nic), or pass --lxc-user-nic-binary=PATH",
+                    list.join(", ")
+                ))
+            })?
+        }
+    };
+    if let Some(why) = unsafe_permissions(&found) {
+        eprintln!("rk-lxc-user-nic: warning: {why}");
     }
-    let all = candidates();
-    all.iter().find(|p| p.exists()).cloned().ok_or_else(|| {
-        let list: Vec<String> = all.iter().map(|p| p.display().to_string()).collect();
-        DriverError::new(format!(
-            "lxc-user-nic not found (looked at {}): install lxc (Debian/Ubuntu: apt install lxc; \
-             it must come with the SUID lxc-user-nic), or pass --lxc-user-nic-binary=PATH",
-            list.join(", ")
-        ))
-    })
-}
-
-fn search_path(name: &Path) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    Ok(found)
 }
 
 /// lxc-user-nic creates a veth as root on the user's behalf: without the
@@ -125,6 +130,15 @@ mod tests {
         let e = locate(Some(Path::new("/nonexistent/lxc-user-nic"))).unwrap_err();
         assert!(e.0.contains("/nonexistent/lxc-user-nic"), "{e}");
         assert!(e.0.contains("install lxc"), "{e}");
+    }
+
+    #[test]
+    fn a_bare_name_is_never_found_in_the_current_directory() {
+        // The lookup skips relative $PATH entries; a name that only exists
+        // here (in the crate's directory, where cargo runs the tests) is
+        // not found whatever PATH says.
+        let e = locate(Some(Path::new("Cargo.toml"))).unwrap_err();
+        assert!(e.0.contains("lxc-user-nic not found at Cargo.toml"), "{e}");
     }
 
     #[test]

@@ -2,11 +2,13 @@
 
 use crate::settings::{Settings, BINARY_OPTION};
 use crate::stderr_tail::StderrTail;
+use rk_driver::lookup::{find_program, unsafe_permissions, LookupError};
 use rk_driver::process::Supervised;
 use rk_driver::DriverError;
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +31,8 @@ impl Vpnkit {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| DriverError::new(format!("pipe: {e}")))?;
         let stderr = StderrTail::new(read, debug)?;
-        let mut cmd = Command::new(&settings.binary);
+        let path = locate(&settings.binary)?;
+        let mut cmd = Command::new(&path);
         cmd.args(settings.vpnkit_args())
             .env_remove(rk_driver::DRIVER_FD_ENV)
             .stdin(Stdio::null())
@@ -123,6 +126,24 @@ impl Vpnkit {
     }
 }
 
+/// The program to run, found with the SDK's lookup: a bare name only in
+/// the absolute directories of `$PATH` (never the current directory, which
+/// `execvp` would search for an empty or `.` entry). A program someone other
+/// than root and this user could replace is used, with a warning.
+fn locate(binary: &str) -> Result<PathBuf, DriverError> {
+    let path = find_program(binary).map_err(|e| {
+        let kind = match e {
+            LookupError::NoSuchFile(_) | LookupError::NotInPath { .. } => io::ErrorKind::NotFound,
+            LookupError::NotExecutable(_) => io::ErrorKind::PermissionDenied,
+        };
+        spawn_error(binary, &io::Error::new(kind, e.to_string()))
+    })?;
+    if let Some(why) = unsafe_permissions(&path) {
+        eprintln!("rk-vpnkit: warning: {why}");
+    }
+    Ok(path)
+}
+
 fn spawn_error(binary: &str, e: &io::Error) -> DriverError {
     let hint =
         format!("install vpnkit (https://github.com/moby/vpnkit) or point --{BINARY_OPTION} at it");
@@ -143,6 +164,20 @@ fn spawn_error(binary: &str, e: &io::Error) -> DriverError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookup_errors_name_the_flag() {
+        let e = locate("/nonexistent/vpnkit").unwrap_err();
+        assert!(
+            e.0.contains("/nonexistent/vpnkit not found (--vpnkit-binary)"),
+            "{e}"
+        );
+        let e = locate("no-such-vpnkit-anywhere").unwrap_err();
+        assert!(e.0.contains("not found in $PATH (--vpnkit-binary)"), "{e}");
+        let e = locate("/etc/passwd").unwrap_err();
+        assert!(e.0.contains("/etc/passwd is not executable"), "{e}");
+        assert_eq!(locate("/bin/sh").unwrap(), PathBuf::from("/bin/sh"));
+    }
 
     #[test]
     fn missing_binary_names_the_flag() {

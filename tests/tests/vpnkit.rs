@@ -562,3 +562,36 @@ fn unsupported_flags_are_refused_before_vpnkit_starts() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// Issue 11 point 4: with an empty or `.` entry in PATH, `execvp` would run
+/// a `vpnkit` from the current directory. The driver looks programs up in
+/// absolute PATH entries only.
+#[test]
+fn a_vpnkit_in_the_current_directory_is_never_run() {
+    let cwd = user_temp_dir("vpnkit-cwd");
+    chmod(&cwd, 0o755);
+    let ran = cwd.join("ran");
+    std::fs::write(
+        cwd.join("vpnkit"),
+        format!("#!/bin/sh\ntouch {}\nexit 1\n", ran.display()),
+    )
+    .unwrap();
+    chmod(&cwd.join("vpnkit"), 0o755);
+    chmod(&cwd, 0o777);
+    for path in [":/usr/bin:/bin", ".:/usr/bin:/bin", "/usr/bin::/bin"] {
+        let (dir, sd) = state_dir("vpnkit-cwd-run");
+        let mut cmd = rootlesskit_with_env(
+            &with_script(&["--net=vpnkit", &sd], "echo ran"),
+            &[("PATH", path)],
+        );
+        cmd.current_dir(&cwd);
+        let out = output_within(cmd, RUN_LIMIT);
+        expect_failure(
+            &out,
+            "vpnkit binary \"vpnkit\" not found in $PATH (--vpnkit-binary)",
+        );
+        assert!(!ran.exists(), "PATH={path}: ./vpnkit was run");
+        assert_nothing_left(&dir.display().to_string(), &dir);
+    }
+    let _ = std::fs::remove_dir_all(cwd);
+}
