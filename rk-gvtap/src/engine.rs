@@ -10,7 +10,7 @@
 use crate::classify::{classify, Frame};
 use crate::dns::{self, Dns};
 use crate::epoll::{self, Epoll, Token};
-use crate::forward::{self, Control, Forwards};
+use crate::forward::{self, Control, Forwards, Ready};
 use crate::frames::{self, Quote};
 use crate::net::Net;
 use crate::ping_nat::{self, PingNat};
@@ -167,13 +167,29 @@ impl Engine {
                     udp_nat::KIND => self.udp.on_event(token),
                     ping_nat::KIND => self.ping.on_event(token),
                     dns::KIND => self.dns.on_event(token),
-                    forward::KIND_CONTROL => self.forwards.apply(&self.control, &self.epoll),
-                    forward::KIND_LISTENER => {
-                        for (stream, target) in self.forwards.accept(token) {
-                            self.tcp
-                                .open_inbound(&mut self.net, &self.epoll, stream, target);
+                    forward::KIND_CONTROL => {
+                        for id in self.forwards.apply(&self.control, &self.epoll) {
+                            self.udp.remove_forward(id);
                         }
                     }
+                    forward::KIND_LISTENER => match self.forwards.ready(token) {
+                        Ready::Tcp(conns) => {
+                            for (stream, client, target) in conns {
+                                self.tcp.open_inbound(
+                                    &mut self.net,
+                                    &self.epoll,
+                                    stream,
+                                    client,
+                                    target,
+                                );
+                            }
+                        }
+                        Ready::Udp { id, socket, target } => {
+                            self.udp.relay_forwarded(&mut self.net, id, socket, target);
+                            self.more_work = true;
+                        }
+                        Ready::Nothing => {}
+                    },
                     _ => {}
                 }
             }
@@ -249,19 +265,28 @@ impl Engine {
                 }
                 Frame::Udp { src, dst } => {
                     self.note_guest_mac(src, mac);
-                    match route(&self.net.plan, *src.ip(), dst) {
-                        Route::Host(_) => {
-                            self.udp.before_datagram(&mut self.net, dst);
-                            udp_dest = Some(dst);
-                            true
+                    let r = route(&self.net.plan, *src.ip(), dst);
+                    let answerable = !matches!(r, Route::Drop | Route::Unreachable);
+                    if answerable && self.udp.has_listener(dst) {
+                        // A flow's endpoint already (an answer to a client
+                        // of a forwarded port, or more to a destination).
+                        udp_dest = Some(dst);
+                        true
+                    } else {
+                        match r {
+                            Route::Host(_) => {
+                                self.udp.before_datagram(&mut self.net, dst);
+                                udp_dest = Some(dst);
+                                true
+                            }
+                            Route::Dns => {
+                                self.dns.mark();
+                                true
+                            }
+                            Route::Refuse => true,
+                            Route::Unreachable => self.prohibit(len, mac),
+                            Route::Drop => false,
                         }
-                        Route::Dns => {
-                            self.dns.mark();
-                            true
-                        }
-                        Route::Refuse => true,
-                        Route::Unreachable => self.prohibit(len, mac),
-                        Route::Drop => false,
                     }
                 }
                 Frame::EchoRequest {

@@ -1,16 +1,19 @@
 //! `--port-driver=gvisor-tap-vsock`: host ports forwarded into the guest
-//! through the stack. The driver's main thread binds the host listener (so
+//! through the stack. The driver's main thread opens the host socket (so
 //! that "address in use" is answered at once) and hands it to the network
-//! thread through a [`Control`] queue; the network thread accepts
-//! connections and opens a stack connection from the gateway to the guest
-//! for each (see `TcpNat::open_inbound`).
+//! thread through a [`Control`] queue. There, a TCP listener's connections
+//! become stack connections into the guest (`TcpNat::open_inbound`), and a
+//! UDP socket's datagrams become UDP flows into the guest
+//! (`UdpNat::relay_forwarded`).
 
 use crate::epoll::{self, Epoll, Token};
+use crate::ports::HostSocket;
 use crate::slab::Slab;
 use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddrV4, TcpListener, TcpStream};
+use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 use std::sync::Mutex;
 
 pub const KIND_LISTENER: u8 = 6;
@@ -19,7 +22,7 @@ pub const KIND_CONTROL: u8 = 7;
 pub enum Command {
     Add {
         id: i64,
-        listener: TcpListener,
+        socket: HostSocket,
         target: SocketAddrV4,
     },
     Remove {
@@ -59,10 +62,29 @@ impl Control {
     }
 }
 
+enum Socket {
+    Tcp(TcpListener),
+    /// Shared with the UDP flows that answer through it.
+    Udp(Arc<UdpSocket>),
+}
+
 struct Forward {
     id: i64,
-    listener: TcpListener,
+    socket: Socket,
     target: SocketAddrV4,
+}
+
+/// What a forwarded port's host socket has for the network thread.
+pub enum Ready {
+    /// New connections: (stream, client, target inside).
+    Tcp(Vec<(TcpStream, SocketAddr, SocketAddrV4)>),
+    /// Datagrams wait on the socket of port `id`.
+    Udp {
+        id: i64,
+        socket: Arc<UdpSocket>,
+        target: SocketAddrV4,
+    },
+    Nothing,
 }
 
 #[derive(Default)]
@@ -72,64 +94,80 @@ pub struct Forwards {
 }
 
 impl Forwards {
-    /// Applies the commands waiting in `control`.
-    pub fn apply(&mut self, control: &Control, epoll: &Epoll) {
+    /// Applies the commands waiting in `control`; returns the ids of the
+    /// ports removed (their UDP flows must end too).
+    pub fn apply(&mut self, control: &Control, epoll: &Epoll) -> Vec<i64> {
+        let mut removed = Vec::new();
         for c in control.take() {
             match c {
-                Command::Add {
-                    id,
-                    listener,
-                    target,
-                } => {
+                Command::Add { id, socket, target } => {
                     let (index, generation) = self.listeners.vacant();
                     let token = Token::new(KIND_LISTENER, index, generation);
-                    if let Err(e) = epoll.add(listener.as_raw_fd(), epoll::IN | epoll::ET, token) {
+                    let (fd, socket) = match socket {
+                        HostSocket::Tcp(l) => (l.as_raw_fd(), Socket::Tcp(l)),
+                        HostSocket::Udp(u) => (u.as_raw_fd(), Socket::Udp(Arc::new(u))),
+                    };
+                    if let Err(e) = epoll.add(fd, epoll::IN | epoll::ET, token) {
                         eprintln!("rk-gvtap: port {id}: epoll: {e}");
                         continue;
                     }
-                    self.listeners.insert(Forward {
-                        id,
-                        listener,
-                        target,
-                    });
+                    self.listeners.insert(Forward { id, socket, target });
                     self.by_id.insert(id, index);
                 }
                 Command::Remove { id } => {
                     if let Some(i) = self.by_id.remove(&id) {
-                        // Closing the listener removes it from epoll;
+                        // Closing the socket removes it from epoll; TCP
                         // connections already made go on.
                         self.listeners.remove(i);
+                        removed.push(id);
                     }
                 }
             }
         }
+        removed
     }
 
-    /// Connections waiting on the listener of `token`, with the address in
-    /// the guest each must reach.
-    pub fn accept(&mut self, token: Token) -> Vec<(TcpStream, SocketAddrV4)> {
-        let mut out = Vec::new();
+    /// What the host socket of `token` has.
+    pub fn ready(&mut self, token: Token) -> Ready {
         let Some(f) = self.listeners.get_mut(token.index, token.generation) else {
-            return out;
+            return Ready::Nothing;
         };
-        loop {
-            match f.listener.accept() {
-                Ok((s, _)) => {
-                    if s.set_nonblocking(true).is_ok() {
-                        let _ = s.set_nodelay(true);
-                        out.push((s, f.target));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // EMFILE and the like: the connection waits in the
-                    // backlog; try again on the next event.
-                    eprintln!("rk-gvtap: port {}: accept: {e}", f.id);
-                    break;
+        match &f.socket {
+            Socket::Tcp(l) => Ready::Tcp(accept_all(f.id, l, f.target)),
+            Socket::Udp(u) => Ready::Udp {
+                id: f.id,
+                socket: u.clone(),
+                target: f.target,
+            },
+        }
+    }
+}
+
+/// Connections waiting on `listener`, with the client and the address in
+/// the guest each must reach.
+fn accept_all(
+    id: i64,
+    listener: &TcpListener,
+    target: SocketAddrV4,
+) -> Vec<(TcpStream, SocketAddr, SocketAddrV4)> {
+    let mut out = Vec::new();
+    loop {
+        match listener.accept() {
+            Ok((s, peer)) => {
+                if s.set_nonblocking(true).is_ok() {
+                    let _ = s.set_nodelay(true);
+                    out.push((s, peer, target));
                 }
             }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                // EMFILE and the like: the connection waits in the backlog;
+                // try again on the next event.
+                eprintln!("rk-gvtap: port {id}: accept: {e}");
+                break;
+            }
         }
-        out
     }
+    out
 }

@@ -176,10 +176,10 @@ impl Driver for Gvtap {
         if r.ports.contains(&rule.id) {
             return Err(DriverError::new(format!("port {} exists already", rule.id)));
         }
-        let (listener, target) = ports::listen(&r.plan, rule).map_err(DriverError)?;
+        let (socket, target) = ports::listen(&r.plan, rule).map_err(DriverError)?;
         r.control.send(forward::Command::Add {
             id: rule.id,
-            listener,
+            socket,
             target,
         });
         r.ports.insert(rule.id);

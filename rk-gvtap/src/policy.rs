@@ -106,6 +106,19 @@ pub fn ping_route(plan: &NetPlan, src: Ipv4Addr, dst: Ipv4Addr) -> Route {
     }
 }
 
+/// How a host-side client of a forwarded port appears inside: as itself
+/// when the guest can answer it through the gateway (an IPv4 address
+/// outside the subnet, not loopback or special), so that the server inside
+/// sees the real client; `None` for the rest (loopback and IPv6 clients),
+/// which appear as the gateway, the host's loopback inside.
+pub fn visible_client(plan: &NetPlan, peer: SocketAddr) -> Option<SocketAddrV4> {
+    let std::net::IpAddr::V4(ip) = peer.ip().to_canonical() else {
+        return None;
+    };
+    (dest(plan, ip) == Dest::Outside && peer.port() != 0)
+        .then(|| SocketAddrV4::new(ip, peer.port()))
+}
+
 /// The last check before any host socket connects or sends: `false` for
 /// addresses no NAT socket may ever reach, whoever asked (a nameserver
 /// from resolv.conf on the host's loopback is fine; `0.0.0.0` is not, as
@@ -323,6 +336,33 @@ mod tests {
                     "{src}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn forwarded_clients_keep_their_address_when_the_guest_can_answer_them() {
+        let p = plan(false);
+        let shown = |s: &str| visible_client(&p, s.parse().unwrap());
+        assert_eq!(
+            shown("198.51.100.7:4000"),
+            Some("198.51.100.7:4000".parse().unwrap())
+        );
+        assert_eq!(
+            shown("[::ffff:198.51.100.7]:4000"),
+            Some("198.51.100.7:4000".parse().unwrap())
+        );
+        for gateway in [
+            "127.0.0.1:4000",
+            "127.0.0.2:4000",
+            "[::1]:4000",
+            "[2001:db8::1]:4000",
+            "0.0.0.0:4000",
+            "10.0.2.1:4000",
+            "10.0.2.7:4000",
+            "224.0.0.1:4000",
+            "198.51.100.7:0",
+        ] {
+            assert_eq!(shown(gateway), None, "{gateway}");
         }
     }
 

@@ -1,16 +1,55 @@
-//! Checking a port rule and binding its host listener (in the driver's
-//! main thread, so that the answer to `add_port` says whether it worked).
+//! Checking a port rule and opening its host socket (in the driver's main
+//! thread, so that the answer to `add_port` says whether it worked).
+//!
+//! The host side follows the builtin port driver (and Go's `net.Listen`,
+//! as RootlessKit uses it): `tcp`/`udp` on a wildcard address listen on
+//! IPv6 and IPv4 at once (IPv4 alone on a host without IPv6), `tcp4`/`udp4`
+//! on IPv4 only, `tcp6`/`udp6` on IPv6 only; a given address is used as it
+//! is. The inside is always a guest IPv4 address of the subnet.
 
 use crate::plan::NetPlan;
 use rk_driver::{PortDriverOffer, PortRule};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpListener};
+use socket2::{Domain, SockAddr, Socket, Type};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
 
 pub const NAME: &str = "gvisor-tap-vsock";
 
 pub fn offer() -> PortDriverOffer {
     PortDriverOffer {
-        protos: vec!["tcp".into(), "tcp4".into()],
+        protos: ["tcp", "tcp4", "tcp6", "udp", "udp4", "udp6"]
+            .map(String::from)
+            .to_vec(),
         disallow_loopback_child_ip: true,
+    }
+}
+
+/// A forwarded port's host socket.
+pub enum HostSocket {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Any,
+    V4,
+    V6,
+}
+
+/// `tcp6` → (TCP, IPv6 only).
+fn parse_proto(proto: &str) -> Result<(bool, Family), String> {
+    let (base, family) = match proto.as_bytes().last() {
+        Some(b'4') => (&proto[..proto.len() - 1], Family::V4),
+        Some(b'6') => (&proto[..proto.len() - 1], Family::V6),
+        _ => (proto, Family::Any),
+    };
+    match base {
+        "tcp" => Ok((true, family)),
+        "udp" => Ok((false, family)),
+        _ => Err(format!(
+            "unsupported protocol {proto:?}: --port-driver={NAME} forwards tcp, tcp4, tcp6, udp, udp4 and udp6"
+        )),
     }
 }
 
@@ -21,7 +60,7 @@ pub fn target(plan: &NetPlan, rule: &PortRule) -> Result<SocketAddrV4, String> {
     } else {
         rule.child_ip.parse::<Ipv4Addr>().map_err(|_| {
             format!(
-                "child IP {:?} is not an IPv4 address (--port-driver={NAME} forwards to IPv4 only)",
+                "child IP {:?} is not an IPv4 address (--port-driver={NAME} forwards to the guest's IPv4 addresses)",
                 rule.child_ip
             )
         })?
@@ -38,44 +77,66 @@ pub fn target(plan: &NetPlan, rule: &PortRule) -> Result<SocketAddrV4, String> {
     Ok(SocketAddrV4::new(ip, rule.child_port))
 }
 
-/// Binds the host side of `rule` and returns it with the target inside.
-pub fn listen(plan: &NetPlan, rule: &PortRule) -> Result<(TcpListener, SocketAddrV4), String> {
+/// Opens the host side of `rule` (listening for TCP, bound for UDP, both
+/// non-blocking) and returns it with the target inside.
+pub fn listen(plan: &NetPlan, rule: &PortRule) -> Result<(HostSocket, SocketAddrV4), String> {
+    let (tcp, family) = parse_proto(&rule.proto)?;
     let target = target(plan, rule)?;
-    let addrs: Vec<SocketAddr> = match (rule.proto.as_str(), rule.parent_ip.as_str()) {
-        ("tcp", "") => vec![
-            (Ipv6Addr::UNSPECIFIED, rule.parent_port).into(),
-            (Ipv4Addr::UNSPECIFIED, rule.parent_port).into(),
-        ],
-        ("tcp4", "") => vec![(Ipv4Addr::UNSPECIFIED, rule.parent_port).into()],
-        ("tcp" | "tcp4", ip) => {
-            let ip: IpAddr = ip
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse()
-                .map_err(|_| format!("parent IP {ip:?} is not an IP address"))?;
-            if rule.proto == "tcp4" && !ip.is_ipv4() {
-                return Err(format!("parent IP {ip} is not IPv4 (proto tcp4)"));
-            }
-            vec![SocketAddr::new(ip, rule.parent_port)]
-        }
-        (other, _) => {
+    let port = rule.parent_port;
+    let given = match rule.parent_ip.trim_start_matches('[').trim_end_matches(']') {
+        "" => None,
+        ip => Some(
+            ip.parse::<IpAddr>()
+                .map_err(|_| format!("parent IP {ip:?} is not an IP address"))?
+                .to_canonical(),
+        ),
+    };
+    let wildcard = given.is_none_or(|ip| ip.is_unspecified());
+    let addr = match (family, given) {
+        (Family::Any, _) if wildcard => SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
+        (Family::V4, None) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+        (Family::V6, None) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
+        (Family::V4, Some(IpAddr::V6(_))) | (Family::V6, Some(IpAddr::V4(_))) => {
             return Err(format!(
-                "unsupported protocol {other:?}: --port-driver={NAME} forwards tcp and tcp4 (use --port-driver=builtin for UDP)"
+                "parent IP {} does not match proto {}",
+                rule.parent_ip, rule.proto
             ))
         }
+        (_, Some(ip)) => SocketAddr::new(ip, port),
+        (Family::Any, None) => unreachable!("no address is a wildcard"),
     };
-    let mut last = String::new();
-    for a in addrs {
-        match TcpListener::bind(a) {
-            Ok(l) => {
-                l.set_nonblocking(true)
-                    .map_err(|e| format!("listening on {a}: {e}"))?;
-                return Ok((l, target));
-            }
-            Err(e) => last = format!("cannot listen on {a}: {e}"),
+    let dual = family == Family::Any && wildcard;
+    let net = if tcp { "tcp" } else { "udp" };
+    let sock = match open(addr, tcp, dual) {
+        // No IPv6 on this host: IPv4 alone, as Go falls back.
+        Err(e) if dual && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+            open(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), tcp, false)
         }
+        other => other,
     }
-    Err(last)
+    .map_err(|e| format!("listen {net} {addr}: {e}"))?;
+    let sock = if tcp {
+        HostSocket::Tcp(sock.into())
+    } else {
+        HostSocket::Udp(sock.into())
+    };
+    Ok((sock, target))
+}
+
+fn open(addr: SocketAddr, tcp: bool, dual: bool) -> io::Result<Socket> {
+    let ty = if tcp { Type::STREAM } else { Type::DGRAM };
+    let s = Socket::new(Domain::for_address(addr), ty.nonblocking().cloexec(), None)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(!dual)?;
+    }
+    if tcp {
+        s.set_reuse_address(true)?;
+    }
+    s.bind(&SockAddr::from(addr))?;
+    if tcp {
+        s.listen(1024)?;
+    }
+    Ok(s)
 }
 
 #[cfg(test)]
@@ -94,15 +155,33 @@ mod tests {
         }
     }
 
+    fn plan() -> NetPlan {
+        NetPlan::from_request(&ConfigureRequest::default()).unwrap()
+    }
+
+    fn local(s: &HostSocket) -> SocketAddr {
+        match s {
+            HostSocket::Tcp(l) => l.local_addr().unwrap(),
+            HostSocket::Udp(u) => u.local_addr().unwrap(),
+        }
+    }
+
+    fn only_v6(s: &HostSocket) -> bool {
+        match s {
+            HostSocket::Tcp(l) => socket2::SockRef::from(l).only_v6().unwrap(),
+            HostSocket::Udp(u) => socket2::SockRef::from(u).only_v6().unwrap(),
+        }
+    }
+
     #[test]
     fn targets_are_guest_addresses_only() {
-        let plan = NetPlan::from_request(&ConfigureRequest::default()).unwrap();
+        let plan = plan();
         assert_eq!(
             target(&plan, &rule("tcp", "", "")).unwrap(),
             "10.0.2.100:80".parse().unwrap()
         );
         assert_eq!(
-            target(&plan, &rule("tcp", "", "10.0.2.15")).unwrap(),
+            target(&plan, &rule("udp", "", "10.0.2.15")).unwrap(),
             "10.0.2.15:80".parse().unwrap()
         );
         for bad in [
@@ -118,14 +197,53 @@ mod tests {
     }
 
     #[test]
-    fn udp_and_unknown_protocols_are_refused_with_the_alternative() {
-        let plan = NetPlan::from_request(&ConfigureRequest::default()).unwrap();
-        let e = listen(&plan, &rule("udp", "127.0.0.1", "")).unwrap_err();
-        assert!(e.contains("--port-driver=builtin"), "{e}");
-        let e = listen(&plan, &rule("tcp4", "::1", "")).unwrap_err();
-        assert!(e.contains("not IPv4"), "{e}");
-        let (l, t) = listen(&plan, &rule("tcp4", "127.0.0.1", "")).unwrap();
-        assert!(l.local_addr().unwrap().ip().is_loopback());
-        assert_eq!(t.port(), 80);
+    fn every_proto_of_builtin_opens_the_socket_builtin_would() {
+        let plan = plan();
+        let cases = [
+            ("tcp", "127.0.0.1", "127.0.0.1", false),
+            ("tcp4", "127.0.0.1", "127.0.0.1", false),
+            ("udp", "127.0.0.1", "127.0.0.1", false),
+            ("udp4", "127.0.0.1", "127.0.0.1", false),
+            ("tcp4", "", "0.0.0.0", false),
+            ("udp4", "", "0.0.0.0", false),
+        ];
+        for (proto, parent, want_ip, _) in cases {
+            let (s, t) = listen(&plan, &rule(proto, parent, "")).unwrap();
+            assert_eq!(local(&s).ip().to_string(), want_ip, "{proto} {parent}");
+            assert_eq!(matches!(s, HostSocket::Tcp(_)), proto.starts_with("tcp"));
+            assert_eq!(t, "10.0.2.100:80".parse().unwrap());
+        }
+        if std::net::UdpSocket::bind("[::1]:0").is_ok() {
+            for proto in ["tcp", "udp"] {
+                let (s, _) = listen(&plan, &rule(proto, "", "")).unwrap();
+                assert_eq!(local(&s).ip().to_string(), "::", "{proto}");
+                assert!(!only_v6(&s), "{proto} on a wildcard is dual-stack");
+            }
+            for proto in ["tcp6", "udp6"] {
+                let (s, _) = listen(&plan, &rule(proto, "", "")).unwrap();
+                assert_eq!(local(&s).ip().to_string(), "::", "{proto}");
+                assert!(only_v6(&s), "{proto} is IPv6 only");
+                let (s, _) = listen(&plan, &rule(proto, "::1", "")).unwrap();
+                assert_eq!(local(&s).ip().to_string(), "::1", "{proto}");
+            }
+        }
+    }
+
+    #[test]
+    fn mismatched_families_and_unknown_protocols_are_refused() {
+        let plan = plan();
+        for (proto, parent) in [
+            ("tcp4", "::1"),
+            ("udp4", "[::1]"),
+            ("tcp6", "127.0.0.1"),
+            ("udp6", "127.0.0.1"),
+        ] {
+            let e = listen(&plan, &rule(proto, parent, "")).err().unwrap();
+            assert!(e.contains("does not match"), "{proto} {parent}: {e}");
+        }
+        for proto in ["sctp", "icmp", "", "tcp5"] {
+            let e = listen(&plan, &rule(proto, "127.0.0.1", "")).err().unwrap();
+            assert!(e.contains("udp6"), "{proto}: {e}");
+        }
     }
 }

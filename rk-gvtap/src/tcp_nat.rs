@@ -184,14 +184,16 @@ impl TcpNat {
         self.insert(net, epoll, flow)
     }
 
-    /// A connection accepted on a forwarded host port: the stack connects
-    /// from the gateway to `target` inside. If the guest refuses, the host
-    /// side gets a reset.
+    /// A connection from `client` accepted on a forwarded host port: the
+    /// stack connects to `target` inside, from the client's own address
+    /// when the guest can answer it (see `policy::visible_client`), else
+    /// from the gateway. If the guest refuses, the host side gets a reset.
     pub fn open_inbound(
         &mut self,
         net: &mut Net,
         epoll: &Epoll,
         host: TcpStream,
+        client: SocketAddr,
         target: SocketAddrV4,
     ) {
         if self.flows.len() >= self.max_flows {
@@ -202,7 +204,10 @@ impl TcpNat {
             let _ = SockRef::from(&host).set_linger(Some(Duration::ZERO));
             return;
         }
-        let Some(local) = self.free_local_endpoint(net.plan.gateway, target) else {
+        let shown = crate::policy::visible_client(&net.plan, client)
+            .filter(|c| !self.by_key.contains_key(&(target, *c)));
+        let Some(local) = shown.or_else(|| self.free_local_endpoint(net.plan.gateway, target))
+        else {
             return;
         };
         let Some((buffers, mut sock)) = self.new_socket(local, target) else {

@@ -4,6 +4,13 @@
 //! inside. smoltcp sockets, one per destination endpoint the guest talks to,
 //! take the guest's datagrams (reassembling fragments) and send the answers
 //! with the destination as their source (fragmenting them to the MTU).
+//!
+//! Forwarded host ports (`--port-driver=gvisor-tap-vsock`, `udp*`) make
+//! flows the other way: each client of the port's host socket is a flow
+//! whose stack endpoint is the client itself when the guest can answer it
+//! (see `policy::visible_client`), else a port of the gateway. The guest's
+//! answers to that endpoint go back through the port's socket to the
+//! client.
 
 use crate::epoll::{self, Epoll, Token};
 use crate::net::Net;
@@ -14,8 +21,9 @@ use smoltcp::socket::udp::{self, UdpMetadata};
 use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const KIND: u8 = 3;
@@ -26,6 +34,10 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The same for flows to port 53 (DNS asks once and is done).
 pub const DNS_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const LARGEST_DATAGRAM: usize = 65535;
+/// Gateway ports for flows from forwarded ports' clients.
+const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
+/// Datagrams read from a forwarded port per round.
+const FORWARD_BATCH: usize = 256;
 
 /// smoltcp UDP socket buffers: room for a few of the largest datagrams.
 pub fn new_smol_socket() -> udp::Socket<'static> {
@@ -47,18 +59,42 @@ struct Listener {
     created: Instant,
 }
 
+enum HostSide {
+    /// A socket of its own, connected to the destination.
+    Connected(UdpSocket),
+    /// Forwarded port `id`'s socket; the guest's answers go to `client`.
+    Forward {
+        id: i64,
+        socket: Arc<UdpSocket>,
+        client: SocketAddr,
+    },
+}
+
 struct Flow {
+    /// The guest's end.
     guest: SocketAddrV4,
+    /// The other end as the guest sees it (the stack's endpoint).
     dest: SocketAddrV4,
-    host: UdpSocket,
+    host: HostSide,
     last: Instant,
     idle_limit: Duration,
+}
+
+/// A forwarded port whose datagrams could not all be taken yet.
+struct PendingForward {
+    id: i64,
+    socket: Arc<UdpSocket>,
+    target: SocketAddrV4,
 }
 
 pub struct UdpNat {
     listeners: HashMap<SocketAddrV4, Listener>,
     flows: Slab<Flow>,
     by_key: HashMap<(SocketAddrV4, SocketAddrV4), u32>,
+    /// Flows of forwarded ports, by (port id, client).
+    by_client: HashMap<(i64, SocketAddr), u32>,
+    pending: Vec<PendingForward>,
+    next_port: u16,
     readable: Vec<u32>,
     scratch: Vec<u8>,
     max_flows: usize,
@@ -71,6 +107,9 @@ impl UdpNat {
             listeners: HashMap::new(),
             flows: Slab::default(),
             by_key: HashMap::new(),
+            by_client: HashMap::new(),
+            pending: Vec::new(),
+            next_port: 0,
             readable: Vec::new(),
             scratch: vec![0; LARGEST_DATAGRAM],
             max_flows,
@@ -82,9 +121,20 @@ impl UdpNat {
         self.flows.len()
     }
 
+    /// Whether a stack socket takes datagrams to `endpoint` already (the
+    /// destination of a flow out, or the endpoint of a forwarded port's
+    /// client).
+    pub fn has_listener(&self, endpoint: SocketAddrV4) -> bool {
+        self.listeners.contains_key(&endpoint)
+    }
+
     /// A datagram to `dest` is about to reach the stack: make sure a socket
     /// takes it.
     pub fn before_datagram(&mut self, net: &mut Net, dest: SocketAddrV4) {
+        self.ensure_listener(net, dest);
+    }
+
+    fn ensure_listener(&mut self, net: &mut Net, dest: SocketAddrV4) -> bool {
         if let std::collections::hash_map::Entry::Vacant(slot) = self.listeners.entry(dest) {
             let mut sock = new_smol_socket();
             let endpoint = IpListenEndpoint {
@@ -92,13 +142,169 @@ impl UdpNat {
                 port: dest.port(),
             };
             if sock.bind(endpoint).is_err() {
-                return;
+                return false;
             }
             slot.insert(Listener {
                 handle: net.sockets.add(sock),
                 flows: 0,
                 created: Instant::now(),
             });
+        }
+        true
+    }
+
+    /// Datagrams wait on forwarded port `id`'s `socket`: relay them to
+    /// `target` inside, as far as the stack has room.
+    pub fn relay_forwarded(
+        &mut self,
+        net: &mut Net,
+        id: i64,
+        socket: Arc<UdpSocket>,
+        target: SocketAddrV4,
+    ) {
+        if self.read_forward(net, id, &socket, target) && !self.pending.iter().any(|p| p.id == id) {
+            self.pending.push(PendingForward { id, socket, target });
+        }
+    }
+
+    /// Relays datagrams from a forwarded port; `true` if some are left (no
+    /// room in the stack, or the round's share was used).
+    fn read_forward(
+        &mut self,
+        net: &mut Net,
+        id: i64,
+        socket: &Arc<UdpSocket>,
+        target: SocketAddrV4,
+    ) -> bool {
+        let now = Instant::now();
+        for _ in 0..FORWARD_BATCH {
+            // Peek first: the client decides the flow, and a datagram the
+            // stack has no room for stays in the kernel's queue.
+            let (len, client) = match socket.peek_from(&mut self.scratch) {
+                Ok(v) => v,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    if socket.recv_from(&mut self.scratch).is_err() {
+                        return false;
+                    }
+                    continue;
+                }
+            };
+            let index = match self.by_client.get(&(id, client)) {
+                Some(&i) => Some(i),
+                None => self.open_forward_flow(net, id, socket, client, target),
+            };
+            let Some(flow) = index.and_then(|i| self.flows.get_index_mut(i)) else {
+                // No flow (the limit): drop the datagram.
+                let _ = socket.recv_from(&mut self.scratch);
+                continue;
+            };
+            let Some(listener) = self.listeners.get(&flow.dest) else {
+                let _ = socket.recv_from(&mut self.scratch);
+                continue;
+            };
+            let sock = net.sockets.get_mut::<udp::Socket>(listener.handle);
+            if !sock.can_send() || sock.payload_send_capacity() - sock.send_queue() < len {
+                return true;
+            }
+            let Ok((len, _)) = socket.recv_from(&mut self.scratch) else {
+                return false;
+            };
+            flow.last = now;
+            let meta = UdpMetadata {
+                endpoint: IpEndpoint::new(IpAddress::Ipv4(*flow.guest.ip()), flow.guest.port()),
+                local_address: Some(IpAddress::Ipv4(*flow.dest.ip())),
+                meta: Default::default(),
+            };
+            let _ = sock.send_slice(&self.scratch[..len], meta);
+        }
+        true
+    }
+
+    /// A new client of forwarded port `id`.
+    fn open_forward_flow(
+        &mut self,
+        net: &mut Net,
+        id: i64,
+        socket: &Arc<UdpSocket>,
+        client: SocketAddr,
+        target: SocketAddrV4,
+    ) -> Option<u32> {
+        if self.flows.len() >= self.max_flows {
+            self.limit_log.log(format_args!(
+                "UDP from {client} to forwarded port {id} dropped: {} flows open, the limit",
+                self.max_flows
+            ));
+            return None;
+        }
+        let gateway = net.plan.gateway;
+        let shown = crate::policy::visible_client(&net.plan, client)
+            .filter(|c| !self.listeners.contains_key(c))
+            .or_else(|| self.free_gateway_port(gateway))?;
+        if !self.ensure_listener(net, shown) {
+            return None;
+        }
+        let (index, _) = self.flows.insert(Flow {
+            guest: target,
+            dest: shown,
+            host: HostSide::Forward {
+                id,
+                socket: socket.clone(),
+                client,
+            },
+            last: Instant::now(),
+            idle_limit: IDLE_TIMEOUT,
+        });
+        self.by_key.insert((target, shown), index);
+        self.by_client.insert((id, client), index);
+        if let Some(l) = self.listeners.get_mut(&shown) {
+            l.flows += 1;
+        }
+        Some(index)
+    }
+
+    /// A gateway endpoint no stack socket uses.
+    fn free_gateway_port(&mut self, gateway: Ipv4Addr) -> Option<SocketAddrV4> {
+        for _ in 0..EPHEMERAL_PORTS.len() {
+            self.next_port = if self.next_port >= *EPHEMERAL_PORTS.end()
+                || self.next_port < *EPHEMERAL_PORTS.start()
+            {
+                *EPHEMERAL_PORTS.start()
+            } else {
+                self.next_port + 1
+            };
+            let ep = SocketAddrV4::new(gateway, self.next_port);
+            if !self.listeners.contains_key(&ep) {
+                return Some(ep);
+            }
+        }
+        None
+    }
+
+    /// Forwarded port `id` was removed: its flows end.
+    pub fn remove_forward(&mut self, id: i64) {
+        self.pending.retain(|p| p.id != id);
+        for i in self.flows.indices() {
+            let of_port = self
+                .flows
+                .get_index_mut(i)
+                .is_some_and(|f| matches!(f.host, HostSide::Forward { id: fid, .. } if fid == id));
+            if of_port {
+                self.remove_flow(i);
+            }
+        }
+    }
+
+    fn remove_flow(&mut self, i: u32) {
+        if let Some(f) = self.flows.remove(i) {
+            self.by_key.remove(&(f.guest, f.dest));
+            if let HostSide::Forward { id, client, .. } = f.host {
+                self.by_client.remove(&(id, client));
+            }
+            if let Some(l) = self.listeners.get_mut(&f.dest) {
+                l.flows -= 1;
+            }
         }
     }
 
@@ -125,6 +331,12 @@ impl UdpNat {
     pub fn service(&mut self, net: &mut Net) -> bool {
         let now = Instant::now();
         let mut more = false;
+        for p in std::mem::take(&mut self.pending) {
+            if self.read_forward(net, p.id, &p.socket, p.target) {
+                self.pending.push(p);
+                more = true;
+            }
+        }
         let mut ready = std::mem::take(&mut self.readable);
         ready.sort_unstable();
         ready.dedup();
@@ -170,7 +382,11 @@ impl UdpNat {
                 continue;
             };
             flow.last = now;
-            match flow.host.send(payload) {
+            let sent = match &flow.host {
+                HostSide::Connected(host) => host.send(payload),
+                HostSide::Forward { socket, client, .. } => socket.send_to(payload, client),
+            };
+            match sent {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
                     if let Some(mac) = net.guest_mac {
@@ -222,7 +438,7 @@ impl UdpNat {
         self.flows.insert(Flow {
             guest,
             dest,
-            host,
+            host: HostSide::Connected(host),
             last: Instant::now(),
             idle_limit,
         });
@@ -241,6 +457,9 @@ impl UdpNat {
         let Some(listener) = self.listeners.get(&flow.dest) else {
             return false;
         };
+        let HostSide::Connected(host) = &flow.host else {
+            return false;
+        };
         // Errors (ICMP errors queued on the socket) are consumed by the read
         // that reports them; more datagrams may follow.
         let mut errors = 0;
@@ -251,7 +470,7 @@ impl UdpNat {
             {
                 return true;
             }
-            match flow.host.recv(&mut self.scratch) {
+            match host.recv(&mut self.scratch) {
                 Ok(n) => {
                     flow.last = now;
                     let meta = UdpMetadata {
@@ -290,12 +509,7 @@ impl UdpNat {
                 .get_index_mut(i)
                 .is_some_and(|f| now.duration_since(f.last) > f.idle_limit);
             if idle {
-                if let Some(f) = self.flows.remove(i) {
-                    self.by_key.remove(&(f.guest, f.dest));
-                    if let Some(l) = self.listeners.get_mut(&f.dest) {
-                        l.flows -= 1;
-                    }
-                }
+                self.remove_flow(i);
             }
         }
         self.listeners.retain(|_, l| {

@@ -760,7 +760,7 @@ fn port_driver_forwards_host_tcp_into_the_guest_and_resets_when_nothing_listens(
 }
 
 /// Root's half of the contained run (see [`contained`]): `contained.sh PORT
-/// LOGDIR SERVER_PY CMD...`. Runs in a network namespace of its own, made by
+/// LOGDIR SERVER_PY PROBE_DIR PROBE_PY CMD...` (`-` for no probe). Runs in a network namespace of its own, made by
 /// `unshare -n`: `lo`, and `rksink0`, an ifb device that is connected to
 /// nothing, with the default route. A packet the host side routes out is
 /// swallowed there and counted, so a driver that wrongly connects to
@@ -768,7 +768,7 @@ fn port_driver_forwards_host_tcp_into_the_guest_and_resets_when_nothing_listens(
 /// on unless exactly those two links exist.
 const CONTAINED_SH: &str = r#"
 set -eu
-port=$1 logdir=$2 server=$3; shift 3
+port=$1 logdir=$2 server=$3 probe_dir=$4 probe=$5; shift 5
 ip link set lo up
 sysctl -qw net.ipv6.conf.default.disable_ipv6=1 net.ipv6.conf.all.disable_ipv6=1
 ip link add rksink0 type ifb
@@ -782,7 +782,16 @@ n=0; while ! grep -q ":$(printf %04X "$port") 00000000:0000 0A" /proc/net/tcp; d
   sleep 0.05; n=$((n+1)); [ $n -gt 200 ] && { echo "server did not start"; exit 98; }
 done
 set +e
-"$@"; rc=$?
+if [ "$probe" = - ]; then
+  "$@"; rc=$?
+else
+  # Root's side of the run: once the child has touched $probe_dir/go,
+  # $probe runs here (a client of the published ports), then "done".
+  "$@" & rk=$!
+  n=0; while [ ! -e "$probe_dir/go" ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n+1)); done
+  python3 "$probe"; touch "$probe_dir/done"
+  wait $rk; rc=$?
+fi
 kill $srv
 # rx and tx packets of the sink (an ifb counts what it swallows as rx).
 awk '/rksink0:/ { print "sink_packets=" $3 + $11 }' /proc/net/dev
@@ -935,7 +944,12 @@ for w in other:
 /// out (see [`CONTAINED_SH`]): even a broken driver's host sockets reach
 /// only the counting server on its loopback or the sink. Returns the
 /// output and the server's log of peers.
-fn contained(args: &[&str], child_script: &str, port: u16) -> (std::process::Output, String) {
+fn contained(
+    args: &[&str],
+    child_script: &str,
+    port: u16,
+    probe: Option<(&Path, &str)>,
+) -> (std::process::Output, String) {
     assert!(
         is_root(),
         "this test makes a network namespace as root: run the tests as root"
@@ -949,6 +963,8 @@ fn contained(args: &[&str], child_script: &str, port: u16) -> (std::process::Out
         .arg(port.to_string())
         .arg(&dir)
         .arg(script("server.py", COUNTING_SERVER))
+        .arg(probe.map_or("-".into(), |p| p.0.display().to_string()))
+        .arg(probe.map_or("-", |p| p.1))
         .arg(cmd.get_program())
         .args(cmd.get_args())
         .stdin(Stdio::null())
@@ -968,6 +984,7 @@ fn forbidden_destinations_are_never_connected_while_the_gateway_still_works() {
         &[NET],
         &format!("python3 {} {port}", script("forbidden.py", FORBIDDEN)),
         port,
+        None,
     );
     let text = expect_success(&out);
     // The gateway still maps to the host's 127.0.0.1, for TCP and UDP.
@@ -1024,6 +1041,7 @@ fn disable_host_loopback_keeps_every_frame_off_the_hosts_loopback() {
         &[NET, "--disable-host-loopback"],
         &format!("python3 {} {port}", script("forbidden.py", FORBIDDEN)),
         port,
+        None,
     );
     let text = expect_success(&out);
     assert!(text.contains("tcp 10.0.2.1 ECONNREFUSED"), "{text}");
@@ -1035,4 +1053,252 @@ fn disable_host_loopback_keeps_every_frame_off_the_hosts_loopback() {
         "the host's loopback was reached: {served}"
     );
     assert_eq!(field(&text, "sink_packets"), "0", "{text}");
+}
+
+/// `peer_server.py PORT`, inside the child: TCP and UDP on 0.0.0.0:PORT,
+/// answering `inside=DATA from=CLIENT_IP` (UDP: to every datagram).
+const PEER_SERVER: &str = r#"
+import socket, sys, threading
+port = int(sys.argv[1])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(('0.0.0.0', port))
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(('0.0.0.0', port)); l.listen(64)
+def udp():
+    while True:
+        data, peer = u.recvfrom(65535)
+        if data.startswith(b'big'):
+            u.sendto(b'inside=big%d from=%s\n' % (len(data), peer[0].encode()), peer)
+        else:
+            u.sendto(b'inside=%s from=%s\n' % (data.strip(), peer[0].encode()), peer)
+def tcp():
+    while True:
+        c, peer = l.accept()
+        c.settimeout(5)
+        try:
+            c.sendall(b'inside=%s from=%s\n' % (c.recv(100).strip(), peer[0].encode()))
+        except OSError:
+            pass
+        c.close()
+threading.Thread(target=udp, daemon=True).start()
+threading.Thread(target=tcp, daemon=True).start()
+print('ready', flush=True)
+threading.Event().wait(60)
+"#;
+
+/// Sends `msg` from a fresh socket bound to `from` to `to` until an answer
+/// comes (a few tries: the first datagram may beat the port's set-up).
+fn udp_roundtrip(from: &str, to: &str, msg: &[u8]) -> Option<String> {
+    let s = UdpSocket::bind(from).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut buf = vec![0u8; 70000];
+    for _ in 0..5 {
+        s.send_to(msg, to).unwrap();
+        if let Ok(n) = s.recv(&mut buf) {
+            return Some(String::from_utf8_lossy(&buf[..n]).trim().to_string());
+        }
+    }
+    None
+}
+
+#[test]
+fn port_driver_forwards_udp_both_ways_with_builtins_protocols() {
+    let udp = closed_udp_port();
+    let udp4 = closed_udp_port();
+    let udp6 = UdpSocket::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tcp6 = TcpListener::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = spawn_sh(
+        &[
+            NET,
+            "--disable-host-loopback",
+            "--port-driver=gvisor-tap-vsock",
+            &format!("--publish=127.0.0.1:{udp}:5300/udp"),
+            &format!("--publish=127.0.0.1:{udp4}:5300/udp4"),
+            &format!("--publish=[::1]:{udp6}:5300/udp6"),
+            &format!("--publish=[::1]:{tcp6}:5300/tcp6"),
+        ],
+        &format!("python3 {} 5300", script("peer_server.py", PEER_SERVER)),
+    );
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut out, "ready", 20);
+    // A client on the host's loopback appears as the gateway, which is the
+    // host's loopback inside.
+    let got = udp_roundtrip("127.0.0.1:0", &format!("127.0.0.1:{udp}"), b"one\n");
+    assert_eq!(got.as_deref(), Some("inside=one from=10.0.2.1"));
+    let got = udp_roundtrip("127.0.0.1:0", &format!("127.0.0.1:{udp4}"), b"four\n");
+    assert_eq!(got.as_deref(), Some("inside=four from=10.0.2.1"));
+    let got = udp_roundtrip("[::1]:0", &format!("[::1]:{udp6}"), b"six\n");
+    assert_eq!(got.as_deref(), Some("inside=six from=10.0.2.1"));
+    // A datagram far over the MTU of a frame is fragmented and reassembled.
+    let big = [b"big".as_slice(), &[b'x'; 30000]].concat();
+    let got = udp_roundtrip("127.0.0.1:0", &format!("127.0.0.1:{udp}"), &big);
+    assert_eq!(got.as_deref(), Some("inside=big30003 from=10.0.2.1"));
+    // Many clients at once each get their own answers.
+    let handles: Vec<_> = (0..20)
+        .map(|i| {
+            std::thread::spawn(move || {
+                udp_roundtrip(
+                    "127.0.0.1:0",
+                    &format!("127.0.0.1:{udp}"),
+                    format!("c{i}\n").as_bytes(),
+                )
+            })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(
+            h.join().unwrap(),
+            Some(format!("inside=c{i} from=10.0.2.1"))
+        );
+    }
+    // A burst from one client: the stack's queue is never overrun (the
+    // rest waits in the host socket's buffer).
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    for i in 0..200 {
+        s.send_to(format!("b{i}\n").as_bytes(), ("127.0.0.1", udp))
+            .unwrap();
+    }
+    let mut answers = 0;
+    let mut buf = [0u8; 100];
+    while s.recv(&mut buf).is_ok() {
+        answers += 1;
+        if answers == 200 {
+            break;
+        }
+    }
+    assert!(answers >= 190, "{answers} of 200 datagrams answered");
+    // tcp6: the host listens on IPv6 only, the guest is IPv4.
+    let mut s = std::net::TcpStream::connect(("::1", tcp6)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::io::Write::write_all(&mut s, b"over6\n").unwrap();
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    assert_eq!(got.trim(), "inside=over6 from=10.0.2.1");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn port_driver_udp_port_can_be_removed_and_published_again() {
+    let port = closed_udp_port();
+    let dir = user_temp_dir("gvudpctl");
+    let ctl = bin_dir().join("rootlessctl");
+    let mut child = spawn_sh(
+        &[
+            NET,
+            "--port-driver=gvisor-tap-vsock",
+            &format!("--state-dir={}/state", dir.display()),
+        ],
+        &format!("python3 {} 5300", script("peer_server.py", PEER_SERVER)),
+    );
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut out, "ready", 20);
+    let sock = format!("--socket={}/state/api.sock", dir.display());
+    let spec = format!("127.0.0.1:{port}:5300/udp");
+    for round in 0..3 {
+        let add = as_test_user(ctl.to_str().unwrap())
+            .args([sock.as_str(), "add-ports", spec.as_str()])
+            .output()
+            .unwrap();
+        assert!(add.status.success(), "{}", stderr(&add));
+        let id = stdout(&add).trim().to_string();
+        let got = udp_roundtrip("127.0.0.1:0", &format!("127.0.0.1:{port}"), b"r\n");
+        assert_eq!(
+            got.as_deref(),
+            Some("inside=r from=10.0.2.1"),
+            "round {round}"
+        );
+        let rm = as_test_user(ctl.to_str().unwrap())
+            .args([sock.as_str(), "remove-ports", id.as_str()])
+            .output()
+            .unwrap();
+        assert!(rm.status.success(), "{}", stderr(&rm));
+        // The port is free again on the host.
+        assert!(
+            eventually(5, || UdpSocket::bind(("127.0.0.1", port)).is_ok()),
+            "round {round}: the host port stayed bound"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn port_driver_shows_the_real_client_address_inside() {
+    // Contained (see `contained`): the clients are in the namespace made for
+    // this run; 198.51.100.1 is the sink's address there, a local address,
+    // so nothing goes anywhere else. The rootlesskit child publishes TCP
+    // and UDP on all addresses; root's side connects once from the sink's
+    // address and once from 127.0.0.1.
+    let port = 18082;
+    let dir = user_temp_dir("gvclient");
+    let probe = format!(
+        "import socket, time\n\
+         for src in ('198.51.100.1', '127.0.0.1'):\n\
+         \x20   for _ in range(50):\n\
+         \x20       try:\n\
+         \x20           c = socket.create_connection(('{dst}', {port}), timeout=5, source_address=(src, 0)); break\n\
+         \x20       except OSError:\n\
+         \x20           time.sleep(0.1)\n\
+         \x20   c.sendall(b't\\n'); print('tcp', src, c.recv(100).decode().strip(), flush=True)\n\
+         \x20   u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((src, 0)); u.settimeout(1)\n\
+         \x20   for _ in range(5):\n\
+         \x20       u.sendto(b'u\\n', ('{dst}', {port}))\n\
+         \x20       try:\n\
+         \x20           print('udp', src, u.recv(100).decode().strip(), flush=True); break\n\
+         \x20       except socket.timeout:\n\
+         \x20           pass\n",
+        dst = "198.51.100.1",
+    );
+    let probe_path = script("client_probe.py", &probe);
+    let (out, _) = contained(
+        &[
+            NET,
+            "--port-driver=gvisor-tap-vsock",
+            &format!("--publish=0.0.0.0:{port}:5300/tcp4"),
+            &format!("--publish=0.0.0.0:{port}:5300/udp4"),
+        ],
+        &format!(
+            "python3 {srv} 5300 > {d}/srv.out 2>&1 & srv=$!; \
+             n=0; while ! grep -q ready {d}/srv.out 2>/dev/null; do sleep 0.05; n=$((n+1)); [ $n -gt 200 ] && exit 9; done; \
+             touch {d}/go; n=0; while [ ! -e {d}/done ] && [ $n -lt 300 ]; do sleep 0.05; n=$((n+1)); done; \
+             kill $srv",
+            srv = script("peer_server.py", PEER_SERVER),
+            d = dir.display()
+        ),
+        // The counting server is not used here; its port must differ.
+        port + 1,
+        Some((&dir, &probe_path)),
+    );
+    let text = expect_success(&out);
+    assert!(
+        text.contains("tcp 198.51.100.1 inside=t from=198.51.100.1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("udp 198.51.100.1 inside=u from=198.51.100.1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tcp 127.0.0.1 inside=t from=10.0.2.1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("udp 127.0.0.1 inside=u from=10.0.2.1"),
+        "{text}"
+    );
+    assert_eq!(field(&text, "sink_packets"), "0", "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
