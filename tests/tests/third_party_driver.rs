@@ -1,4 +1,4 @@
-//! Drivers from outside the workspace: `tests/fixtures/drivers/rk-pyslirp` is
+//! Drivers from outside the workspace: `examples/drivers/rk-pyslirp` is
 //! a network driver written in Python from `docs/driver-protocol.md` alone.
 //! If rootlesskit can find it, list it and network a child through it (with
 //! the real slirp4netns), third parties can build on the protocol. A broken
@@ -12,13 +12,18 @@ use std::time::{Duration, Instant};
 const DRIVER_PATH_ENV: &str = "ROOTLESSKIT_DRIVER_PATH";
 const PYSLIRP_VERSION: &str = "1.0.0";
 
-/// A directory the test user can read holding a copy of the fixture driver
-/// `rk-NAME` (the checkout itself may not be readable by that user).
+/// A directory the test user can read holding a copy of the driver
+/// `rk-NAME` from `examples/drivers` (a complete example for driver
+/// authors) or `tests/fixtures/drivers` (broken on purpose); the checkout
+/// itself may not be readable by that user.
 fn driver_dir(name: &str) -> PathBuf {
     let file = format!("rk-{name}");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/drivers")
-        .join(&file);
+    let top = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source = [top.join("../examples/drivers"), top.join("fixtures/drivers")]
+        .into_iter()
+        .map(|d| d.join(&file))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no driver {file} in examples/drivers or tests/fixtures/drivers"));
     let dir = user_temp_dir(name);
     std::fs::copy(&source, dir.join(&file))
         .unwrap_or_else(|e| panic!("copying {}: {e}", source.display()));
