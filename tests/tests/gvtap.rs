@@ -775,6 +775,8 @@ ip link add rksink0 type ifb
 ip addr add 198.51.100.1/24 dev rksink0
 ip link set rksink0 up
 ip route add default dev rksink0
+# Stands in for a cloud's metadata service: a local address here.
+ip addr add 169.254.169.254/32 dev lo
 links=$(ip -o link | cut -d: -f2 | tr -d ' ' | sort | tr '\n' ' ')
 [ "$links" = "lo rksink0 " ] || { echo "not contained: links $links"; exit 97; }
 python3 "$server" "$port" "$logdir/served" & srv=$!
@@ -800,7 +802,8 @@ exit $rc
 
 /// `server.py PORT LOG`: TCP and UDP on 0.0.0.0:PORT of the contained
 /// namespace (so 127.x, 0.0.0.0 and the sink's address all reach it);
-/// answers `reply: LINE` and logs each peer to LOG.
+/// answers `reply: LINE` and logs each peer to LOG (`tcp PEER -> LOCAL`,
+/// `udp PEER`).
 const COUNTING_SERVER: &str = r#"
 import socket, sys, threading
 port, log = int(sys.argv[1]), sys.argv[2]
@@ -814,7 +817,7 @@ def tcp():
     l.bind(('0.0.0.0', port)); l.listen(64)
     while True:
         c, peer = l.accept()
-        note('tcp %s' % peer[0])
+        note('tcp %s -> %s' % (peer[0], c.getsockname()[0]))
         c.settimeout(5)
         try:
             c.sendall(b'reply: ' + c.recv(100))
@@ -1301,4 +1304,39 @@ fn port_driver_shows_the_real_client_address_inside() {
     );
     assert_eq!(field(&text, "sink_packets"), "0", "{text}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn metadata_address_169_254_169_254_is_reached_as_upstream_reaches_it() {
+    // Contained (see `contained`): 169.254.169.254 is an address on the lo
+    // of the namespace made for this run, where the counting server
+    // listens. As in RootlessKit v3.0.1 (gvisor-tap-vsock's
+    // Ec2MetadataAccess), the NAT opens a host socket to the same address,
+    // for TCP and UDP, with and without --disable-host-loopback.
+    for (port, extra) in [(18083, None), (18084, Some("--disable-host-loopback"))] {
+        let mut args = vec![NET];
+        args.extend(extra);
+        let (out, served) = contained(
+            &args,
+            &format!(
+                "echo m | socat -t5 - TCP:169.254.169.254:{port}; \
+                 python3 {probe} 169.254.169.254 {port}",
+                probe = script("udp_probe.py", UDP_PROBE),
+            ),
+            port,
+            None,
+        );
+        let text = expect_success(&out);
+        assert!(text.contains("reply: m"), "{extra:?}: {text}");
+        assert!(text.contains("UDP ANSWERED"), "{extra:?}: {text}");
+        assert!(
+            served.contains("tcp 169.254.169.254 -> 169.254.169.254"),
+            "{extra:?}: {served}"
+        );
+        assert!(
+            served.contains("udp 169.254.169.254"),
+            "{extra:?}: {served}"
+        );
+        assert_eq!(field(&text, "sink_packets"), "0", "{text}");
+    }
 }
