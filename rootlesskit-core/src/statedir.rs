@@ -101,6 +101,7 @@ impl StateDir {
         // A killed run may have left its files; the lock proves it is gone.
         let left = entries::remove_ours(dir.dir.as_fd(), &dir.path, &[LOCK]);
         if !left.is_empty() {
+            dir.cleanup();
             return Err(format!(
                 "state dir {}: cannot remove what an earlier run left: {}",
                 dir.path.display(),

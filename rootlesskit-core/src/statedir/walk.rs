@@ -58,11 +58,32 @@ fn private_group(gid: u32) -> bool {
     user.gid.as_raw() == gid && group.name == user.name && group.mem.iter().all(|m| *m == user.name)
 }
 
+/// Whether files owned by `uid` are root's as far as we can tell: uid 0,
+/// or, inside a user namespace that does not map the real root (running
+/// within another rootless container), the overflow uid that every
+/// unmapped owner shows as — there `/` and `/tmp` have it.
+fn root_like(uid: u32) -> bool {
+    static OVERFLOW: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    uid == 0
+        || *OVERFLOW.get_or_init(|| {
+            let map = std::fs::read_to_string("/proc/self/uid_map").ok()?;
+            let initial = map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
+            if initial {
+                return None;
+            }
+            std::fs::read_to_string("/proc/sys/kernel/overflowuid")
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        }) == Some(uid)
+}
+
 /// `dir` (at `dir_path`) may hold `child_path`: nobody but the user and
 /// root can rename or replace entries in it.
 pub fn check_holder(dir: &FileStat, dir_path: &Path, child_path: &Path) -> Result<(), String> {
     let me = euid();
-    if dir.st_uid != 0 && dir.st_uid != me {
+    if !root_like(dir.st_uid) && dir.st_uid != me {
         return Err(format!(
             "{} belongs to uid {}, who could replace {} with something of their own: \
              choose a --state-dir in a directory that only you (uid {me}) and root can change",
@@ -164,7 +185,7 @@ fn walk(path: &Path, create: bool, follow_last: bool) -> Result<Opened, String> 
                 return Err(format!("{}: too many symbolic links", path.display()));
             }
             let me = euid();
-            if e.st_uid != 0 && e.st_uid != me && st.st_mode & 0o022 != 0 {
+            if !root_like(e.st_uid) && e.st_uid != me && st.st_mode & 0o022 != 0 {
                 return Err(format!(
                     "{} is a symbolic link of uid {} in a directory others can write to: \
                      give the real path",
