@@ -19,9 +19,11 @@
 pub mod channel;
 pub mod confine;
 pub mod limits;
+pub mod logger;
 pub mod lookup;
 pub mod mac;
 pub mod nsexec;
+pub mod plan;
 pub mod process;
 pub mod protocol;
 pub mod sandbox;

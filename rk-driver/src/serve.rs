@@ -93,9 +93,10 @@ pub trait Driver {
     }
 }
 
-/// Whether `RK_DRIVER_DEBUG=1` is set.
+/// Whether `RK_DRIVER_DEBUG=1` is set (read once).
 pub fn debug_enabled() -> bool {
-    std::env::var(DRIVER_DEBUG_ENV).as_deref() == Ok("1")
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var(DRIVER_DEBUG_ENV).as_deref() == Ok("1"))
 }
 
 /// Serves `driver` on the socket named by `RK_DRIVER_FD` and exits.
@@ -119,6 +120,7 @@ pub fn serve<D: Driver>(mut driver: D) -> ! {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let name = driver.info().driver;
+    crate::logger::init(&name);
     let channel = match Channel::from_env() {
         Ok(c) => c,
         Err(e) => {
