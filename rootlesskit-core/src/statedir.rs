@@ -78,14 +78,15 @@ impl StateDir {
             let foreign = match entries::foreign(opened.dir.as_fd(), &opened.path) {
                 Ok(f) => f,
                 Err(e) => {
-                    drop(lock);
+                    // Unlinked while still held: see take_lock.
                     undo(lock_made, &opened.dir);
+                    drop(lock);
                     return Err(e);
                 }
             };
             if !foreign.is_empty() {
-                drop(lock);
                 undo(lock_made, &opened.dir);
+                drop(lock);
                 return Err(foreign_error(&opened.path, &foreign));
             }
         }

@@ -136,6 +136,31 @@ pub fn open_base(path: &Path) -> Result<Opened, String> {
 }
 
 fn walk(path: &Path, create: bool, follow_last: bool) -> Result<Opened, String> {
+    let mut created = Vec::new();
+    let result = walk_making(path, create, follow_last, &mut created);
+    match result {
+        Ok((dir, parent, name, path)) => Ok(Opened {
+            dir,
+            parent,
+            name,
+            path,
+            created,
+        }),
+        Err(e) => {
+            remove_created(&created);
+            Err(e)
+        }
+    }
+}
+
+type Found = (OwnedFd, OwnedFd, OsString, PathBuf);
+
+fn walk_making(
+    path: &Path,
+    create: bool,
+    follow_last: bool,
+    created: &mut Vec<Created>,
+) -> Result<Found, String> {
     if !path.is_absolute() {
         return Err(format!("{}: the path must be absolute", path.display()));
     }
@@ -150,7 +175,6 @@ fn walk(path: &Path, create: bool, follow_last: bool) -> Result<Opened, String> 
         .map_err(|e| format!("opening /: {e}"))?;
     // The directories from / down to the current one, with their names.
     let mut stack: Vec<(OwnedFd, OsString)> = Vec::new();
-    let mut created = Vec::new();
     let mut links = 0;
     let here = |stack: &Vec<(OwnedFd, OsString)>| -> PathBuf {
         let mut p = PathBuf::from("/");
@@ -208,7 +232,7 @@ fn walk(path: &Path, create: bool, follow_last: bool) -> Result<Opened, String> 
             Some(_) => openat(dir.as_fd(), name.as_os_str(), open_flags(), Mode::empty())
                 .map_err(|e| opening_error(&entry_path, e))?,
             None if create && !todo.iter().any(|c| c == "..") => {
-                make_dir(dir, &name, &entry_path, &mut created)?
+                make_dir(dir, &name, &entry_path, created)?
             }
             None => return Err(format!("{} does not exist", entry_path.display())),
         };
@@ -228,13 +252,7 @@ fn walk(path: &Path, create: bool, follow_last: bool) -> Result<Opened, String> 
     if fmt_mode(&st) != SFlag::S_IFDIR {
         return Err(format!("{} is not a directory", path.display()));
     }
-    Ok(Opened {
-        dir,
-        parent,
-        name,
-        path,
-        created,
-    })
+    Ok((dir, parent, name, path))
 }
 
 /// The names of `path`'s components (`..` kept, `/` and `.` dropped).
@@ -317,6 +335,16 @@ mod tests {
         assert_eq!(made, ["a", "b", "c"]);
         remove_created(&o.created);
         assert!(!base.join("a").exists());
+        std::fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn what_was_made_before_a_failure_is_removed() {
+        let base = scratch("fail");
+        let long = "n".repeat(300);
+        let e = open_dir(&base.join("a").join(&long).join("sd"), true).unwrap_err();
+        assert!(e.contains("File name too long"), "{e}");
+        assert!(!base.join("a").exists(), "a was made and left");
         std::fs::remove_dir_all(base).unwrap();
     }
 
