@@ -42,12 +42,12 @@ struct Running {
 
 impl Running {
     fn tear_down(mut self) {
+        let started = Instant::now();
         let released = self.renewer.take().is_some_and(Renewer::stop);
         match self.guard.take() {
-            // Deleting a veth waits for RCU grace periods (tens of ms): the
-            // guard does it once the driver is gone, off rootlesskit's way
-            // out.
-            Some(g) => g.hand_over(released),
+            // The guard holds the same sockets: it deletes the veth, and
+            // is reaped here, so that nothing of this driver outlives it.
+            Some(g) => g.finish(released),
             None => {
                 if let Err(e) = link::delete(&self.netlink, self.nic.index) {
                     eprintln!(
@@ -57,6 +57,11 @@ impl Running {
                 }
             }
         }
+        dhcp::debug(&format!(
+            "released the lease and deleted {} in {:.1} ms",
+            self.nic.name,
+            started.elapsed().as_secs_f64() * 1000.0
+        ));
     }
 }
 

@@ -9,11 +9,16 @@
 //!
 //! So the driver forks a small guard that holds copies of the DHCP and
 //! netlink sockets and a pipe from the driver. When the pipe reaches EOF,
-//! the driver is gone, however it ended: the guard releases the lease
-//! (unless the driver said it did) and deletes the veth, then exits.
+//! the driver is gone or done, however it ended: the guard releases the
+//! lease (unless the driver said it did) and deletes the veth, then exits.
+//! On an orderly shutdown the driver waits for that and reaps the guard, so
+//! that nothing of it is left when rootlesskit returns (an orphan would
+//! stay a zombie until init gets round to it, 1–2 s on some machines).
 
 use crate::link;
-use nix::unistd::{fork, pipe2, read, write, ForkResult};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, pipe2, read, write, ForkResult, Pid};
 use rk_dhcp::{Client, Destination, SERVER_PORT};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -22,9 +27,14 @@ use std::time::Instant;
 /// Written by the driver when it released the lease itself.
 const RELEASED: u8 = 1;
 
+/// How long an orderly shutdown waits for the guard (a release and a
+/// netlink request: milliseconds) before it kills it.
+const FINISH_TIMEOUT_MS: u16 = 2000;
+
 #[derive(Debug)]
 pub struct CleanupGuard {
     pipe: OwnedFd,
+    pid: Pid,
 }
 
 impl CleanupGuard {
@@ -72,21 +82,37 @@ impl CleanupGuard {
                 // destructors (they would act on the driver's state).
                 unsafe { libc::_exit(0) }
             }
-            ForkResult::Parent { .. } => {
+            ForkResult::Parent { child } => {
                 drop(from_driver);
-                Ok(CleanupGuard { pipe: to_guard })
+                Ok(CleanupGuard {
+                    pipe: to_guard,
+                    pid: child,
+                })
             }
         }
     }
 
-    /// Leaves the clean-up to the guard (`released`: the driver released
-    /// the lease itself). The guard finishes on its own; once the driver
-    /// has exited, whoever adopts it reaps it.
-    pub fn hand_over(self, released: bool) {
+    /// Has the guard clean up now (`released`: the driver released the
+    /// lease itself), waits for it to finish and reaps it.
+    pub fn finish(self, released: bool) {
+        let pidfd = rk_driver::process::pidfd_open(self.pid.as_raw() as u32).ok();
         if released {
             let _ = write(&self.pipe, &[RELEASED]);
         }
         drop(self.pipe);
+        let exited = match &pidfd {
+            Some(fd) => rk_driver::process::wait_exit(fd.as_fd(), FINISH_TIMEOUT_MS),
+            None => false,
+        };
+        if !exited && pidfd.is_some() {
+            eprintln!(
+                "rk-lxc-user-nic: the cleanup guard (pid {}) did not finish within {} ms; killing it",
+                self.pid, FINISH_TIMEOUT_MS
+            );
+            let _ = kill(self.pid, Signal::SIGKILL);
+        }
+        // Without a pidfd (kernel before 5.3) this blocks until it is done.
+        let _ = waitpid(self.pid, None);
     }
 }
 

@@ -710,3 +710,45 @@ fn thirty_concurrent_first_time_runs_all_get_a_lease_and_release_it() {
     let after = lines(LXC_LEASES);
     assert!(after <= before, "lease table grew from {before} to {after}");
 }
+
+/// Issue 11 point 8: the driver's cleanup guard (a forked rk-lxc-user-nic)
+/// once finished on its own after the driver exited, and as an orphan
+/// stayed a zombie for 1–2 s after rootlesskit returned. Now the driver
+/// has it clean up and reaps it: when rootlesskit returns, none of the
+/// processes it started exists any more, zombies included.
+#[test]
+fn nothing_of_the_driver_is_left_when_rootlesskit_returns() {
+    let _s = serial();
+    let mut rk = rootlesskit(&[NET, "--", "sh", "-c", "echo ready; read x; true"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(rk.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    let ours: Vec<(u32, String)> = descendants(rk.id())
+        .into_iter()
+        .filter(|(_, comm)| comm == "rk-lxc-user-nic")
+        .collect();
+    assert!(ours.len() >= 2, "driver and guard expected: {ours:?}");
+    drop(rk.stdin.take());
+    let out = rk.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let left: Vec<&(u32, String)> = ours
+        .iter()
+        .filter(|(pid, _)| Path::new(&format!("/proc/{pid}")).exists())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "still there after rootlesskit returned: {left:?}"
+    );
+    assert_eq!(
+        our_veths("lxcbr0"),
+        Vec::<String>::new(),
+        "the veth is gone too"
+    );
+}

@@ -414,3 +414,23 @@ fn a_slirp4netns_writable_by_others_is_used_with_a_warning() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Issue 11 point 8: when rootlesskit returns, the driver and slirp4netns
+/// are gone, reaped, not zombies waiting for init (with and without the
+/// sandbox, which puts slirp4netns in mount namespaces of its own).
+#[test]
+fn nothing_of_the_driver_is_left_when_rootlesskit_returns() {
+    for extra in [
+        &[][..],
+        &["--slirp4netns-sandbox=true", "--slirp4netns-seccomp=true"],
+    ] {
+        let (child, driver, slirp) = running_with(extra);
+        finish(child);
+        for pid in [driver, slirp] {
+            assert!(
+                !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "{extra:?}: pid {pid} is still there after rootlesskit returned"
+            );
+        }
+    }
+}

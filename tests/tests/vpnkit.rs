@@ -595,3 +595,39 @@ fn a_vpnkit_in_the_current_directory_is_never_run() {
     }
     let _ = std::fs::remove_dir_all(cwd);
 }
+
+/// Issue 11 point 8: when rootlesskit returns, the driver and vpnkit are
+/// gone, reaped, not zombies waiting for init.
+#[test]
+fn nothing_of_the_driver_is_left_when_rootlesskit_returns() {
+    let (dir, sd) = state_dir("vpnkit-reaped");
+    let mut rk = rootlesskit_vpnkit(
+        &with_script(&["--net=vpnkit", &sd], "echo ready; read x; true"),
+        &[],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut buf = [0u8; 6];
+    rk.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ready\n");
+    let ours: Vec<(u32, String)> = descendants(rk.id())
+        .into_iter()
+        .filter(|(_, comm)| comm == "rk-vpnkit" || comm == "gvproxy")
+        .collect();
+    assert_eq!(ours.len(), 2, "driver and vpnkit expected: {ours:?}");
+    drop(rk.stdin.take());
+    let out = rk.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let left: Vec<&(u32, String)> = ours
+        .iter()
+        .filter(|(pid, _)| Path::new(&format!("/proc/{pid}")).exists())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "still there after rootlesskit returned: {left:?}"
+    );
+    assert_nothing_left(&dir.display().to_string(), &dir);
+}
