@@ -11,12 +11,16 @@ use std::process::Output;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-const OTHER_USER: &str = "rk-other";
+/// Another local user (`$RK_OTHER_USER`, as `.ci/setup-host` names it).
+fn other_user() -> String {
+    std::env::var("RK_OTHER_USER").unwrap_or_else(|_| "rk-other".into())
+}
+
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn uid_of(name: &str) -> Option<u32> {
+fn uid_of(user: &str) -> Option<u32> {
     let out = std::process::Command::new("id")
-        .args(["-u", name])
+        .args(["-u", user])
         .output()
         .ok()?;
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
@@ -36,23 +40,18 @@ fn test_uid() -> u32 {
 fn other_uid() -> u32 {
     static UID: OnceLock<u32> = OnceLock::new();
     *UID.get_or_init(|| {
-        if let Some(uid) = uid_of(OTHER_USER) {
+        let name = other_user();
+        if let Some(uid) = uid_of(&name) {
             return uid;
         }
-        assert!(
-            is_root(),
-            "user {OTHER_USER} is missing: run .ci/setup-host"
-        );
+        assert!(is_root(), "user {name} is missing: run .ci/setup-host");
         let st = std::process::Command::new("useradd")
-            .args(["-M", "-s", "/usr/sbin/nologin", OTHER_USER])
+            .args(["-M", "-s", "/usr/sbin/nologin", &name])
             .status()
             .unwrap();
         // A parallel test may have made it first.
-        assert!(
-            st.success() || uid_of(OTHER_USER).is_some(),
-            "useradd {OTHER_USER}"
-        );
-        uid_of(OTHER_USER).unwrap()
+        assert!(st.success() || uid_of(&name).is_some(), "useradd {name}");
+        uid_of(&name).unwrap()
     })
 }
 
