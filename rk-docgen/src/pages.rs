@@ -139,8 +139,9 @@ fn rootlesskit_page(date: &str) -> Result<String, String> {
     roff::section(&mut page, "Exit status");
     roff::paragraph(
         &mut page,
-        "The exit status of COMMAND; 128+N when a signal N ended it. 1 when rootlesskit itself fails (an unknown \
-         flag, a missing driver, a failed namespace set-up): the message on standard error says what to change.",
+        "The exit status of COMMAND; 255 when a signal ended it, as RootlessKit (the message names the signal). \
+         1 when rootlesskit itself fails (an unknown flag, a missing driver, a failed namespace set-up): the \
+         message on standard error says what to change.",
     );
     roff::section(&mut page, "Requirements");
     roff::paragraph(
