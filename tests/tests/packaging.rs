@@ -547,3 +547,52 @@ fn licence_check_fails_on_a_licence_not_allowed() {
         stderr(&out)
     );
 }
+
+#[test]
+fn toolchain_check_refuses_an_old_rustc_and_names_rustup() {
+    let script = repo().join("scripts/check-toolchain");
+    let fake = user_temp_dir("old-rust");
+    for (name, text) in [
+        ("rustc", "rustc 1.63.0 (4b91a6ea7 2022-08-08)"),
+        ("cargo", "cargo 1.63.0"),
+    ] {
+        std::fs::write(fake.join(name), format!("#!/bin/sh\necho '{text}'\n")).unwrap();
+        chmod(&fake.join(name), 0o755);
+    }
+    let out = Command::new("bash")
+        .arg(&script)
+        .env("PATH", format!("{}:/usr/bin:/bin", fake.display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "rustc 1.63 accepted");
+    let err = stderr(&out);
+    assert!(
+        err.contains("too old") && err.contains(">= 1.80") && err.contains("rustup"),
+        "{err}"
+    );
+
+    // No toolchain at all.
+    let out = Command::new("bash")
+        .arg(&script)
+        .env("PATH", "/nonexistent:/bin")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no cargo/rustc on PATH"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The toolchain running these tests is recent enough.
+    let cargo_dir = Path::new(&std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let out = Command::new("bash")
+        .arg(&script)
+        .env("PATH", format!("{}:/usr/bin:/bin", cargo_dir.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
