@@ -275,9 +275,11 @@ impl Engine {
                     } else {
                         match r {
                             Route::Host(_) => {
-                                self.udp.before_datagram(&mut self.net, dst);
-                                udp_dest = Some(dst);
-                                true
+                                let taken = self.udp.before_datagram(&mut self.net, dst);
+                                if taken {
+                                    udp_dest = Some(dst);
+                                }
+                                taken
                             }
                             Route::Dns => {
                                 self.dns.mark();

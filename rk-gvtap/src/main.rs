@@ -60,6 +60,7 @@ impl Driver for Gvtap {
     fn info(&self) -> DriverInfo {
         let mut info = DriverInfo::new("gvtap", env!("CARGO_PKG_VERSION"));
         info.capabilities = [
+            "ifname",
             "cidr",
             "mtu",
             "disable-host-loopback",

@@ -1340,3 +1340,155 @@ fn metadata_address_169_254_169_254_is_reached_as_upstream_reaches_it() {
         assert_eq!(field(&text, "sink_packets"), "0", "{text}");
     }
 }
+
+/// `flood.py KIND N TCP_PORT`, inside the child: N hand-made frames on tap0
+/// of one kind, as fast as Python sends them: `syn` (SYNs from new source
+/// ports to 10.0.2.1:TCP_PORT, closed on the host), `udp` (datagrams from
+/// and to new ports of 10.0.2.1, all closed on the host: a new flow each),
+/// `ping` (echo requests to 10.0.2.1 with new identifiers), `frag` (first
+/// fragments of UDP datagrams to new ports, never completed). Bounded by N.
+const FLOOD_FRAMES: &str = r#"
+import socket, struct, sys
+kind, n, tport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+SRC, GW = '10.0.2.100', '10.0.2.1'
+def csum(b):
+    if len(b) % 2: b += b'\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+def ip4(proto, payload, ident=7, frag=0, total=None):
+    h = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(payload), ident & 0xffff, frag, 64, proto, 0,
+                    socket.inet_aton(SRC), socket.inet_aton(GW))
+    return h[:10] + struct.pack('!H', csum(h)) + h[12:] + payload
+pseudo = lambda proto, seg: socket.inet_aton(SRC) + socket.inet_aton(GW) + struct.pack('!BBH', 0, proto, len(seg))
+def fix(proto, seg, at):
+    return seg[:at] + struct.pack('!H', csum(pseudo(proto, seg))) + seg[at + 2:]
+gw = None
+for line in open('/proc/net/arp').read().splitlines()[1:]:
+    f = line.split()
+    if f[0] == GW and f[3] != '00:00:00:00:00:00':
+        gw = bytes.fromhex(f[3].replace(':', ''))
+assert gw, 'no ARP entry for the gateway'
+me = bytes.fromhex(open('/sys/class/net/tap0/address').read().strip().replace(':', ''))
+p = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+p.bind(('tap0', 0))
+head = gw + me + b'\x08\x00'
+sent = 0
+for i in range(n):
+    port = 20000 + i % 40000
+    if kind == 'syn':
+        seg = struct.pack('!HHIIBBHHH', port, tport, i, 0, 5 << 4, 0x02, 65535, 0, 0)
+        frame = ip4(6, fix(6, seg, 16))
+    elif kind == 'udp':
+        seg = struct.pack('!HHHH', port, 1024 + i % 60000, 9, 0) + b'x'
+        frame = ip4(17, fix(17, seg, 6))
+    elif kind == 'ping':
+        m = struct.pack('!BBHHH', 8, 0, 0, i % 5000, i) + b'flood'
+        frame = ip4(1, m[:2] + struct.pack('!H', csum(m)) + m[4:])
+    else:
+        seg = struct.pack('!HHHH', port, 1024 + i % 60000, 1008, 0) + b'f' * 1000
+        frame = ip4(17, seg, ident=i, frag=0x2000)
+    try:
+        p.send(head + frame); sent += 1
+    except OSError:
+        pass
+print('flood', kind, 'sent', sent, flush=True)
+"#;
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn floods_from_inside_leave_the_driver_up_with_memory_and_descriptors_bounded() {
+    // Every frame goes to the gateway (the host's 127.0.0.1, closed ports):
+    // nothing leaves the machine.
+    let echo = servers::tcp_echo("127.0.0.1");
+    let closed = closed_port();
+    let dir = user_temp_dir("gvflood2");
+    let n = 20000;
+    let flood = script("flood_frames.py", FLOOD_FRAMES);
+    let script = format!(
+        "D={d}; {WAIT_FOR}; echo x | socat -t5 - TCP:10.0.2.1:{echo} >/dev/null; echo ready; \
+         for k in syn udp ping frag; do w go-$k; python3 {flood} $k {n} {closed}; echo done-$k; done; \
+         echo after | socat -t5 - TCP:10.0.2.1:{echo}; w bye; echo bye",
+        d = dir.display(),
+    );
+    let (max_tcp, max_udp, max_ping) = (300, 300, 256);
+    let mut child = spawn_sh(
+        &[
+            NET,
+            "--net-opt",
+            &format!("max-tcp-flows={max_tcp}"),
+            "--net-opt",
+            &format!("max-udp-flows={max_udp}"),
+        ],
+        &script,
+    );
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut out, "ready", 20);
+    let driver = child_named(child.id(), "rk-gvtap").expect("rk-gvtap is running");
+    let (fds0, rss0) = (fd_count(driver), rss_kib(driver));
+    let (mut most_fds, mut most_rss) = (fds0, rss0);
+    let mut report = format!("before: {fds0} fds, {rss0} KiB\n");
+    for kind in ["syn", "udp", "ping", "frag"] {
+        touch(&dir, &format!("go-{kind}"));
+        let (mut peak_fds, mut peak_rss) = (0, 0);
+        let started = Instant::now();
+        let reader = std::thread::scope(|s| {
+            let h = s.spawn(|| wait_for_line(&mut out, &format!("done-{kind}"), 120));
+            while !h.is_finished() {
+                peak_fds = peak_fds.max(fd_count(driver));
+                peak_rss = peak_rss.max(rss_kib(driver));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            h.join().unwrap()
+        });
+        // Let what is queued drain, then look again.
+        std::thread::sleep(Duration::from_millis(500));
+        peak_fds = peak_fds.max(fd_count(driver));
+        peak_rss = peak_rss.max(rss_kib(driver));
+        report.push_str(&format!(
+            "{kind}: {:?}, peak {peak_fds} fds, {peak_rss} KiB; {}",
+            started.elapsed(),
+            reader.lines().last().unwrap_or("")
+        ));
+        report.push('\n');
+        assert!(
+            Path::new(&format!("/proc/{driver}")).exists(),
+            "rk-gvtap died in the {kind} flood\n{report}"
+        );
+        most_fds = most_fds.max(peak_fds);
+        most_rss = most_rss.max(peak_rss);
+    }
+    eprintln!("{report}");
+    // One host socket per flow, never more than the limits allow.
+    assert!(
+        most_fds <= fds0 + max_tcp + max_udp + max_ping + 8,
+        "{most_fds} descriptors\n{report}"
+    );
+    // The flows' memory is pages their data touched; a flood of new
+    // destinations costs a few KiB each at most (debug build).
+    assert!(
+        most_rss <= rss0 + 8 * 1024,
+        "{most_rss} KiB resident\n{report}"
+    );
+    let seen = wait_for_line(&mut out, "reply: after", 30);
+    assert!(seen.contains("reply: after"), "{report}");
+    touch(&dir, "bye");
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{status}: {err}\n{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
