@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 use std::os::fd::BorrowedFd;
 
-pub const CAPABILITIES: [&str; 6] = [
+pub const CAPABILITIES: [&str; 7] = [
+    "port-driver:implicit",
     "mtu",
     "cidr",
     "ifname",

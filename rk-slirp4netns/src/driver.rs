@@ -15,7 +15,8 @@ use rk_driver::{
 use std::collections::BTreeMap;
 use std::os::fd::BorrowedFd;
 
-pub const CAPABILITIES: [&str; 7] = [
+pub const CAPABILITIES: [&str; 8] = [
+    "ifname",
     "ipv6",
     "cidr",
     "mtu",

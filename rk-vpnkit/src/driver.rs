@@ -32,7 +32,7 @@ pub struct VpnkitDriver {
 impl Driver for VpnkitDriver {
     fn info(&self) -> DriverInfo {
         let mut info = DriverInfo::new("vpnkit", env!("CARGO_PKG_VERSION"));
-        info.capabilities = vec!["detach-netns".into(), "dhcp".into()];
+        info.capabilities = ["mtu", "ifname", "detach-netns", "dhcp"].map(String::from).to_vec();
         info.options = vec![BINARY_OPTION.into()];
         info
     }

@@ -155,38 +155,56 @@ pub struct Cli {
     pub command: Vec<String>,
 }
 
+/// RootlessKit's driver-specific flags and the driver option each becomes:
+/// (network driver, option key, the flag's value). The only place the core
+/// names drivers, besides the `gvisor-tap-vsock` alias. A flag's option is
+/// sent to its driver only; `None` (an optional flag not given) sends
+/// nothing.
+type DriverFlag = (&'static str, &'static str, fn(&Cli) -> Option<String>);
+
+pub const DRIVER_FLAGS: &[DriverFlag] = &[
+    ("slirp4netns", "slirp4netns-binary", |c| {
+        Some(c.slirp4netns_binary.clone())
+    }),
+    ("slirp4netns", "slirp4netns-sandbox", |c| {
+        Some(tri_state(&c.slirp4netns_sandbox))
+    }),
+    ("slirp4netns", "slirp4netns-seccomp", |c| {
+        Some(tri_state(&c.slirp4netns_seccomp))
+    }),
+    ("pasta", "pasta-binary", |c| Some(c.pasta_binary.clone())),
+    ("vpnkit", "vpnkit-binary", |c| Some(c.vpnkit_binary.clone())),
+    ("lxc-user-nic", "lxc-user-nic-binary", |c| {
+        c.lxc_user_nic_binary.clone()
+    }),
+    ("lxc-user-nic", "lxc-user-nic-bridge", |c| {
+        Some(c.lxc_user_nic_bridge.clone())
+    }),
+];
+
+/// Empty is RootlessKit's default of an `auto|true|false` flag: false.
+fn tri_state(v: &str) -> String {
+    if v.is_empty() { "false" } else { v }.to_owned()
+}
+
 impl Cli {
-    /// The driver options to pass on: every `--DRIVER-*` flag of the chosen
-    /// driver (defaults included) plus `--net-opt` pairs.
+    /// The driver options to pass on: the driver's own flags from
+    /// [`DRIVER_FLAGS`] (defaults included), `port-driver`, and `--net-opt`
+    /// pairs.
     pub fn driver_options(&self, net: &str) -> Result<Vec<(String, String)>, String> {
-        let mut out: Vec<(String, String)> = Vec::new();
-        let mut push = |k: &str, v: &str| out.push((k.to_owned(), v.to_owned()));
-        match net {
-            "slirp4netns" => {
-                push("slirp4netns-binary", &self.slirp4netns_binary);
-                // Empty is RootlessKit's default, false.
-                let tri = |v: &str| if v.is_empty() { "false" } else { v }.to_owned();
-                push("slirp4netns-sandbox", &tri(&self.slirp4netns_sandbox));
-                push("slirp4netns-seccomp", &tri(&self.slirp4netns_seccomp));
-            }
-            "pasta" => push("pasta-binary", &self.pasta_binary),
-            "vpnkit" => push("vpnkit-binary", &self.vpnkit_binary),
-            "lxc-user-nic" => {
-                if let Some(b) = &self.lxc_user_nic_binary {
-                    push("lxc-user-nic-binary", b);
-                }
-                push("lxc-user-nic-bridge", &self.lxc_user_nic_bridge);
-            }
-            _ => {}
-        }
+        let mut out: Vec<(String, String)> = DRIVER_FLAGS
+            .iter()
+            .filter(|(driver, _, _)| *driver == net)
+            .filter_map(|(_, key, value)| value(self).map(|v| ((*key).to_owned(), v)))
+            .collect();
         if !self.port_driver.is_empty() && self.port_driver != "none" {
-            push("port-driver", &self.port_driver);
+            out.push(("port-driver".to_owned(), self.port_driver.clone()));
         }
         for kv in &self.net_opt {
             let Some((k, v)) = kv.split_once('=') else {
                 return Err(format!("--net-opt {kv:?} is not KEY=VALUE"));
             };
-            push(k, v);
+            out.push((k.to_owned(), v.to_owned()));
         }
         Ok(out)
     }

@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod answer;
+pub mod capabilities;
 pub mod cgroup2;
 pub mod child;
 pub mod cli;

@@ -62,6 +62,26 @@ fn run_in_state_dir(
             std::io::Error::last_os_error()
         ));
     }
+    // The driver first: what it announces decides which flags work, and
+    // a flag it cannot honour must fail before any namespace exists.
+    let mut driver_process = None;
+    if let Some(path) = &driver_path {
+        let d = DriverProcess::start(path, &settings.net_name, settings.debug, Some(&signals))?;
+        debug(
+            settings,
+            &format!(
+                "driver {} {} at {}: {}",
+                d.info.driver,
+                d.info.version,
+                path.display(),
+                d.info.capabilities.join(",")
+            ),
+        );
+        for w in crate::capabilities::check(settings, &d.info)? {
+            eprintln!("[rootlesskit:parent] warning: {w}");
+        }
+        driver_process = Some(d);
+    }
     let (ours, theirs) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
     let theirs: OwnedFd = theirs.into_fd();
     let pid = crate::spawn::spawn_child(crate::spawn::clone_flags(settings), &theirs)?;
@@ -100,20 +120,9 @@ fn run_in_state_dir(
 
     let mut driver = None;
     let mut config: Option<NetworkConfig> = None;
-    if let Some(path) = &driver_path {
+    if let Some(mut d) = driver_process {
         let [userns, netns] = <[OwnedFd; 2]>::try_from(fds)
             .map_err(|_| "the child sent no network namespace".to_owned())?;
-        let mut d = DriverProcess::start(path, &settings.net_name, settings.debug, Some(&signals))?;
-        debug(
-            settings,
-            &format!(
-                "driver {} {} at {}",
-                d.info.driver,
-                d.info.version,
-                path.display()
-            ),
-        );
-        crate::ports::check_driver_offers(settings, &d)?;
         let request = configure_request(settings, pid, state);
         match d.configure(&request, userns.as_fd(), netns.as_fd(), Some(&signals)) {
             Ok(c) => {

@@ -111,11 +111,8 @@ pub fn validate(cli: &Cli) -> Result<(Settings, Vec<String>)> {
                 return Err("--detach-netns needs a network namespace: choose --net=slirp4netns, pasta, … (not host)".into());
             }
         }
-        NetMode::Driver(name) => {
-            if !cli.disable_host_loopback && name != "lxc-user-nic" {
-                warnings.push("specifying --disable-host-loopback is highly recommended to prohibit connecting to 127.0.0.1:* on the host namespace".into());
-            }
-        }
+        // What a driver honours is read from its hello (capabilities.rs).
+        NetMode::Driver(_) => {}
     }
     let propagation = parse_propagation(&cli.propagation)?;
     let copy_up = parse_copy_up(&cli.copy_up, &cli.copy_up_mode, propagation)?;
@@ -280,11 +277,6 @@ pub fn parse_cidr(s: &str) -> Result<Cidr> {
     if prefix > 32 {
         return Err(bad());
     }
-    if prefix > 25 {
-        return Err(format!(
-            "--cidr={s}: the prefix must be /25 or shorter, so that the network holds the address .100"
-        ));
-    }
     let mask = if prefix == 0 {
         0
     } else {
@@ -369,59 +361,33 @@ fn parse_copy_up(dirs: &[String], mode: &str, prop: Propagation) -> Result<Vec<P
     Ok(out)
 }
 
-/// `--port-driver` against `--net` and `-p`: a combination that cannot
-/// work fails here, before anything starts. Returns the normalised name.
+/// `--port-driver` against `--net` and `-p`, as far as the core knows
+/// without the driver: its own port drivers (`none`, `builtin`) and that
+/// others need a network driver. Whether that driver offers the name is
+/// read from its hello (capabilities.rs). Returns the normalised name.
 fn check_port_driver(cli: &Cli, net: &NetMode) -> Result<String> {
-    let driver = match net {
-        NetMode::Driver(n) => n.as_str(),
-        NetMode::Host => "host",
-        NetMode::Isolated => "none",
-    };
-    let needs = |want: &str, shown: &str| -> Result<()> {
-        if driver != want {
-            return Err(format!(
-                "--port-driver={} works only with --net={shown} (got --net={}); use --port-driver=builtin, which works with every network",
-                cli.port_driver, cli.net
-            ));
-        }
-        Ok(())
-    };
     let name = match cli.port_driver.as_str() {
-        "" => return Err("--port-driver= is empty: choose none, builtin, slirp4netns, implicit or gvisor-tap-vsock".into()),
-        "none" => {
-            if !cli.publish.is_empty() {
-                return Err("-p/--publish needs a port driver: add --port-driver=builtin (or slirp4netns, implicit, gvisor-tap-vsock)".into());
-            }
-            "none"
-        }
-        "implicit" => {
-            needs("pasta", "pasta")?;
-            if !cli.publish.is_empty() {
-                return Err("-p/--publish does not work with --port-driver=implicit: pasta forwards every port that listens inside to the same port on the host by itself; drop -p, or use --port-driver=builtin to choose the ports".into());
-            }
-            "implicit"
-        }
-        "builtin" => {
-            if driver == "host" {
-                return Err("--port-driver=builtin needs a network namespace, but --net=host shares the host's: choose a network driver (e.g. --net=slirp4netns) or --port-driver=none".into());
-            }
-            "builtin"
-        }
-        "slirp4netns" => {
-            needs("slirp4netns", "slirp4netns")?;
-            "slirp4netns"
-        }
-        "gvisor-tap-vsock" | "gvisortapvsock" => {
-            needs("gvtap", "gvisor-tap-vsock")?;
-            "gvisor-tap-vsock"
-        }
-        other => {
-            return Err(format!(
-                "--port-driver={other:?} is not one of none, builtin, slirp4netns, implicit, gvisor-tap-vsock"
-            ))
-        }
+        "" => return Err("--port-driver= is empty: choose none, builtin, or a port driver your network driver offers (rootlesskit --list-drivers shows them)".into()),
+        // RootlessKit's spelling of the alias.
+        "gvisortapvsock" => "gvisor-tap-vsock",
+        other => other,
     };
-    Ok(name.to_owned())
+    match (name, net) {
+        ("none", _) if !cli.publish.is_empty() => Err("-p/--publish needs a port driver: add --port-driver=builtin (or one your network driver offers)".into()),
+        ("none", _) => Ok(name.to_owned()),
+        ("builtin", NetMode::Host) => Err("--port-driver=builtin needs a network namespace, but --net=host shares the host's: choose a network driver (e.g. --net=slirp4netns) or --port-driver=none".into()),
+        ("builtin", _) => Ok(name.to_owned()),
+        (other, NetMode::Host | NetMode::Isolated) => Err(format!(
+            "--port-driver={other} is offered by network drivers, and --net={} has none: use --port-driver=builtin, or choose a network driver that offers it",
+            cli.net
+        )),
+        (other, NetMode::Driver(_)) => {
+            if !other.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(format!("--port-driver={other:?} is not a valid port driver name"));
+            }
+            Ok(other.to_owned())
+        }
+    }
 }
 
 /// `-p` values: parsed and checked alone and against each other.
@@ -464,7 +430,7 @@ mod tests {
     }
 
     #[test]
-    fn cidr_must_be_a_network_address_with_room_for_100() {
+    fn cidr_must_be_an_ipv4_network_address() {
         assert_eq!(
             parse_cidr("10.0.3.0/24"),
             Ok(Cidr {
@@ -475,7 +441,8 @@ mod tests {
         assert!(parse_cidr("10.0.2.100/24")
             .unwrap_err()
             .contains("network address"));
-        assert!(parse_cidr("10.0.2.0/26").unwrap_err().contains("/25"));
+        // How small a network may be is the driver's to say.
+        assert!(parse_cidr("10.0.2.0/26").is_ok());
         assert!(parse_cidr("fd00::/64").is_err());
         assert!(parse_cidr("10.0.2.0").is_err());
         assert!(parse_cidr("10.0.2.0/33").is_err());

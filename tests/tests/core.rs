@@ -353,7 +353,11 @@ fn bad_flags_fail_before_anything_starts() {
         ),
         (
             &["--net=slirp4netns", "--port-driver=implicit"],
-            "implicit works only with --net=pasta",
+            "--port-driver=implicit is not one of none, builtin, slirp4netns",
+        ),
+        (
+            &["--net=lxc-user-nic", "--cidr=10.0.3.0/24"],
+            "network driver lxc-user-nic does not support --cidr",
         ),
         (&["-p", "127.0.0.1:8080:80/tcp"], "needs a port driver"),
         (&["--copy-up=relative"], "absolute"),
