@@ -110,6 +110,12 @@ pub fn start(
             })?;
             Ok(Ports::Managed(PortManager::new(Box::new(b))))
         }
+        // The network driver announced `port-driver:implicit` (checked
+        // before any namespace existed): it forwards every port by itself,
+        // and the API only records what clients ask for.
+        rk_ports::implicit::NAME => Ok(Ports::Managed(PortManager::new(Box::new(
+            rk_ports::implicit::Implicit::new(),
+        )))),
         _ => {
             let offered =
                 driver.filter(|d| d.info.capabilities.iter().any(|c| *c == capability(name)));
@@ -123,11 +129,6 @@ pub fn start(
                     let driven = rk_ports::driven::Driven::start(channel, name)?;
                     Ok(Ports::Managed(PortManager::new(Box::new(driven))))
                 }
-                // `implicit` without the capability: pasta forwards on its
-                // own; the API records what clients ask for.
-                None if name == rk_ports::implicit::NAME => Ok(Ports::Managed(PortManager::new(
-                    Box::new(rk_ports::implicit::Implicit::new()),
-                ))),
                 None => Err(format!(
                     "--port-driver={name}: network driver {} does not offer it",
                     driver.map_or("(none)", |d| d.info.driver.as_str())
