@@ -20,7 +20,7 @@ use nix::unistd::{unlinkat, UnlinkatFlags};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 pub use entries::LOCK;
@@ -142,22 +142,51 @@ impl StateDir {
         self.path.join(name)
     }
 
+    /// Writes `child_pid` so that a reader sees either no file or the whole
+    /// number (scripts poll for it): written unnamed (`O_TMPFILE`), then
+    /// linked in.
     pub fn write_child_pid(&self, pid: i32) -> Result<(), String> {
         let p = self.file(CHILD_PID);
-        let fd = openat(
+        let err = |e: &dyn std::fmt::Display| format!("writing {}: {e}", p.display());
+        let content = pid.to_string();
+        let unnamed = openat(
+            self.dir.as_fd(),
+            ".",
+            OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        );
+        let fd = match unnamed {
+            Ok(fd) => fd,
+            // A filesystem without O_TMPFILE: the plain way.
+            Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => {
+                let fd = openat(
+                    self.dir.as_fd(),
+                    CHILD_PID,
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_TRUNC
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o644),
+                )
+                .map_err(|e| err(&e))?;
+                return File::from(fd)
+                    .write_all(content.as_bytes())
+                    .map_err(|e| err(&e));
+            }
+            Err(e) => return Err(err(&e)),
+        };
+        let mut file = File::from(fd);
+        file.write_all(content.as_bytes()).map_err(|e| err(&e))?;
+        let _ = unlinkat(self.dir.as_fd(), CHILD_PID, UnlinkatFlags::NoRemoveDir);
+        nix::unistd::linkat(
+            nix::fcntl::AT_FDCWD,
+            format!("/proc/self/fd/{}", file.as_raw_fd()).as_str(),
             self.dir.as_fd(),
             CHILD_PID,
-            OFlag::O_WRONLY
-                | OFlag::O_CREAT
-                | OFlag::O_TRUNC
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o644),
+            nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
         )
-        .map_err(|e| format!("writing {}: {e}", p.display()))?;
-        File::from(fd)
-            .write_all(pid.to_string().as_bytes())
-            .map_err(|e| format!("writing {}: {e}", p.display()))
+        .map_err(|e| err(&e))
     }
 
     /// Called on exit: removes what the run made, and nothing else.

@@ -102,6 +102,10 @@ fn an_existing_dir_stays_and_only_our_files_go() {
     assert!(s.removal_parents().is_empty());
     s.write_child_pid(42).unwrap();
     assert_eq!(std::fs::read_to_string(s.file(CHILD_PID)).unwrap(), "42");
+    s.write_child_pid(43).unwrap();
+    assert_eq!(std::fs::read_to_string(s.file(CHILD_PID)).unwrap(), "43");
+    let m = std::fs::symlink_metadata(s.file(CHILD_PID)).unwrap();
+    assert!(m.is_file() && m.nlink() == 1, "{m:?}");
     // What CMD puts there during the run is not ours to remove.
     std::fs::write(base.join("cmd-output"), "x").unwrap();
     s.cleanup();
