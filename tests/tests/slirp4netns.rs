@@ -434,3 +434,117 @@ fn nothing_of_the_driver_is_left_when_rootlesskit_returns() {
         }
     }
 }
+
+/// What `auto` should turn into on this host, as RootlessKit decides it:
+/// seccomp when slirp4netns was built with libseccomp (and the kernel has
+/// filters, as every kernel these tests run on); the sandbox when
+/// slirp4netns has it and DNS survives it (before 1.2.1 the sandbox hides
+/// an /etc/resolv.conf that links outside /etc and /run).
+fn auto_expectations() -> (bool, bool) {
+    let run = |arg: &str| {
+        let out = std::process::Command::new("slirp4netns")
+            .arg(arg)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let help = run("--help");
+    let version = run("--version");
+    let seccomp = help.contains("--enable-seccomp") && version.contains("libseccomp:");
+    let resolv = std::fs::canonicalize("/etc/resolv.conf").unwrap();
+    let escaped = !resolv.starts_with("/etc") && !resolv.starts_with("/run");
+    let old = version.contains("version 1.2.0") || version.contains("version 1.1.");
+    let sandbox = help.contains("--enable-sandbox") && !(escaped && old);
+    (sandbox, seccomp)
+}
+
+fn ns_of(pid: u32, ns: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|e| panic!("/proc/{pid}/ns/{ns}: {e}"))
+}
+
+/// Issue 13 point 2: `--slirp4netns-sandbox` and `--slirp4netns-seccomp`,
+/// `auto` and `true`, end to end: traffic flows (TCP and UDP to the host's
+/// loopback, DNS through 10.0.2.3), and slirp4netns really runs as asked:
+/// in a mount namespace of its own with the sandbox, and with `Seccomp: 2`
+/// in every thread with seccomp.
+#[test]
+fn sandbox_and_seccomp_auto_and_true_are_in_force_with_traffic() {
+    let (auto_sandbox, auto_seccomp) = auto_expectations();
+    assert!(
+        auto_seccomp,
+        "this host's slirp4netns has seccomp: `auto` must use it"
+    );
+    let tcp = tcp_echo("127.0.0.1");
+    let udp = udp_echo("127.0.0.1");
+    let resolver = LocalResolver::start("127.0.0.62", "sandbox.test", "10.9.8.6");
+    for (sandbox, seccomp) in [
+        ("auto", "auto"),
+        ("true", "auto"),
+        ("auto", "true"),
+        ("true", "true"),
+    ] {
+        let want_sandbox = sandbox == "true" || auto_sandbox;
+        let want_seccomp = seccomp == "true" || auto_seccomp;
+        let s = format!("--slirp4netns-sandbox={sandbox}");
+        let c = format!("--slirp4netns-seccomp={seccomp}");
+        let script = format!(
+            "echo tcp=$(echo hi | socat -t5 - TCP:10.0.2.2:{tcp}); \
+             echo udp=$(echo dg | socat -t1 - UDP:10.0.2.2:{udp}); \
+             echo dns=$(busybox nslookup sandbox.test 10.0.2.3 | grep -c 10.9.8.6); \
+             echo ready; read x; true"
+        );
+        let mut all = args(&[&s, &c]);
+        all.extend(["--", "sh", "-c", &script]);
+        let mut child = in_root_mount_ns("private", &resolver.mount_snippet(), &rootlesskit(&all))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = String::new();
+        {
+            let mut reader = std::io::BufReader::new(child.stdout.as_mut().unwrap());
+            while !out.ends_with("ready\n") {
+                let mut line = String::new();
+                if std::io::BufRead::read_line(&mut reader, &mut line).unwrap() == 0 {
+                    break;
+                }
+                out.push_str(&line);
+            }
+        }
+        let what = format!("{s} {c}");
+        assert!(
+            out.ends_with("ready\n"),
+            "{what}: CMD did not get going:\n{out}"
+        );
+        assert_eq!(field(&out, "tcp"), "reply: hi", "{what}:\n{out}");
+        assert_eq!(field(&out, "udp"), "reply: dg", "{what}:\n{out}");
+        assert_eq!(field(&out, "dns"), "1", "{what}:\n{out}");
+        let procs = descendants(child.id());
+        let pid = |name: &str| {
+            procs
+                .iter()
+                .find(|(_, comm)| comm == name)
+                .unwrap_or_else(|| panic!("{what}: no {name} in {procs:?}"))
+                .0
+        };
+        let (driver, slirp) = (pid("rk-slirp4netns"), pid("slirp4netns"));
+        let seccomp_modes = per_task(slirp, "Seccomp");
+        assert!(
+            seccomp_modes
+                .iter()
+                .all(|(_, m)| m == if want_seccomp { "2" } else { "0" }),
+            "{what}: slirp4netns's Seccomp per thread: {seccomp_modes:?}"
+        );
+        assert_eq!(
+            ns_of(slirp, "mnt") != ns_of(driver, "mnt"),
+            want_sandbox,
+            "{what}: slirp4netns in a mount namespace of its own"
+        );
+        drop(child.stdin.take());
+        let rest = child.wait_with_output().unwrap();
+        assert!(rest.status.success(), "{what}: {}", stderr(&rest));
+    }
+}
