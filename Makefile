@@ -1,6 +1,6 @@
 # rootlesskit (Rust): build, install and package.
 #
-#   make                              release binaries, man pages, completions
+#   make                              release binaries, man pages, completions, licence inventory
 #   make install [PREFIX=/usr/local] [DESTDIR=]
 #   make deb                          split Debian packages in target/debian/
 #   make licences                     licence inventory; fails on a licence not in packaging/licences.allow
@@ -59,7 +59,7 @@ endif
 
 .PHONY: all build docs man completions licences install install-core install-drivers uninstall deb clean
 
-all: $(CARGO_BUILT) docs
+all: $(CARGO_BUILT) docs licences
 
 build:
 	$(CARGO) build $(CARGO_FLAGS) $(PROFILE_FLAG) -p rootlesskit-core -p rootlessctl $(addprefix -p ,$(DRIVERS))
@@ -81,7 +81,7 @@ licences: $(DOCGEN_BUILT)
 
 install: install-core install-drivers
 
-install-core: $(BUILT) $(if $(BUILT),licences)
+install-core: $(BUILT)
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7 \
 		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
 	$(INSTALL) -m 0755 $(addprefix $(BUILD_DIR)/,$(PROGRAMS)) $(DESTDIR)$(BINDIR)/
@@ -109,7 +109,7 @@ uninstall:
 	rm -rf $(DESTDIR)$(DOCDIR)
 
 # Split packages: the core, and one per driver (packaging/build-debs).
-deb: $(BUILT) $(if $(BUILT),licences)
+deb: $(BUILT)
 	PROFILE=$(PROFILE) BUILD_DIR=$(BUILD_DIR) GEN_DIR=$(GEN_DIR) MAKE="$(MAKE)" bash packaging/build-debs $(DEB_DIR)
 
 # Only what this Makefile made; cargo's target/ is left alone.

@@ -255,6 +255,18 @@ fn make_install_into_a_destdir_needs_no_root_and_finds_its_drivers() {
         completion.contains("--list-drivers"),
         "bash completion lacks --list-drivers"
     );
+    for shell_file in ["rootlesskit", "rootlessctl"] {
+        let p = prefix
+            .join("share/bash-completion/completions")
+            .join(shell_file);
+        let out = Command::new("bash").arg("-n").arg(&p).output().unwrap();
+        assert!(
+            out.status.success(),
+            "bash -n {}: {}",
+            p.display(),
+            stderr(&out)
+        );
+    }
 
     // The installed rootlesskit finds every driver in ../libexec/rootlesskit.
     let out = installed_rootlesskit(&prefix.join("bin"), &["--list-drivers"]);
