@@ -457,6 +457,55 @@ fn split_packages_install_one_by_one_into_a_scratch_root() {
         }
     }
 
+    // dpkg itself accepts them: installed into an empty package database
+    // (dependencies outside it forced), listed as installed, and removed
+    // again without leaving a file behind.
+    if is_root() {
+        let db_root = user_temp_dir("dpkg-root");
+        for d in [
+            "var/lib/dpkg/info",
+            "var/lib/dpkg/updates",
+            "var/lib/dpkg/triggers",
+        ] {
+            std::fs::create_dir_all(db_root.join(d)).unwrap();
+        }
+        std::fs::write(db_root.join("var/lib/dpkg/status"), "").unwrap();
+        let root_arg = format!("--root={}", db_root.display());
+        let mut packages: Vec<String> = vec![CORE_PACKAGE.to_owned()];
+        packages.extend(drivers().into_iter().map(|d| d.package));
+        run({
+            let mut c = Command::new("dpkg");
+            c.args([
+                &root_arg,
+                "--force-depends",
+                "--force-script-chrootless",
+                "--install",
+            ]);
+            c.args(packages.iter().map(|p| deb_of(p)));
+            c
+        });
+        let status = std::fs::read_to_string(db_root.join("var/lib/dpkg/status")).unwrap();
+        for p in &packages {
+            assert!(
+                status.contains(&format!("Package: {p}\nStatus: install ok installed")),
+                "dpkg does not list {p} as installed:\n{status}"
+            );
+        }
+        assert!(db_root.join("usr/libexec/rootlesskit/rk-gvtap").is_file());
+        run({
+            let mut c = Command::new("dpkg");
+            c.args([&root_arg, "--force-script-chrootless", "--remove"]);
+            c.args(&packages);
+            c
+        });
+        let left = Command::new("find")
+            .arg(db_root.join("usr"))
+            .args(["-type", "f"])
+            .output()
+            .unwrap();
+        assert_eq!(stdout(&left), "", "dpkg --remove left files behind");
+    }
+
     // The installed tree really works: a child networked by the packaged
     // userspace driver, which needs no external program.
     let out = installed_rootlesskit(
