@@ -405,12 +405,7 @@ type Run = (Vec<(u128, &'static str)>, Option<(Duration, Attempt)>);
 
 /// Runs the client's timers from `t0` until `until`, feeding it a reply to
 /// another client every `every` (if any); returns the NoAnswer report.
-fn run_until(
-    c: &mut Client,
-    t0: Instant,
-    until: Duration,
-    every: Option<Duration>,
-) -> Run {
+fn run_until(c: &mut Client, t0: Instant, until: Duration, every: Option<Duration>) -> Run {
     let mut sent_log = Vec::new();
     let mut report = None;
     let mut now = t0;
