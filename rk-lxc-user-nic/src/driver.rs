@@ -68,9 +68,16 @@ impl Running {
 impl Driver for LxcUserNic {
     fn info(&self) -> DriverInfo {
         let mut info = DriverInfo::new("lxc-user-nic", env!("CARGO_PKG_VERSION"));
-        info.capabilities = ["mtu", "ifname", "detach-netns", "dhcp", "dhcp-release", "stable-mac"]
-            .map(String::from)
-            .to_vec();
+        info.capabilities = [
+            "mtu",
+            "ifname",
+            "detach-netns",
+            "dhcp",
+            "dhcp-release",
+            "stable-mac",
+        ]
+        .map(String::from)
+        .to_vec();
         info.options = options::ALL.map(String::from).to_vec();
         info
     }

@@ -251,8 +251,18 @@ impl Slirp {
     /// state worth a clean exit, and rootlesskit's own exit waits for this
     /// (slirp4netns takes 10–30 ms to notice its exit descriptor or SIGTERM).
     pub fn stop(&mut self) {
+        let started = Instant::now();
+        let running = self.exit_writer.is_some();
         drop(self.exit_writer.take());
         self.process.kill();
+        if running && rk_driver::debug_enabled() {
+            // Mostly the kernel removing the tap as its descriptor closes.
+            eprintln!(
+                "rk-slirp4netns: slirp4netns (pid {}) killed and reaped in {:.1} ms",
+                self.process.pid(),
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+        }
     }
 }
 

@@ -32,7 +32,9 @@ pub struct VpnkitDriver {
 impl Driver for VpnkitDriver {
     fn info(&self) -> DriverInfo {
         let mut info = DriverInfo::new("vpnkit", env!("CARGO_PKG_VERSION"));
-        info.capabilities = ["mtu", "ifname", "detach-netns", "dhcp"].map(String::from).to_vec();
+        info.capabilities = ["mtu", "ifname", "detach-netns", "dhcp"]
+            .map(String::from)
+            .to_vec();
         info.options = vec![BINARY_OPTION.into()];
         info
     }

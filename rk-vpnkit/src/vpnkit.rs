@@ -118,11 +118,19 @@ impl Vpnkit {
     /// gvproxy, which stands in for it in tests, ignores SIGTERM while a
     /// client is connected.
     pub fn kill(&mut self) {
+        let started = Instant::now();
         if let Ok(None) = self.process.try_wait() {
             // SAFETY: signalling our own child, not yet reaped, by pid.
             unsafe { libc::kill(self.process.pid() as libc::pid_t, libc::SIGKILL) };
         }
         self.process.terminate();
+        if rk_driver::debug_enabled() {
+            eprintln!(
+                "rk-vpnkit: vpnkit (pid {}) killed and reaped in {:.1} ms",
+                self.process.pid(),
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+        }
     }
 }
 
