@@ -216,3 +216,102 @@ fn unknown_driver_name_lists_the_drivers_that_were_found() {
     expect_failure(&out, "rk-nosuchdriver");
     expect_failure(&out, "pyslirp");
 }
+
+/// A free TCP port on the host's loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends `text` to 127.0.0.1:`port` and reads the answer (bounded).
+fn roundtrip(port: u16, text: &str) -> String {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(text.as_bytes())?;
+            s.shutdown(std::net::Shutdown::Write)?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        })();
+        match attempt {
+            Ok(out) if !out.is_empty() => return out,
+            _ if Instant::now() > deadline => return String::new(),
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+#[test]
+fn a_python_driver_offers_its_own_port_driver_at_start_and_through_rootlessctl() {
+    let drivers = driver_dir("pyslirp");
+    let (at_start, later) = (free_port(), free_port());
+    let state = std::env::temp_dir().join(format!("rk-t-pyports-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    // Inside: an echo server on port 80 for both forwards; the later port
+    // is added with rootlessctl from inside (ROOTLESSKIT_STATE_DIR).
+    let script = format!(
+        "socat TCP-LISTEN:80,fork,reuseaddr EXEC:cat & \
+         rootlessctl add-ports 127.0.0.1:{later}:80/tcp; \
+         echo added; sleep 20"
+    );
+    let path = format!("{}:/usr/bin:/bin", bin_dir().display());
+    let mut rk = rootlesskit_with_env(
+        &[
+            &format!("--state-dir={}", state.display()),
+            // The echo server inside dies with the PID namespace.
+            "--pidns",
+            "--net=pyslirp",
+            "--port-driver=pyslirp",
+            &format!("-p=127.0.0.1:{at_start}:80/tcp"),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        &[
+            ("ROOTLESSKIT_DRIVER_PATH", drivers.to_str().unwrap()),
+            ("PATH", &path),
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut first = String::new();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(rk.stdout.take().unwrap());
+    // rootlessctl prints the id, then the script says "added".
+    while !first.contains("added") {
+        let mut l = String::new();
+        if lines.read_line(&mut l).unwrap() == 0 {
+            break;
+        }
+        first.push_str(&l);
+    }
+    let got_start = roundtrip(at_start, "published at start\n");
+    let got_later = roundtrip(later, "added later\n");
+    let list = as_test_user(bin_dir().join("rootlessctl").to_str().unwrap())
+        .args([
+            &format!("--socket={}", state.join("api.sock").display()),
+            "list-ports",
+        ])
+        .output()
+        .unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(rk.id() as i32, libc::SIGTERM) };
+    let out = rk.wait_with_output().unwrap();
+    assert!(first.contains("added"), "{first}\n{}", stderr(&out));
+    assert_eq!(got_start, "published at start\n", "{}", stderr(&out));
+    assert_eq!(got_later, "added later\n", "{}", stderr(&out));
+    let list = stdout(&list);
+    assert!(list.contains(&at_start.to_string()), "{list}");
+    assert!(list.contains(&later.to_string()), "{list}");
+    let _ = std::fs::remove_dir_all(&state);
+}
