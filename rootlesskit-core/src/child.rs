@@ -118,6 +118,11 @@ fn set_up(channel: &Channel) -> Result<CommandToRun, String> {
     channel
         .send(&ToParent::Ready, &[])
         .map_err(|e| format!("reporting readiness: {e}"))?;
+    match channel.recv::<ToChild>(None) {
+        Ok((ToChild::Go, _)) => {}
+        Ok(_) => return Err("protocol error: expected go".into()),
+        Err(e) => return Err(format!("waiting for the parent to start CMD: {e}")),
+    }
     let mut env = vec![
         ("ROOTLESSKIT_STATE_DIR".into(), path_str(&state_dir)),
         ("ROOTLESSKIT_PARENT_EUID".into(), parent_euid.to_string()),

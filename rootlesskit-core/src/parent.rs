@@ -163,6 +163,7 @@ fn run_in_state_dir(
         debug(settings, &format!("published port {st:?}"));
     }
     state.write_child_pid(pid.as_raw())?;
+    ours.send(&ToChild::Go, &[]).map_err(|e| child_gone(&e))?;
     guard.done = true;
     if let Some(report) = crate::confinement::confine_parent(state) {
         debug(settings, &format!("sandbox: {report}"));

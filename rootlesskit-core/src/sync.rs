@@ -11,7 +11,8 @@
 //!   driver: configure
 //!   Network{config}               ──▶  lo, interface, copy-up, resolv.conf
 //!                                 ◀──  Ready
-//!   write child_pid                    run CMD, forward signals, reap
+//!   ports, -p, write child_pid
+//!   Go                            ──▶  run CMD, forward signals, reap
 //! ```
 
 use crate::settings::Settings;
@@ -34,6 +35,10 @@ pub enum ToChild {
     },
     /// The network is up (or `None` for host/none networks).
     Network { config: Option<NetworkConfig> },
+    /// Ports are published and `child_pid` is written: CMD may start (a
+    /// CMD reading `child_pid`, or connecting to a published port, finds
+    /// it there).
+    Go,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
