@@ -302,11 +302,17 @@ fn describe_drivers(with_capabilities: bool) -> bool {
         let shown = crate::discovery::user_name(&name);
         match DriverProcess::start(&path, shown, false, None) {
             Ok(d) => {
+                let sandbox = if d.info.capabilities.iter().any(|c| c == "sandbox") {
+                    "yes"
+                } else {
+                    "no"
+                };
                 let mut line = format!(
-                    "{:<18} {:<10} {:<14} {:<40}",
+                    "{:<18} {:<10} {:<14} {:<8} {:<40}",
                     shown,
                     d.info.version,
                     d.info.commit.as_deref().unwrap_or("-"),
+                    sandbox,
                     path.display()
                 );
                 if with_capabilities {
@@ -319,7 +325,8 @@ fn describe_drivers(with_capabilities: bool) -> bool {
             Err(e) => {
                 all_ok = false;
                 out(&format!(
-                    "{shown:<18} {:<10} {:<14} {:<40} error: {e}",
+                    "{shown:<18} {:<10} {:<14} {:<8} {:<40} error: {e}",
+                    "?",
                     "?",
                     "?",
                     path.display()
@@ -341,8 +348,8 @@ pub fn list_drivers() -> i32 {
         return 0;
     }
     out(&format!(
-        "{:<18} {:<10} {:<14} {:<40} CAPABILITIES",
-        "NAME", "VERSION", "COMMIT", "PATH"
+        "{:<18} {:<10} {:<14} {:<8} {:<40} CAPABILITIES",
+        "NAME", "VERSION", "COMMIT", "SANDBOX", "PATH"
     ));
     if describe_drivers(true) {
         0
@@ -362,8 +369,8 @@ pub fn print_versions() -> i32 {
         return 0;
     }
     out(&format!(
-        "{:<18} {:<10} {:<14} PATH",
-        "DRIVER", "VERSION", "COMMIT"
+        "{:<18} {:<10} {:<14} {:<8} PATH",
+        "DRIVER", "VERSION", "COMMIT", "SANDBOX"
     ));
     if describe_drivers(false) {
         0

@@ -127,6 +127,13 @@ fn run_in_state_dir(
         match d.configure(&request, userns.as_fd(), netns.as_fd(), Some(&signals)) {
             Ok(c) => {
                 debug(settings, &format!("network: {c:?}"));
+                debug(
+                    settings,
+                    &format!(
+                        "driver sandbox: {}",
+                        c.info.get("sandbox").map_or("not reported", String::as_str)
+                    ),
+                );
                 config = Some(c);
                 driver = Some(d);
             }
