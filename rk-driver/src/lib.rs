@@ -34,4 +34,4 @@ pub use channel::{Channel, ChannelError};
 /// The git commit the workspace was built from (`unknown` outside git).
 pub const GIT_COMMIT: &str = env!("RK_GIT_COMMIT");
 pub use protocol::*;
-pub use serve::{debug_enabled, serve, Driver, DriverError, NamespaceFds};
+pub use serve::{debug_enabled, serve, Context, Driver, DriverError, NamespaceFds};

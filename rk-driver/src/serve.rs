@@ -34,6 +34,18 @@ impl From<std::io::Error> for DriverError {
     }
 }
 
+/// Adds what was being done to an error on its way to the core, so that
+/// `failed: Permission denied` becomes `creating tap0: Permission denied`.
+pub trait Context<T> {
+    fn context(self, what: impl std::fmt::Display) -> Result<T, DriverError>;
+}
+
+impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
+    fn context(self, what: impl std::fmt::Display) -> Result<T, DriverError> {
+        self.map_err(|e| DriverError(format!("{what}: {e}")))
+    }
+}
+
 /// What a network driver implements.
 pub trait Driver {
     /// Name, version, capabilities and options.
@@ -301,4 +313,20 @@ fn wait_for_message_or_watch<D: Driver>(driver: &D, channel: &Channel) -> Result
     let watch_fired = fds[1].revents().is_some_and(|r| !r.is_empty());
     let message_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
     Ok(message_ready || !watch_fired)
+}
+
+#[cfg(test)]
+mod context_tests {
+    use super::*;
+
+    #[test]
+    fn context_says_what_was_being_done() {
+        let r: Result<(), std::io::Error> = Err(std::io::Error::from_raw_os_error(libc::EACCES));
+        let e = r.context("opening /dev/net/tun").unwrap_err();
+        assert!(
+            e.0.starts_with("opening /dev/net/tun: Permission denied"),
+            "{}",
+            e.0
+        );
+    }
 }
