@@ -563,6 +563,8 @@ def load_driver_sections():
     for path in sorted((Path(__file__).parent / "sections").glob("*.py")):
         spec = importlib.util.spec_from_file_location(f"bench_sections_{path.stem}", path)
         mod = importlib.util.module_from_spec(spec)
+        # Registered, so that one section can use another's helpers.
+        sys.modules[spec.name] = mod
         spec.loader.exec_module(mod)
         SECTIONS.update(getattr(mod, "SECTIONS", {}))
 
