@@ -152,7 +152,7 @@ fn a_command_killed_by_a_signal_gives_255_and_gos_wording() {
     // Under /tmp itself: a state dir's parent must not be writable by others
     // unless it is sticky.
     let state = std::env::temp_dir().join(format!("rk-t-sig-state-{}", std::process::id()));
-    let mut child = rootlesskit(&[&format!("--state-dir={}", state.display()), "sleep", "100"])
+    let child = rootlesskit(&[&format!("--state-dir={}", state.display()), "sleep", "100"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -339,7 +339,7 @@ fn a_signal_during_start_up_aborts_it_at_once_and_cleanly() {
     // names the directory until it execs).
     let needle = format!("sh {}/rk-hang", dir.display());
     for sig in [libc::SIGTERM, libc::SIGINT] {
-        let mut rk = rootlesskit_with_env(
+        let rk = rootlesskit_with_env(
             &["--net=hang", "true"],
             &[("ROOTLESSKIT_DRIVER_PATH", dir.to_str().unwrap())],
         )
