@@ -207,10 +207,14 @@ impl Confinement {
         std::env::var(SANDBOX_ENV).is_ok_and(|v| v == "off" || v == "0" || v == "false")
     }
 
-    /// Applies the policy to the calling process: no_new_privs, then
-    /// Landlock (this thread and the threads it starts later), then the
-    /// seccomp filter on every thread.
+    /// Applies the policy to the calling process: gives back start-up
+    /// memory ([`crate::memory`]), then no_new_privs, Landlock (this thread
+    /// and the threads it starts later), and the seccomp filter on every
+    /// thread.
     pub fn apply(&self) -> Result<Report, ConfineError> {
+        // Set-up is over: its code pages need not stay resident (before
+        // Landlock, which may hide /proc/self/maps).
+        crate::memory::release_startup_memory();
         if Self::disabled_by_env() {
             return Ok(Report {
                 seccomp: false,

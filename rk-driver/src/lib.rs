@@ -21,6 +21,7 @@ pub mod confine;
 pub mod limits;
 pub mod logger;
 pub mod lookup;
+pub mod memory;
 pub mod mac;
 pub mod nsexec;
 pub mod plan;
