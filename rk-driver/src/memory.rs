@@ -10,7 +10,7 @@
 //! ignores it for file pages of a binary the user may not write, such as
 //! one installed by root.)
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A mapping of `/proc/self/maps`: start, end, permissions, path.
 fn mappings(maps: &str) -> Vec<(usize, usize, &str, &str)> {
@@ -37,7 +37,7 @@ fn mappings(maps: &str) -> Vec<(usize, usize, &str, &str)> {
 fn clean_ranges(smaps: &str, exe: &Path) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut current: Option<(usize, usize, bool)> = None;
-    let mut flush = |c: Option<(usize, usize, bool)>, out: &mut Vec<(usize, usize)>| {
+    let flush = |c: Option<(usize, usize, bool)>, out: &mut Vec<(usize, usize)>| {
         if let Some((a, b, true)) = c {
             out.push((a, b));
         }
@@ -64,7 +64,7 @@ fn clean_ranges(smaps: &str, exe: &Path) -> Vec<(usize, usize)> {
 /// reason to fail.
 pub fn release_startup_memory() -> usize {
     trim_heap();
-    let Ok(exe) = std::fs::read_link("/proc/self/exe").map(PathBuf::from) else {
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
         return 0;
     };
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
