@@ -102,3 +102,27 @@ pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Resul
         }
     }
 }
+
+/// accept4(2) with the new socket non-blocking and close-on-exec from the
+/// start: no `ioctl(FIONBIO)` afterwards, which the parent's seccomp
+/// filter does not allow.
+pub fn accept_nonblocking(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    loop {
+        // SAFETY: accept4 with no peer address buffer; the returned
+        // descriptor is new and owned by nobody else.
+        let r = unsafe {
+            libc::accept4(
+                listener.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        match check(r) {
+            // SAFETY: see above.
+            Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -232,11 +232,11 @@ fn bad_port_flags_fail_before_anything_starts() {
         (&["--port-driver=builtin"], "--net=host"),
         (
             &["--net=slirp4netns", "--port-driver=implicit"],
-            "only with --net=pasta",
+            "--port-driver=implicit is not one of none, builtin, slirp4netns",
         ),
         (
             &["--net=none", "--port-driver=slirp4netns"],
-            "only with --net=slirp4netns",
+            "--net=none has none",
         ),
         (
             &[
@@ -652,4 +652,74 @@ fn a_killed_relay_worker_is_replaced_and_ports_keep_working() {
         "the replacement is reported: {}",
         stderr(&out)
     );
+}
+
+/// Two servers inside on port 80 that say which loopback they were reached on.
+const V4_AND_V6_SERVERS: &str =
+    "socat TCP4-LISTEN:80,bind=127.0.0.1,fork,reuseaddr SYSTEM:'echo v4' & \
+     socat TCP6-LISTEN:80,bind=[::1],ipv6only=1,fork,reuseaddr SYSTEM:'echo v6' & ";
+
+/// docs/port-forwarding.md: with parent `::` and no child IP, builtin dials
+/// `::1` inside, as RootlessKit ≥ 2.3.2 (3.x) does (it dials the parent IP
+/// `::` itself, which Linux delivers to ::1), where 2.0.2 dials 127.0.0.1.
+/// Both measured here: ours, and RootlessKit 2.0.2 with the same servers.
+#[test]
+fn builtin_parent_v6_wildcard_without_child_ip_goes_to_v6_loopback() {
+    let (p, q, r) = (free_port(), free_port(), free_port());
+    let args = with(SLIRP, &["--port-driver=builtin"]);
+    let s = Session::start(&refs(&args), V4_AND_V6_SERVERS);
+    for spec in [
+        format!("[::]:{p}:80/tcp"),
+        format!("0.0.0.0:{q}:80/tcp"),
+        format!("[::1]:{r}:80/tcp6"),
+    ] {
+        expect_success(&s.ctl(&["add-ports", &spec]));
+    }
+    let ask = |addr| tcp_roundtrip(addr, "").trim().to_owned();
+    // `::` (dual stack on the host): IPv6 loopback inside, from either family.
+    assert_eq!(ask(loopback6(p)), "v6");
+    assert_eq!(ask(loopback(p)), "v6");
+    // `0.0.0.0`: 127.0.0.1 (both versions); a specific parent IP: itself.
+    assert_eq!(ask(loopback(q)), "v4");
+    assert_eq!(ask(loopback6(r)), "v6");
+    s.stop();
+
+    // RootlessKit 2.0.2: 127.0.0.1 whatever the parent IP.
+    let state = state_dir("ports-theirs");
+    let m = marker("ports-theirs");
+    let mut theirs = as_test_user("/opt/rk-peers/rootlesskit/usr/bin/rootlesskit")
+        .args([
+            &format!("--state-dir={}", state.display()),
+            "--pidns",
+            "--net=slirp4netns",
+            "--disable-host-loopback",
+            "--port-driver=builtin",
+            "--",
+            "sh",
+            "-c",
+            &format!("{V4_AND_V6_SERVERS} sleep 30; : {m}"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = state.join("api.sock");
+    let ctl = |a: &[&str]| {
+        let mut c = as_test_user(THEIR_ROOTLESSCTL);
+        c.arg(format!("--socket={}", socket.display()));
+        c.args(a);
+        c.output().unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ctl(&["info"]).status.success() {
+        assert!(Instant::now() < deadline, "RootlessKit 2.0.2 did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    expect_success(&ctl(&["add-ports", &format!("[::]:{p}:80/tcp")]));
+    let answer = ask(loopback6(p));
+    let _ = theirs.kill();
+    let _ = theirs.wait();
+    assert!(wait_until_gone(&m, 5).is_empty());
+    assert_eq!(answer, "v4");
 }

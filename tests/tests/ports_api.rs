@@ -300,7 +300,8 @@ fn no_ports_is_null_as_in_rootlesskit() {
     let mut theirs = as_test_user(THEIR_ROOTLESSKIT)
         .args([
             &format!("--state-dir={}", state.display()),
-            // 2.0.2 has no --net=none.
+            // 2.0.2 has no --net=none; --pidns: nothing outlives it.
+            "--pidns",
             "--net=slirp4netns",
             "--port-driver=builtin",
             "--",

@@ -165,11 +165,9 @@ impl ApiServer {
     fn accept(&mut self, backend: &mut dyn Backend) {
         let mut evicted_for_fds = false;
         for _ in 0..ACCEPTS_PER_ROUND {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
-                    if stream.set_nonblocking(true).is_err() {
-                        continue;
-                    }
+            match crate::sys::accept_nonblocking(self.listener.as_fd()) {
+                Ok(fd) => {
+                    let stream = UnixStream::from(fd);
                     if self.conns.len() >= MAX_CONNECTIONS {
                         self.evict_one();
                     }
@@ -181,7 +179,6 @@ impl ApiServer {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // Out of descriptors: make room once, else wait for the
                 // next round (the owner's connection stays in the backlog).
                 Err(e)
