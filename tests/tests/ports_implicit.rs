@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 /// Where the reference programs are unpacked (see .ci/setup-host).
 const PROXY_1_1: &[&str] = &[
     "/opt/rk-peers/rootlesskit-1.1.0/usr/bin/rootlesskit-docker-proxy",
-    "/usr/bin/rootlesskit-docker-proxy",
+    // Where tests/docker/run unpacks it.
+    "/var/cache/rk-docker-test/rootlesskit/usr/bin/rootlesskit-docker-proxy",
 ];
 const PROXY_2_0: &str = "/opt/rk-peers/rootlesskit/usr/bin/rootlesskit-docker-proxy";
 const DOCKER_PROXY: &[&str] = &[
@@ -35,8 +36,9 @@ fn first_existing(candidates: &[&str], what: &str) -> PathBuf {
         .find(|p| p.exists())
         .unwrap_or_else(|| {
             panic!(
-                "{what} not found in {candidates:?}: .ci/setup-host unpacks it \
-                 (apt-get download rootlesskit docker.io; dpkg-deb -x)"
+                "{what} not found in {candidates:?}: unpack it there as root \
+                 (apt-get download rootlesskit docker.io; dpkg-deb -x DEB DIR), \
+                 or run tests/docker/run once"
             )
         })
 }
