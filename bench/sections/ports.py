@@ -5,10 +5,16 @@ The iperf3 server runs inside `rootlesskit --port-driver=D -p
 127.0.0.1:HOSTPORT:5201/tcp`; the client, on the host as root, connects to
 127.0.0.1:HOSTPORT for IPERF_SECONDS. `implicit` (pasta) is measured in
 pasta.py. Targets: builtin >= 1.0x RootlessKit's builtin.
+
+Also the REST API's answer time for its owner while other clients hold 64
+idle and 16 trickling connections (docs/port-forwarding.md, "Serving the
+owner whatever other clients do").
 """
 
 import json
 import os
+import socket
+import statistics
 import subprocess
 import tempfile
 import time
@@ -99,6 +105,100 @@ def measure_forward(impl, rk_args, cpu=False):
         b.kill_tree(proc.pid, proc)
 
 
+ATTACK_IDLE = 64
+ATTACK_TRICKLE = 16
+API_CALLS = 20
+TRICKLED = b"POST /v1/ports HTTP/1.1\r\nHost: x\r\nContent-Length: 64\r\n\r\n"
+
+
+def _hostile(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    s.setblocking(False)
+    return s
+
+
+def _tick(conns, path, trickle, n):
+    """Sends a byte on each trickling connection; reopens closed ones."""
+    for i, s in enumerate(conns):
+        try:
+            data = s.recv(4096)
+            closed = data == b""
+        except BlockingIOError:
+            closed = False
+        except OSError:
+            closed = True
+        if not closed and i in trickle:
+            try:
+                s.send(TRICKLED[n % len(TRICKLED) : n % len(TRICKLED) + 1])
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed = True
+        if closed:
+            s.close()
+            conns[i] = _hostile(path)
+
+
+def _api_call(path):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.settimeout(5)
+        c.connect(path)
+        c.sendall(b"GET /v1/ports HTTP/1.1\r\nHost: rootlesskit\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    if not answer.startswith(b"HTTP/1.1 200 "):
+        raise b.MeasureError(f"the API answered {answer[:80]!r}")
+
+
+def measure_api_under_attack(impl):
+    """Median milliseconds of the owner's GET /v1/ports (a new connection
+    each) while 64 idle and 16 trickling connections are held and reopened."""
+    state = tempfile.mkdtemp(prefix="rk-bench-api-")
+    os.chmod(state, 0o1777)
+    argv = b.as_user(
+        [impl.rootlesskit, f"--state-dir={state}/s", "--pidns", *SLIRP, "--port-driver=builtin", "--", "sleep", "120"]
+    )
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    path = f"{state}/s/api.sock"
+    conns = []
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            if proc.poll() is not None:
+                raise b.MeasureError(f"rootlesskit exited: {b.tail(proc.stderr.read().decode())}")
+            try:
+                _api_call(path)
+                break
+            except (OSError, b.MeasureError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        conns = [_hostile(path) for _ in range(ATTACK_IDLE + ATTACK_TRICKLE)]
+        trickle = set(range(ATTACK_IDLE, ATTACK_IDLE + ATTACK_TRICKLE))
+        times = []
+        for n in range(API_CALLS):
+            _tick(conns, path, trickle, n)
+            started = time.monotonic()
+            try:
+                _api_call(path)
+            except OSError as e:
+                raise b.MeasureError(f"the owner's call {n} failed: {e}")
+            times.append((time.monotonic() - started) * 1e3)
+            time.sleep(0.1)
+        return statistics.median(times)
+    finally:
+        for s in conns:
+            s.close()
+        b.kill_tree(proc.pid, proc)
+
+
 def section_ports(bench):
     for label, args in [
         ("builtin (slirp4netns net)", SLIRP + ["--port-driver=builtin"]),
@@ -130,6 +230,14 @@ def section_ports(bench):
 
     row = bench.measure("ports", "iperf3 host->child, builtin (pasta net)", "Gbit/s", False, builtin_on_pasta)
     row.errors.pop("theirs", None)
+    bench.measure(
+        "ports",
+        f"API call with {ATTACK_IDLE} idle + {ATTACK_TRICKLE} trickling clients",
+        "ms",
+        True,
+        measure_api_under_attack,
+        rounds=3,
+    )
 
 
 SECTIONS = {"ports": section_ports}
