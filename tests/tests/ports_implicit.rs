@@ -81,7 +81,13 @@ fn listed(s: &Session) -> Vec<serde_json::Value> {
 fn docker_proxy_publishes_ports_through_pasta() {
     let proxy = first_existing(PROXY_1_1, "rootlesskit-docker-proxy 1.1.0");
     let docker_proxy = first_existing(DOCKER_PROXY, "docker-proxy");
-    let (t, u, n, r) = (free_port(), free_port(), free_port(), free_port());
+    let (t, u, n, r, v) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
     // What dockerd does for `docker run -p T:9000 -p U:9001/udp`, with
     // echo servers standing in for the container (on the namespace's
     // loopback), and for `-p 127.0.0.1:R:9000`, which pasta cannot honour.
@@ -94,10 +100,11 @@ fn docker_proxy_publishes_ports_through_pasta() {
          sleep 0.2; \
          {proxy} -container-ip 127.0.0.1 -container-port 9000 -host-ip 0.0.0.0 -host-port {t} -proto tcp 3>$D/sig-t & PT=$!; \
          {proxy} -container-ip 127.0.0.1 -container-port 9001 -host-ip 0.0.0.0 -host-port {u} -proto udp 3>$D/sig-u & PU=$!; \
+         {proxy} -container-ip 127.0.0.1 -container-port 9000 -host-ip :: -host-port {v} -proto tcp 3>$D/sig-v & PV=$!; \
          {proxy2} -container-ip 127.0.0.1 -container-port 9000 -host-ip 0.0.0.0 -host-port {n} -proto tcp 3>$D/sig-n & PN=$!; \
          {proxy} -container-ip 127.0.0.1 -container-port 9000 -host-ip 127.0.0.1 -host-port {r} -proto tcp 3>$D/sig-r 2>/dev/null; \
          i=0; while [ ! -e $D/stop ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; \
-         kill -INT $PT $PU $PN; wait $PT $PU; echo $? > $D/stopped; ",
+         kill -INT $PT $PU $PV $PN; wait $PT $PU $PV; echo $? > $D/stopped; ",
         dp = docker_proxy.parent().unwrap().display(),
         proxy = proxy.display(),
         proxy2 = PROXY_2_0,
@@ -108,6 +115,7 @@ fn docker_proxy_publishes_ports_through_pasta() {
     assert_eq!(wait_for_file(&dir.join("sig-t"), 20), "0\n");
     assert_eq!(wait_for_file(&dir.join("sig-u"), 20), "0\n");
     assert_eq!(wait_for_file(&dir.join("sig-n"), 20), "0\n");
+    assert_eq!(wait_for_file(&dir.join("sig-v"), 20), "0\n");
     let refused = wait_for_file(&dir.join("sig-r"), 20);
     assert!(
         refused.starts_with("1\n") && refused.contains("not only on 127.0.0.1"),
@@ -115,13 +123,16 @@ fn docker_proxy_publishes_ports_through_pasta() {
     );
     // The proxy's requests are in the table, as it made them.
     let ports = listed(&s);
-    assert_eq!(ports.len(), 2, "{ports:?}");
+    assert_eq!(ports.len(), 3, "{ports:?}");
     let tcp = ports.iter().find(|p| p["spec"]["proto"] == "tcp4").unwrap();
     assert_eq!(tcp["spec"]["parentIP"], "0.0.0.0");
     assert_eq!(tcp["spec"]["parentPort"], t);
     assert_eq!(tcp["spec"]["childIP"], "127.0.0.1");
     assert_eq!(tcp["spec"]["childPort"], t);
     assert!(ports.iter().any(|p| p["spec"]["proto"] == "udp4"));
+    let tcp6 = ports.iter().find(|p| p["spec"]["proto"] == "tcp6").unwrap();
+    assert_eq!(tcp6["spec"]["parentIP"], "::");
+    assert_eq!(tcp6["spec"]["childIP"], "::1");
     // Host loopback -> pasta -> docker-proxy inside -> the server.
     assert_eq!(
         tcp_roundtrip(loopback(t), "via docker-proxy\n"),
@@ -131,6 +142,8 @@ fn docker_proxy_publishes_ports_through_pasta() {
         udp_roundtrip(loopback(u), "udp via docker-proxy"),
         "udp via docker-proxy"
     );
+    // IPv6 (`-p [::]:V:9000`): docker-proxy listens on [::1]:V inside.
+    assert_eq!(tcp_roundtrip(loopback6(v), "over ipv6\n"), "over ipv6\n");
     assert_eq!(
         tcp_roundtrip(loopback(n), "via the 2.0 proxy\n"),
         "via the 2.0 proxy\n"
