@@ -1,6 +1,6 @@
 //! Port drivers offered by the network driver (`--port-driver=slirp4netns`
 //! with `--net=slirp4netns`, ...), reached through the driver protocol:
-//! `start_ports`, `add_port`, `remove_port`, `list_ports` (see
+//! `start_ports`, `add_port`, `remove_port` (see
 //! docs/driver-protocol.md). The core keeps the table and the ids; the
 //! network driver does the forwarding.
 
@@ -91,31 +91,5 @@ impl PortDriver for Driven {
             DriverMessage::PortRemoved { id: got } if got == id => Ok(()),
             other => Err(self.unexpected(&other)),
         }
-    }
-
-    fn list(&mut self) -> Option<Result<Vec<crate::PortStatus>, String>> {
-        // The core's table is the list, except for a port driver that
-        // forwards by itself (implicit): then the driver knows.
-        if self.name != "implicit" {
-            return None;
-        }
-        Some(match self.request(&CoreMessage::ListPorts) {
-            Ok(DriverMessage::PortList { ports }) => Ok(ports.iter().map(status).collect()),
-            Ok(other) => Err(self.unexpected(&other)),
-            Err(e) => Err(e),
-        })
-    }
-}
-
-fn status(r: &PortRule) -> crate::PortStatus {
-    crate::PortStatus {
-        id: r.id,
-        spec: PortSpec {
-            proto: r.proto.clone(),
-            parent_ip: r.parent_ip.clone(),
-            parent_port: r.parent_port.into(),
-            child_ip: r.child_ip.clone(),
-            child_port: r.child_port.into(),
-        },
     }
 }
