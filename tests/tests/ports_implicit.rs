@@ -215,3 +215,24 @@ fn implicit_lists_records_and_refuses_what_pasta_cannot_do() {
     assert!(listed(&s).is_empty());
     s.stop();
 }
+
+#[test]
+fn publish_at_start_with_implicit_is_recorded_or_refused_before_cmd() {
+    let p = free_port();
+    let publish = format!("--publish=0.0.0.0:{p}:{p}/tcp");
+    let mut args = PASTA_IMPLICIT.to_vec();
+    args.push(&publish);
+    let s = Session::start(&args, "");
+    let ports = listed(&s);
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    assert_eq!(ports[0]["spec"]["parentPort"], p);
+    s.stop();
+    // A spec pasta cannot honour stops the start, naming why.
+    let m = marker("implicit-p");
+    let bad = format!("--publish=127.0.0.1:{p}:80/tcp");
+    let mut args = PASTA_IMPLICIT.to_vec();
+    args.extend([bad.as_str(), "--", "true", &m]);
+    let out = rootlesskit(&args).output().unwrap();
+    expect_failure(&out, "not to 80: publish the same number on both sides");
+    assert!(wait_until_gone(&m, 5).is_empty());
+}
