@@ -18,12 +18,14 @@ use std::time::{Duration, Instant};
 
 /// Where the reference programs are unpacked (see .ci/setup-host).
 const PROXY_1_1: &[&str] = &[
+    "/opt/rk-peers/bookworm/rootlesskit/usr/bin/rootlesskit-docker-proxy",
     "/opt/rk-peers/rootlesskit-1.1.0/usr/bin/rootlesskit-docker-proxy",
     // Where tests/docker/run unpacks it.
     "/var/cache/rk-docker-test/rootlesskit/usr/bin/rootlesskit-docker-proxy",
 ];
 const PROXY_2_0: &str = "/opt/rk-peers/rootlesskit/usr/bin/rootlesskit-docker-proxy";
 const DOCKER_PROXY: &[&str] = &[
+    "/opt/rk-peers/bookworm/docker.io/usr/sbin/docker-proxy",
     "/opt/rk-peers/docker.io/usr/sbin/docker-proxy",
     "/usr/sbin/docker-proxy",
     "/usr/bin/docker-proxy",
