@@ -15,7 +15,7 @@ use rk_driver::{
 use std::collections::BTreeMap;
 use std::os::fd::BorrowedFd;
 
-pub const CAPABILITIES: [&str; 8] = [
+pub const CAPABILITIES: [&str; 9] = [
     "ifname",
     "ipv6",
     "cidr",
@@ -24,6 +24,7 @@ pub const CAPABILITIES: [&str; 8] = [
     "disable-host-loopback",
     "api-socket",
     "port-driver:slirp4netns",
+    "sandbox",
 ];
 
 /// The slirp4netns network driver: one slirp4netns per configured network.
@@ -108,6 +109,11 @@ impl Driver for Slirp4netns {
             let guest = ip.split('/').next().unwrap_or(ip);
             self.forwards = Some(HostForwards::new(socket, guest));
         }
+        // Set-up is over: from here on the whole process (this thread and
+        // slirp4netns's output thread) keeps only what it still does.
+        let sandbox = crate::confinement::confine();
+        debug(format_args!("sandbox: {sandbox}"));
+        config.info.insert("sandbox".to_owned(), sandbox);
         Ok(config)
     }
 
@@ -191,6 +197,7 @@ mod tests {
             "mtu",
             "detach-netns",
             "disable-host-loopback",
+            "sandbox",
         ] {
             assert!(info.capabilities.iter().any(|x| x == c), "{c}");
         }

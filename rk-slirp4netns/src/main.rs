@@ -7,6 +7,7 @@
 
 mod args;
 mod binary;
+mod confinement;
 mod driver;
 mod host;
 mod hostfwd;
