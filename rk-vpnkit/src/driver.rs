@@ -32,7 +32,7 @@ pub struct VpnkitDriver {
 impl Driver for VpnkitDriver {
     fn info(&self) -> DriverInfo {
         let mut info = DriverInfo::new("vpnkit", env!("CARGO_PKG_VERSION"));
-        info.capabilities = ["mtu", "ifname", "detach-netns", "dhcp"]
+        info.capabilities = ["mtu", "ifname", "detach-netns", "dhcp", "sandbox"]
             .map(String::from)
             .to_vec();
         info.options = vec![BINARY_OPTION.into()];
@@ -56,6 +56,8 @@ impl Driver for VpnkitDriver {
         // Connected: nobody else needs the socket's name, and nothing must
         // be left behind in the state directory.
         let _ = std::fs::remove_file(&settings.socket);
+        // Shutdown must not try again: the sandbox refuses it from then on.
+        self.socket = None;
         let uuid = crate::uuid::random_v4()?;
         let mut link = Link::handshake(stream, uuid, HANDSHAKE_TIMEOUT).map_err(|e| {
             DriverError::new(format!(
@@ -97,21 +99,20 @@ impl Driver for VpnkitDriver {
         .map_err(|e| DriverError::new(format!("creating the tap device {ifname}: {e}")))?
         .pop()
         .ok_or_else(|| DriverError::new("the namespace helper sent no tap descriptor"))?;
-        // From here on this process starts no program: drop the ability to
-        // gain privileges before the pump touches untrusted frames.
-        crate::sandbox::no_new_privs()?;
         let uuid = link.uuid.clone();
         let (stream, reader, _) = link.into_parts()?;
+        // Set-up is over: the whole process gives up what the pump and the
+        // shutdown do not need, before the pump touches untrusted frames
+        // and before its threads start (so that Landlock covers them too).
+        let sandbox = crate::confinement::confine();
+        if debug {
+            eprintln!("rk-vpnkit: sandbox: {sandbox}");
+        }
         self.pump = Some(Pump::start(stream, reader, tap)?);
         vpnkit.stderr.follow();
-        Ok(answer(
-            &settings,
-            &addr,
-            mtu,
-            &uuid,
-            &vif.mac,
-            vpnkit.process.pid(),
-        ))
+        let mut config = answer(&settings, &addr, mtu, &uuid, &vif.mac, vpnkit.process.pid());
+        config.info.insert("sandbox".to_owned(), sandbox);
+        Ok(config)
     }
 
     fn watch(&self) -> Option<BorrowedFd<'_>> {

@@ -2,12 +2,12 @@
 
 mod address;
 mod coalesce;
+mod confinement;
 mod driver;
 mod event;
 mod link;
 mod offload;
 mod pump;
-mod sandbox;
 mod settings;
 mod stderr_tail;
 mod tap;

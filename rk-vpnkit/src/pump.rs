@@ -14,6 +14,9 @@
 //!
 //! Buffers are allocated once. The first thread to stop records why and
 //! signals an eventfd, which the driver hands to the SDK as its watch.
+//!
+//! The threads run under the whole process's confinement, applied before
+//! they start (`crate::confinement`).
 
 use crate::coalesce::{Coalescer, TapWriter};
 use crate::event::Event;
@@ -93,7 +96,6 @@ impl Pump {
         {
             let (shared, tap, out) = (Arc::clone(&shared), Arc::clone(&tap), stream.try_clone()?);
             threads.push(spawn("tap-to-vpnkit", move || {
-                confine();
                 let reason = tap_to_vpnkit(&tap, out, &shared);
                 shared.finish(reason);
             })?);
@@ -101,7 +103,6 @@ impl Pump {
         {
             let (shared, input) = (Arc::clone(&shared), stream.try_clone()?);
             threads.push(spawn("vpnkit-to-tap", move || {
-                confine();
                 let reason = vpnkit_to_tap(input, reader, &tap, &shared.counters);
                 shared.finish(reason);
             })?);
@@ -139,16 +140,6 @@ impl Pump {
         self.shared.stop.signal();
         for t in self.threads.drain(..) {
             let _ = t.join();
-        }
-    }
-}
-
-/// The seccomp filter of a pump thread; without it (an old kernel) the
-/// pump still works, and says so with `--debug`.
-fn confine() {
-    if let Err(e) = crate::sandbox::confine_pump_thread() {
-        if rk_driver::debug_enabled() {
-            eprintln!("rk-vpnkit: pump thread runs without its seccomp filter: {e}");
         }
     }
 }
