@@ -9,14 +9,15 @@
 //!    and netlink sockets;
 //! 5. DHCP until a lease; answer with its address, router and DNS.
 //!
-//! Then a thread renews the lease. At shutdown the lease is released and
-//! the veth deleted; a guard process does both if the driver is killed.
+//! Then the driver confines itself (`confinement`) and a thread renews
+//! the lease. At shutdown the lease is released and the veth deleted; a
+//! guard process (confined too) does both if the driver is killed.
 
 use crate::dhcp::{self, Renewer};
 use crate::guard::CleanupGuard;
 use crate::options::{self, Options};
 use crate::usernic::CreatedNic;
-use crate::{binary, bridge, holder, inside, link, mac, usernic};
+use crate::{binary, bridge, confinement, holder, inside, link, mac, usernic};
 use rk_dhcp::{Client, ClientConfig, Lease};
 use rk_driver::{ConfigureRequest, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig};
 use std::collections::BTreeMap;
@@ -75,6 +76,7 @@ impl Driver for LxcUserNic {
             "dhcp",
             "dhcp-release",
             "stable-mac",
+            "sandbox",
         ]
         .map(String::from)
         .to_vec();
@@ -159,7 +161,7 @@ impl Driver for LxcUserNic {
             }
         };
         running.mac.remember(lease.address);
-        let config = answer(&opts, &running, &lease, bridge_mtu);
+        let mut config = answer(&opts, &running, &lease, bridge_mtu);
         // Before the renewal thread: forking needs a single-threaded process.
         match CleanupGuard::spawn(&socket, &running.netlink, running.nic.index, &client) {
             Ok(g) => running.guard = Some(g),
@@ -169,6 +171,12 @@ impl Driver for LxcUserNic {
                 running.nic.host_name, opts.bridge
             ),
         }
+        // Set-up is over, and the process still single-threaded: confine
+        // all of it now, so that Landlock covers the renewal thread too.
+        let policy = confinement::driver_policy(running.mac.memory_dir());
+        let sandbox = confinement::confine(&policy);
+        dhcp::debug(&format!("sandbox: {sandbox}"));
+        config.info.insert("sandbox".to_owned(), sandbox);
         match Renewer::start(socket, client, lease.address, running.mac.memory()) {
             Ok(r) => running.renewer = Some(r),
             Err(e) => eprintln!("rk-lxc-user-nic: cannot start the DHCP renewal thread: {e}"),

@@ -14,6 +14,10 @@
 //! On an orderly shutdown the driver waits for that and reaps the guard, so
 //! that nothing of it is left when rootlesskit returns (an orphan would
 //! stay a zombie until init gets round to it, 1–2 s on some machines).
+//!
+//! Once it has left the driver's session and descriptors, the guard confines
+//! itself (`crate::confinement::guard_policy`): socket calls on the two
+//! sockets it holds, nothing else.
 
 use crate::link;
 use nix::sys::signal::{kill, Signal};
@@ -58,6 +62,9 @@ impl CleanupGuard {
                     netlink.as_raw_fd(),
                 ];
                 detach(&keep);
+                // Its stderr is closed: what applied is not reported, and
+                // a kernel that refuses leaves it working unconfined.
+                let _ = crate::confinement::guard_policy().apply();
                 let mut client = client.clone();
                 let mut byte = [0u8; 1];
                 let released = loop {

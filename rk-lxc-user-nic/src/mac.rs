@@ -88,6 +88,12 @@ impl ChosenMac {
     pub fn memory(&self) -> Option<AddressMemory> {
         self.memory.clone()
     }
+
+    /// The directory the address is kept in: the one path the confined
+    /// driver may still write.
+    pub fn memory_dir(&self) -> Option<&Path> {
+        self.memory.as_ref()?.0.parent()
+    }
 }
 
 /// A file holding a MAC's last address on a bridge.
@@ -95,6 +101,11 @@ impl ChosenMac {
 pub struct AddressMemory(PathBuf);
 
 impl AddressMemory {
+    #[cfg(test)]
+    pub fn at(path: PathBuf) -> Self {
+        AddressMemory(path)
+    }
+
     pub fn load(&self) -> Option<Ipv4Addr> {
         std::fs::read_to_string(&self.0).ok()?.trim().parse().ok()
     }

@@ -5,6 +5,7 @@
 
 mod binary;
 mod bridge;
+mod confinement;
 mod dhcp;
 mod driver;
 mod guard;
