@@ -1,6 +1,8 @@
 //! Finding driver executables `rk-NAME`: `$ROOTLESSKIT_DRIVER_PATH`, the
 //! directory of the rootlesskit executable, `<prefix>/libexec/rootlesskit/`,
-//! then `$PATH`.
+//! then `$PATH`. Port relays (`rootlesskit-port-NAME`, today only
+//! `builtin`'s) are found the same way; their prefix is not `rk-`, so they
+//! are never taken for network drivers.
 
 use rk_driver::lookup::{absolute_dirs, is_executable, path_dirs, unsafe_permissions};
 use std::path::PathBuf;
@@ -101,3 +103,26 @@ pub fn find(name: &str, shown: &str) -> Result<PathBuf, String> {
 pub fn package_name(binary_name: &str) -> String {
     format!("rootlesskit-rs-{}", user_name(binary_name))
 }
+
+/// The executable of the port relay `rootlesskit-port-NAME` (the builtin
+/// port driver's: [`rk_ports::builtin::RELAY_BINARY`]), searched where
+/// network drivers are.
+pub fn find_port_relay(file: &str, port_driver: &str) -> Result<PathBuf, String> {
+    for dir in search_dirs() {
+        let p = dir.join(file);
+        if is_executable(&p) {
+            if let Some(w) = unsafe_permissions(&p) {
+                eprintln!("[rootlesskit:parent] warning: --port-driver={port_driver}: {w}");
+            }
+            return Ok(p);
+        }
+    }
+    Err(format!(
+        "--port-driver={port_driver} needs its relay {file}, which is not in ${DRIVER_PATH_ENV}, next to rootlesskit, \
+         in ../libexec/rootlesskit or in $PATH. It ships with rootlesskit in the package {CORE_PACKAGE} \
+         (make install puts it in <prefix>/libexec/rootlesskit/): reinstall it, or use --port-driver=none"
+    ))
+}
+
+/// The distribution package of rootlesskit itself, which carries the relay.
+const CORE_PACKAGE: &str = "rootlesskit-rs";

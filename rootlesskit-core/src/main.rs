@@ -6,9 +6,6 @@ use rootlesskit_core::{activation, child, cli, driver, parent, settings, sync, S
 
 fn main() {
     START.get_or_init(std::time::Instant::now);
-    if let Some(fds) = std::env::var_os(rk_ports::builtin::WORKER_ENV) {
-        std::process::exit(rk_ports::builtin::worker::main(&fds));
-    }
     if let Some(fd) = std::env::var_os(sync::CHILD_FD_ENV) {
         std::process::exit(child::main(&fd.to_string_lossy()));
     }

@@ -12,6 +12,8 @@ use rk_ports::manager::PortManager;
 use rk_ports::service::Ports;
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::OnceLock;
 
 /// slirp4netns's API socket, for `--port-driver=slirp4netns` (RootlessKit's name).
 const SLIRP4NETNS_API_SOCKET: &str = ".s4nn.sock";
@@ -89,6 +91,45 @@ pub fn network_info(
     })
 }
 
+/// What the parent must still be able to do for the builtin port driver
+/// after it confined itself: start relay workers (to replace one that died,
+/// or to add one when all are busy), which run under its filter until they
+/// confine themselves.
+#[derive(Debug, Clone)]
+pub struct RelayNeeds {
+    /// The relay executable.
+    pub path: PathBuf,
+    /// Workers open a netlink socket to keep client addresses.
+    pub netlink: bool,
+}
+
+static RELAY: OnceLock<RelayNeeds> = OnceLock::new();
+
+/// The builtin port driver's relay executable, when `--port-driver=builtin`
+/// (`None` otherwise: nothing of the relay is looked for or loaded). Call
+/// it before any namespace exists so that a missing relay fails early;
+/// [`start`] calls it too.
+pub fn find_relay(settings: &Settings) -> Result<Option<PathBuf>, String> {
+    if settings.port_driver != "builtin" {
+        return Ok(None);
+    }
+    if let Some(r) = RELAY.get() {
+        return Ok(Some(r.path.clone()));
+    }
+    let path = crate::discovery::find_port_relay(rk_ports::builtin::RELAY_BINARY, "builtin")?;
+    let _ = RELAY.set(RelayNeeds {
+        path: path.clone(),
+        netlink: settings.source_ip_transparent,
+    });
+    Ok(Some(path))
+}
+
+/// What [`crate::confinement`] must leave the parent for the relay, if the
+/// builtin port driver runs.
+pub fn relay_needs() -> Option<&'static RelayNeeds> {
+    RELAY.get()
+}
+
 /// Starts the chosen port driver.
 pub fn start(
     settings: &Settings,
@@ -102,10 +143,13 @@ pub fn start(
         "builtin" => {
             let (userns, netns) =
                 namespaces.ok_or("--port-driver=builtin: the child sent no network namespace")?;
+            let relay = find_relay(settings)?
+                .ok_or("--port-driver=builtin: no relay executable was looked for")?;
             let b = Builtin::start(BuiltinOptions {
                 userns,
                 netns,
                 state_dir: state.path().to_path_buf(),
+                relay,
                 preserve_source: settings.source_ip_transparent,
             })?;
             Ok(Ports::Managed(PortManager::new(Box::new(b))))

@@ -223,6 +223,7 @@ fn port_errors_are_clear_and_the_api_keeps_serving() {
 
 #[test]
 fn bad_port_flags_fail_before_anything_starts() {
+    ensure_relay();
     let m = marker("badport");
     let cases: &[(&[&str], &str)] = &[
         (
@@ -349,6 +350,7 @@ fn rootlessctl_needs_a_socket_and_says_so() {
 
 #[test]
 fn rootlessctl_inside_uses_rootlesskit_state_dir() {
+    ensure_relay();
     let ctl = bin_dir().join("rootlessctl");
     let out = expect_success(&run_sh(
         &["--net=none", "--port-driver=builtin"],
@@ -638,7 +640,7 @@ fn a_killed_relay_worker_is_replaced_and_ports_keep_working() {
     let workers = processes_matching(&format!("--state-dir={}", s.state.display()));
     let workers: Vec<u32> = workers
         .iter()
-        .filter(|(_, cmd)| cmd.starts_with("rootlesskit-port-worker"))
+        .filter(|(_, cmd)| cmd.contains(&format!("/{RELAY} ")))
         .map(|(pid, _)| *pid)
         .collect();
     assert_eq!(workers.len(), 1, "{workers:?}");
@@ -722,4 +724,134 @@ fn builtin_parent_v6_wildcard_without_child_ip_goes_to_v6_loopback() {
     let _ = theirs.wait();
     assert!(wait_until_gone(&m, 5).is_empty());
     assert_eq!(answer, "v4");
+}
+
+/// The builtin relay's processes under the session's rootlesskit.
+fn relay_pids(s: &Session) -> Vec<u32> {
+    processes_matching(&format!("--state-dir={}", s.state.display()))
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains(&format!("/{RELAY} ")))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// (Seccomp, NoNewPrivs) of every task of `pid`.
+fn task_modes(pid: u32) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
+            continue;
+        };
+        let field = |k: &str| -> u32 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(99)
+        };
+        out.push((field("Seccomp:"), field("NoNewPrivs:")));
+    }
+    out
+}
+
+#[test]
+fn builtin_relay_is_its_own_confined_executable_also_when_started_late() {
+    let t = free_port();
+    let p = format!("--publish=127.0.0.1:{t}:80/tcp");
+    let s = Session::start_in(
+        &state_dir("ports"),
+        &["--net=none", "--port-driver=builtin", &p],
+        MANY_ECHO,
+        &[("ROOTLESSKIT_PORT_CONNECTIONS_PER_WORKER", "4")],
+    );
+    assert_eq!(tcp_roundtrip(loopback(t), "first\n"), "first\n");
+    let first = relay_pids(&s);
+    assert_eq!(first.len(), 1, "one relay at start: {first:?}");
+    // Busy (3 of 4) makes the confined parent start a second worker: it
+    // must still be able to exec the relay and the relay to join the
+    // namespaces under the parent's filter.
+    let held: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut c = TcpStream::connect(loopback(t)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c.write_all(b"x").unwrap();
+            let mut b = [0u8; 1];
+            c.read_exact(&mut b).unwrap();
+            c
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while relay_pids(&s).len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        relay_pids(&s).len() >= 2,
+        "no second relay worker: {:?}",
+        relay_pids(&s)
+    );
+    // Every relay and rootlesskit itself: seccomp filter and no_new_privs
+    // on every task.
+    let mut pids = relay_pids(&s);
+    pids.push(s.child.id());
+    std::thread::sleep(Duration::from_millis(200));
+    for pid in pids {
+        let modes = task_modes(pid);
+        assert!(!modes.is_empty());
+        assert!(
+            modes.iter().all(|m| *m == (2, 1)),
+            "pid {pid}: (Seccomp, NoNewPrivs) per task: {modes:?}"
+        );
+    }
+    drop(held);
+    assert_eq!(tcp_roundtrip(loopback(t), "after\n"), "after\n");
+    s.stop();
+}
+
+#[test]
+fn builtin_without_its_relay_fails_naming_the_file_and_the_package() {
+    // rootlesskit alone in a directory, nothing on the search path.
+    let dir = user_temp_dir("lone-rootlesskit");
+    std::fs::copy(bin_dir().join("rootlesskit"), dir.join("rootlesskit")).unwrap();
+    chmod(&dir.join("rootlesskit"), 0o755);
+    let env = [("PATH", "/usr/bin:/bin"), ("ROOTLESSKIT_DRIVER_PATH", "")];
+    let m = marker("no-relay");
+    let lone = dir.join("rootlesskit");
+    let run = |args: &[&str]| {
+        as_test_user_with_env(lone.to_str().unwrap(), &env)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--net=none", "--port-driver=builtin", "--", "true", &m]);
+    expect_failure(&out, RELAY);
+    expect_failure(&out, "package rootlesskit-rs");
+    expect_failure(&out, "--port-driver=none");
+    // Without --port-driver=builtin nothing of the relay is needed.
+    let out = run(&["--net=none", "--port-driver=none", "--", "true", &m]);
+    expect_success(&out);
+}
+
+#[test]
+fn the_relay_is_not_a_network_driver_and_says_what_it_is() {
+    ensure_relay();
+    let out = rootlesskit(&["--list-drivers"]).output().unwrap();
+    let listed = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        !listed.contains(RELAY),
+        "--list-drivers lists the relay: {listed}"
+    );
+    let out = as_test_user(bin_dir().join(RELAY).to_str().unwrap())
+        .env_remove("RK_DRIVER_FD")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        stderr(&out).contains("rootlesskit starts it"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -3,9 +3,10 @@
 //!
 //! The parent (unprivileged, in the host's namespaces) opens each host
 //! socket itself, so that bind errors (port in use, privileged port) are the
-//! API's answer. It hands the socket to a *worker*: `rootlesskit` re-executed
-//! with [`WORKER_ENV`], which joins the child's user and network namespaces
-//! and from then on accepts on the host socket (a socket keeps its network
+//! API's answer. It hands the socket to a *worker*: the separate executable
+//! [`RELAY_BINARY`] (docs/driver-protocol.md §18), which joins the child's
+//! user and network namespaces, confines itself ([`worker::policy`]), and
+//! from then on accepts on the host socket (a socket keeps its network
 //! namespace wherever its descriptor goes), connects inside, and moves the
 //! bytes with splice(2). The parent never touches the data.
 //!
@@ -23,7 +24,7 @@ mod udp;
 mod wire;
 pub mod worker;
 
-pub use wire::WORKER_ENV;
+pub use wire::RELAY_BINARY;
 
 use crate::api::PortDriverInfo;
 use crate::manager::PortDriver;
@@ -51,6 +52,8 @@ pub struct BuiltinOptions {
     pub netns: OwnedFd,
     /// Shown in the workers' command line, to tell them apart in `ps`.
     pub state_dir: PathBuf,
+    /// The relay executable, [`RELAY_BINARY`] as discovery found it.
+    pub relay: PathBuf,
     /// Let the server inside see the client's address (`--source-ip-transparent`).
     pub preserve_source: bool,
 }
@@ -107,42 +110,30 @@ impl Builtin {
     fn spawn_worker(&self) -> Result<Worker, String> {
         let (ours, theirs) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
         let theirs = theirs.into_fd();
-        let inherit = [
-            theirs.as_raw_fd(),
-            self.opts.userns.as_raw_fd(),
-            self.opts.netns.as_raw_fd(),
-        ];
-        let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg0("rootlesskit-port-worker")
-            .arg(format!("--state-dir={}", self.opts.state_dir.display()))
-            .env(
-                WORKER_ENV,
-                format!(
-                    "{},{},{},{}",
-                    inherit[0],
-                    inherit[1],
-                    inherit[2],
-                    self.workers.len()
-                ),
-            )
+        let fd = theirs.as_raw_fd();
+        let mut cmd = Command::new(&self.opts.relay);
+        cmd.arg(format!("--state-dir={}", self.opts.state_dir.display()))
+            .env(rk_driver::DRIVER_FD_ENV, fd.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         rk_driver::process::kill_with_parent(&mut cmd);
         // SAFETY: only fcntl, async-signal-safe, runs between fork and exec;
-        // it lets exactly these descriptors through.
+        // it lets exactly the channel through (the namespaces come as
+        // SCM_RIGHTS with `start`).
         unsafe {
             cmd.pre_exec(move || {
-                for fd in inherit {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             })
         };
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("starting the port relay worker: {e}"))?;
+        let child = cmd.spawn().map_err(|e| {
+            format!(
+                "starting the port relay worker {}: {e}",
+                self.opts.relay.display()
+            )
+        })?;
         drop(theirs);
         let mut w = Worker {
             channel: ours,
@@ -151,6 +142,13 @@ impl Builtin {
             full: false,
             ports: Vec::new(),
         };
+        w.send(
+            &ToWorker::Start {
+                index: self.workers.len() as u32,
+                preserve_source: self.opts.preserve_source,
+            },
+            &[self.opts.userns.as_fd(), self.opts.netns.as_fd()],
+        )?;
         match w.recv()? {
             FromWorker::Ready { .. } => {}
             FromWorker::Failed { message, .. } => {

@@ -374,6 +374,10 @@ impl Relay {
                 self.listen_if_room();
                 return true;
             }
+            ToWorker::Start { .. } => FromWorker::Failed {
+                id: 0,
+                message: "start again: the worker has already started".into(),
+            },
         };
         self.control.send(&reply, &[]).is_ok()
     }

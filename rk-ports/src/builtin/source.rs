@@ -84,6 +84,23 @@ impl Inside {
         Ok((s, routed))
     }
 
+    /// Opens the routing (netlink) socket now, while the worker may still
+    /// make one: its confinement allows TCP and UDP sockets only.
+    pub fn prepare_routing(&mut self) {
+        if self.routing.is_some() || self.transparent_broken {
+            return;
+        }
+        match LocalDelivery::new(self.worker_index) {
+            Ok(r) => self.routing = Some(r),
+            Err(e) => {
+                self.transparent_broken = true;
+                eprintln!(
+                    "[rootlesskit:port-worker] warning: cannot keep client addresses (netlink: {e}); servers inside see the relay's address"
+                );
+            }
+        }
+    }
+
     pub fn release(&mut self, client: IpAddr) {
         if let Some(r) = self.routing.as_mut() {
             r.release(client);

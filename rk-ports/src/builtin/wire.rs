@@ -1,18 +1,23 @@
 //! Messages between the parent and a relay worker, over a SOCK_SEQPACKET
 //! pair (rk-driver's `Channel`: one JSON object per datagram, descriptors
-//! as SCM_RIGHTS).
+//! as SCM_RIGHTS). docs/driver-protocol.md §18 describes the session.
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
-/// Marks a re-executed rootlesskit as a relay worker; the value is
-/// `CHANNEL,USERNS,NETNS,INDEX` (descriptor numbers, then the worker's
-/// index, which keeps its routing rules apart from other workers').
-pub const WORKER_ENV: &str = "_ROOTLESSKIT_RS_PORT_WORKER";
+/// The relay's executable, found as network drivers are (`rk-NAME` is a
+/// network driver, `rootlesskit-port-NAME` a port relay).
+pub const RELAY_BINARY: &str = "rootlesskit-port-builtin";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToWorker {
+    /// The first message, with two descriptors: the child's user namespace,
+    /// then its network namespace. `index` keeps this worker's routing
+    /// rules apart from other workers'; `preserve_source`: ports will keep
+    /// client addresses (the worker prepares its routing socket before it
+    /// confines itself).
+    Start { index: u32, preserve_source: bool },
     /// Relay the attached host socket (a listening TCP socket, or a bound
     /// UDP socket) to `target` inside the namespace.
     Add {

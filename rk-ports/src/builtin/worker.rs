@@ -1,68 +1,94 @@
-//! The relay worker process: `rootlesskit` re-executed with
-//! [`WORKER_ENV`](super::WORKER_ENV). It joins the child's user and network
-//! namespaces, tells the parent how many connections it can hold, and
+//! The relay worker process, the executable `rootlesskit-port-builtin`
+//! (docs/driver-protocol.md §18). rootlesskit starts it with the channel's
+//! descriptor in `RK_DRIVER_FD`; the first message brings the child's user
+//! and network namespaces. It joins them, confines its whole process
+//! ([`policy`]), tells the parent how many connections it can hold, and
 //! relays until the parent closes the channel (or dies: PDEATHSIG).
 
 use super::relay::Relay;
 use super::source::Inside;
-use super::wire::FromWorker;
+use super::wire::{FromWorker, ToWorker, RELAY_BINARY};
 use nix::sched::{setns, CloneFlags};
+use rk_driver::confine::Confinement;
 use rk_driver::Channel;
-use std::ffi::OsStr;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
+use std::time::Duration;
 
 /// Descriptors kept aside for the channel, epoll, pipes and accept().
 const RESERVED_FDS: u64 = 128;
 /// Connections one worker holds at most, whatever its descriptor limit.
 const MAX_CAPACITY: u64 = 32768;
+/// How long the worker waits for `start`.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lowers the connections (and UDP flows) one worker holds, e.g. to bound
 /// memory: `ROOTLESSKIT_PORT_CONNECTIONS_PER_WORKER=1000`.
 pub const CAPACITY_ENV: &str = "ROOTLESSKIT_PORT_CONNECTIONS_PER_WORKER";
 
-/// Entry point; returns the exit code.
-pub fn main(value: &OsStr) -> i32 {
-    let fds: Vec<i32> = value
-        .to_string_lossy()
-        .split(',')
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    let [chan, userns, netns, index] = fds[..] else {
-        eprintln!(
-            "[rootlesskit:port-worker] error: {} is not CHANNEL,USERNS,NETNS,INDEX",
-            super::WORKER_ENV
-        );
-        return 2;
+/// What a relay worker may do once it has joined the namespaces: relay
+/// with sockets it holds and make new TCP and UDP sockets inside (IPv4 and
+/// IPv6); no files (Landlock with no path at all), no exec, no
+/// namespaces, no other socket family (its netlink socket, for keeping
+/// client addresses, is made before). A refused call fails with EPERM:
+/// the relay never parses what it carries (splice moves the bytes), and a
+/// clean "operation not permitted" on one connection is worth more than a
+/// killed worker and every connection it held.
+pub fn policy() -> Confinement {
+    Confinement::new().socket_families(&[libc::AF_INET, libc::AF_INET6])
+}
+
+/// Entry point of `rootlesskit-port-builtin`; returns the exit code.
+pub fn main() -> i32 {
+    let channel = match Channel::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "[rootlesskit:port-worker] error: {e}. {RELAY_BINARY} is the relay of rootlesskit's builtin port driver (--port-driver=builtin); rootlesskit starts it"
+            );
+            return 2;
+        }
     };
-    // Shown by ps and top instead of "exe".
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, c"rk-port-worker".as_ptr(), 0, 0, 0) };
-    std::env::remove_var(super::WORKER_ENV);
-    // SAFETY: the parent passed these three descriptors for exactly this
-    // purpose; nothing else in this fresh process owns them.
-    let (chan, userns, netns) = unsafe {
-        (
-            OwnedFd::from_raw_fd(chan),
-            OwnedFd::from_raw_fd(userns),
-            OwnedFd::from_raw_fd(netns),
-        )
-    };
-    for fd in [&chan, &userns, &netns] {
-        // SAFETY: F_SETFD on descriptors we own; nothing we start inherits them.
-        unsafe {
-            libc::fcntl(
-                std::os::fd::AsRawFd::as_raw_fd(fd),
-                libc::F_SETFD,
-                libc::FD_CLOEXEC,
-            )
-        };
-    }
     // The parent blocks the signals it forwards; a worker takes defaults.
     let _ = nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
         Some(&nix::sys::signal::SigSet::empty()),
         None,
     );
-    let channel = Channel::from_fd(chan);
+    // SAFETY: prctl with integer arguments; the parent set it before exec
+    // too, this holds even if a wrapper ran us as its child.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // Shown by ps and top: the executable's name is longer than 15 bytes.
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"rk-port-worker".as_ptr(), 0, 0, 0) };
+    let fail = |channel: &Channel, message: String| {
+        let _ = channel.send(&FromWorker::Failed { id: 0, message }, &[]);
+        1
+    };
+    let (index, preserve_source, userns, netns) =
+        match channel.recv::<ToWorker>(Some(START_TIMEOUT)) {
+            Ok((
+                ToWorker::Start {
+                    index,
+                    preserve_source,
+                },
+                fds,
+            )) => match <[OwnedFd; 2]>::try_from(fds) {
+                Ok([userns, netns]) => (index, preserve_source, userns, netns),
+                Err(fds) => {
+                    return fail(
+                        &channel,
+                        format!(
+                        "start came with {} descriptors, expected 2 (user and network namespace)",
+                        fds.len()
+                    ),
+                    )
+                }
+            },
+            Ok((other, _)) => return fail(&channel, format!("expected start, got {other:?}")),
+            Err(e) => {
+                eprintln!("[rootlesskit:port-worker] error: waiting for start: {e}");
+                return 1;
+            }
+        };
     let joined = setns(&userns, CloneFlags::CLONE_NEWUSER)
         .map_err(|e| format!("joining the child's user namespace: {e}"))
         .and_then(|()| {
@@ -71,12 +97,8 @@ pub fn main(value: &OsStr) -> i32 {
         });
     drop((userns, netns));
     if let Err(message) = joined {
-        let _ = channel.send(&FromWorker::Failed { id: 0, message }, &[]);
-        return 1;
+        return fail(&channel, message);
     }
-    // Nothing this process could exec should gain privileges: it relays
-    // traffic from outside, so it gets the least it needs.
-    let _ = rk_driver::sandbox::no_new_privs();
     let limit = rk_driver::limits::raise_nofile_limit();
     let mut capacity = (limit.saturating_sub(RESERVED_FDS) / 2).clamp(1, MAX_CAPACITY);
     if let Some(n) = std::env::var(CAPACITY_ENV)
@@ -86,13 +108,21 @@ pub fn main(value: &OsStr) -> i32 {
         capacity = capacity.min(n.max(1));
     }
     let capacity = capacity as usize;
-    let mut relay = match Relay::new(channel, capacity, Inside::new(index as u32)) {
+    let mut inside = Inside::new(index);
+    if preserve_source {
+        inside.prepare_routing();
+    }
+    let mut relay = match Relay::new(channel, capacity, inside) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("[rootlesskit:port-worker] error: {e}");
             return 1;
         }
     };
+    // Set-up is over: from here on the worker only relays.
+    if let Err(e) = policy().apply() {
+        eprintln!("[rootlesskit:port-worker] warning: running without a sandbox: {e}");
+    }
     if !relay.ready() {
         return 1;
     }

@@ -209,6 +209,7 @@ pub fn refs(v: &[String]) -> Vec<&str> {
 impl Session {
     /// Like [`Session::start`] with a given state dir.
     pub fn start_in(state: &Path, args: &[&str], script: &str, env: &[(&str, &str)]) -> Session {
+        ensure_relay();
         let _ = std::fs::remove_file(state.join("child_pid"));
         let marker = marker("ports");
         // --pidns: the servers started in the background die with CMD.
@@ -231,4 +232,35 @@ impl Session {
         s.wait_for_api();
         s
     }
+}
+
+/// The builtin port driver's relay executable.
+pub const RELAY: &str = "rootlesskit-port-builtin";
+
+/// Puts the relay next to the tests' copy of rootlesskit (where discovery
+/// finds it), if the harness did not copy it there.
+pub fn ensure_relay() {
+    let to = bin_dir().join(RELAY);
+    if to.is_file() {
+        return;
+    }
+    let from = std::env::var("RK_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::env::var("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+                .join("debug")
+        })
+        .join(RELAY);
+    assert!(
+        from.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        from.display()
+    );
+    // Copy then rename: tests run in parallel threads.
+    let tmp = bin_dir().join(format!("{RELAY}.{:?}", std::thread::current().id()));
+    std::fs::copy(&from, &tmp).unwrap();
+    chmod(&tmp, 0o755);
+    std::fs::rename(&tmp, &to).unwrap();
 }
