@@ -21,14 +21,14 @@
 use rk_driver::confine::{Calls, Confinement, OnViolation};
 use std::path::Path;
 
-/// The system calls of supervising the guard: its pidfd, a SIGKILL if it
-/// hangs, reaping it.
+/// The system calls of supervising the guard: a SIGKILL through the pidfd
+/// opened when it was forked (so no kill(2): the driver can signal no
+/// other process), and reaping it (wait only ever reaps one's own
+/// children).
 pub const SUPERVISE: &[libc::c_long] = &[
-    libc::SYS_kill,
+    libc::SYS_pidfd_send_signal,
     libc::SYS_wait4,
     libc::SYS_waitid,
-    libc::SYS_pidfd_open,
-    libc::SYS_pidfd_send_signal,
 ];
 
 /// The driver's policy. `memory_dir`: where the MAC slot's last address is
@@ -169,6 +169,15 @@ mod tests {
         assert_eq!(exec, libc::EPERM, "exec, lxc-user-nic included");
         let udp = in_confined_child(driver_policy(Some(&dir)), new_udp_socket);
         assert_eq!(udp, libc::EPERM, "a new socket");
+        let signal = in_confined_child(driver_policy(Some(&dir)), || {
+            // SAFETY: kill(2) with signal 0 only checks; refused here.
+            if unsafe { libc::kill(libc::getppid(), 0) } == 0 {
+                0
+            } else {
+                errno_of(std::io::Error::last_os_error())
+            }
+        });
+        assert_eq!(signal, libc::EPERM, "kill(2) of another process");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -20,7 +20,6 @@
 //! sockets it holds, nothing else.
 
 use crate::link;
-use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, pipe2, read, write, ForkResult, Pid};
 use rk_dhcp::{Client, Destination, SERVER_PORT};
@@ -39,6 +38,9 @@ const FINISH_TIMEOUT_MS: u16 = 2000;
 pub struct CleanupGuard {
     pipe: OwnedFd,
     pid: Pid,
+    /// Opened at once, while set-up may still open one: the confined driver
+    /// signals the guard only through it (no kill(2) of a pid).
+    pidfd: Option<OwnedFd>,
 }
 
 impl CleanupGuard {
@@ -94,6 +96,7 @@ impl CleanupGuard {
                 Ok(CleanupGuard {
                     pipe: to_guard,
                     pid: child,
+                    pidfd: rk_driver::process::pidfd_open(child.as_raw() as u32).ok(),
                 })
             }
         }
@@ -102,21 +105,30 @@ impl CleanupGuard {
     /// Has the guard clean up now (`released`: the driver released the
     /// lease itself), waits for it to finish and reaps it.
     pub fn finish(self, released: bool) {
-        let pidfd = rk_driver::process::pidfd_open(self.pid.as_raw() as u32).ok();
         if released {
             let _ = write(&self.pipe, &[RELEASED]);
         }
         drop(self.pipe);
-        let exited = match &pidfd {
+        let exited = match &self.pidfd {
             Some(fd) => rk_driver::process::wait_exit(fd.as_fd(), FINISH_TIMEOUT_MS),
             None => false,
         };
-        if !exited && pidfd.is_some() {
+        if let (false, Some(fd)) = (exited, &self.pidfd) {
             eprintln!(
                 "rk-lxc-user-nic: the cleanup guard (pid {}) did not finish within {} ms; killing it",
                 self.pid, FINISH_TIMEOUT_MS
             );
-            let _ = kill(self.pid, Signal::SIGKILL);
+            // SAFETY: pidfd_send_signal on the guard's pidfd, which we own;
+            // no siginfo.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0u32,
+                )
+            };
         }
         // Without a pidfd (kernel before 5.3) this blocks until it is done.
         let _ = waitpid(self.pid, None);

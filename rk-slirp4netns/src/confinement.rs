@@ -12,15 +12,10 @@
 use rk_driver::confine::{Confinement, OnViolation};
 
 /// The system calls of supervising slirp4netns: signalling and reaping it
-/// (std's `Child` and rk_driver's `Supervised`), and its pidfd.
-pub const SUPERVISE: &[libc::c_long] = &[
-    libc::SYS_kill,
-    libc::SYS_wait4,
-    libc::SYS_waitid,
-    libc::SYS_pidfd_open,
-    libc::SYS_pidfd_send_signal,
-];
-
+/// (std's `Child` and rk_driver's `Supervised` signal by pid; the pidfd
+/// they watch was opened at spawn). kill(2) is not limited to that pid:
+/// docs/security.md says what that leaves.
+pub const SUPERVISE: &[libc::c_long] = &[libc::SYS_kill, libc::SYS_wait4, libc::SYS_waitid];
 /// The policy: the base calls, sockets of `AF_UNIX` only (the API socket;
 /// the core's socket is already open), supervising slirp4netns; Landlock
 /// with no path at all.
