@@ -42,6 +42,9 @@ DEB_DIR ?= $(TARGET_DIR)/debian
 # The drivers the workspace builds (packaging/drivers: one a line).
 DRIVERS := $(shell awk -F: '!/^\#/ && NF >= 3 { print $$2 }' packaging/drivers)
 PROGRAMS := rootlesskit rootlessctl
+# Helpers of the core that it starts itself (not network drivers): the
+# builtin port driver's relay. In the core's package, in libexec.
+HELPERS := rootlesskit-port-builtin
 # The build-time tool, always a quick debug build (not installed).
 DOCGEN := $(TARGET_DIR)/debug/rootlesskit-docgen
 
@@ -62,7 +65,7 @@ endif
 all: $(CARGO_BUILT) docs licences
 
 build:
-	$(CARGO) build $(CARGO_FLAGS) $(PROFILE_FLAG) -p rootlesskit-core -p rootlessctl $(addprefix -p ,$(DRIVERS))
+	$(CARGO) build $(CARGO_FLAGS) $(PROFILE_FLAG) -p rootlesskit-core -p rootlessctl -p rk-ports $(addprefix -p ,$(DRIVERS))
 
 $(DOCGEN): FORCE
 	$(CARGO) build $(CARGO_FLAGS) -q -p rk-docgen
@@ -85,6 +88,8 @@ install-core: $(BUILT)
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7 \
 		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
 	$(INSTALL) -m 0755 $(addprefix $(BUILD_DIR)/,$(PROGRAMS)) $(DESTDIR)$(BINDIR)/
+	$(INSTALL) -d $(DESTDIR)$(LIBEXECDIR)/rootlesskit
+	$(INSTALL) -m 0755 $(addprefix $(BUILD_DIR)/,$(HELPERS)) $(DESTDIR)$(LIBEXECDIR)/rootlesskit/
 	$(INSTALL) -m 0644 $(GEN_DIR)/man/man1/rootlesskit.1 $(GEN_DIR)/man/man1/rootlessctl.1 $(DESTDIR)$(MANDIR)/man1/
 	$(INSTALL) -m 0644 $(GEN_DIR)/man/man7/*.7 $(DESTDIR)$(MANDIR)/man7/
 	$(INSTALL) -m 0644 $(GEN_DIR)/completions/bash/rootlesskit $(GEN_DIR)/completions/bash/rootlessctl $(DESTDIR)$(BASHCOMPDIR)/
@@ -99,7 +104,7 @@ install-drivers: $(BUILT)
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(PROGRAMS))
-	rm -f $(addprefix $(DESTDIR)$(LIBEXECDIR)/rootlesskit/,$(DRIVERS))
+	rm -f $(addprefix $(DESTDIR)$(LIBEXECDIR)/rootlesskit/,$(DRIVERS) $(HELPERS))
 	-rmdir $(DESTDIR)$(LIBEXECDIR)/rootlesskit
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(addsuffix .1,$(PROGRAMS) $(DRIVERS)))
 	rm -f $(DESTDIR)$(MANDIR)/man7/rootlesskit-driver-protocol.7
