@@ -21,7 +21,8 @@ use crate::tcp_nat::{self, TcpNat};
 use crate::udp_nat::{self, UdpNat};
 use smoltcp::iface::PollIngressSingleResult;
 use smoltcp::time::Instant as SmolInstant;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +32,8 @@ const KIND_STOP: u8 = 1;
 /// Frames read per round before host sockets are looked at again.
 const TAP_BATCH: usize = 256;
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// Fragmented datagrams remembered at once (the stack reassembles fewer).
+const MAX_REASSEMBLIES: usize = 64;
 
 /// Where the NAT sends UDP from the guest to `dst`, if anywhere.
 fn nat_target(plan: &NetPlan, guest: std::net::Ipv4Addr, dst: SocketAddrV4) -> Option<SocketAddr> {
@@ -92,6 +95,9 @@ pub struct Engine {
     next_housekeeping: Instant,
     dns_deadline: Option<Instant>,
     events: Vec<(Token, u32)>,
+    /// Where the datagrams being reassembled go: (source, destination,
+    /// identification) of a fragmented UDP datagram → its flow's endpoint.
+    fragments: HashMap<(Ipv4Addr, Ipv4Addr, u16), SocketAddrV4>,
     control: Arc<Control>,
     forwards: Forwards,
     debug: bool,
@@ -105,10 +111,11 @@ impl Engine {
         stop: OwnedFd,
         control: Arc<Control>,
         limits: Limits,
+        vnet: bool,
     ) -> std::io::Result<Engine> {
         let epoll = Epoll::new(256)?;
-        let mtu = plan.mtu;
-        let mut net = Net::new(plan.clone(), tap);
+        let mut net = Net::new(plan.clone(), tap, vnet);
+        let mtu = net.dev.stack_mtu();
         epoll.add(
             net.dev.raw_fd(),
             epoll::IN | epoll::ET,
@@ -135,6 +142,7 @@ impl Engine {
             next_housekeeping: Instant::now() + HOUSEKEEPING,
             dns_deadline: None,
             events: Vec::with_capacity(256),
+            fragments: HashMap::new(),
             control,
             forwards: Forwards::default(),
             debug: rk_driver::debug_enabled(),
@@ -235,6 +243,12 @@ impl Engine {
                 }
                 Err(e) => return Err(format!("reading the tap device: {e}")),
             };
+            if self.net.dev.offloads() {
+                // The stack sends the guest super-segments (see
+                // `device::raise_syn_mss`).
+                let mss = (self.net.dev.stack_mtu() - 40) as u16;
+                crate::device::raise_syn_mss(self.net.dev.frame_mut(len), mss);
+            }
             let (frame, mac) = classify(self.net.dev.frame(len));
             let mut new_flow = None;
             let mut udp_dest = None;
@@ -316,8 +330,28 @@ impl Engine {
                         _ => dst == self.net.plan.gateway,
                     }
                 }
-                Frame::Other => true,
+                Frame::Other => {
+                    // A later fragment of a UDP datagram whose first one
+                    // went to a flow: once the stack has put the datagram
+                    // together, that flow must take it.
+                    if let Some((key, more)) = frames::fragment_of(self.net.dev.frame(len)) {
+                        udp_dest = self.fragments.get(&key).copied();
+                        if !more {
+                            self.fragments.remove(&key);
+                        }
+                    }
+                    true
+                }
             };
+            if let (Some(dest), Some((key, true))) =
+                (udp_dest, frames::fragment_of(self.net.dev.frame(len)))
+            {
+                // The first fragment of a datagram for a flow.
+                if self.fragments.len() >= MAX_REASSEMBLIES {
+                    self.fragments.clear();
+                }
+                self.fragments.insert(key, dest);
+            }
             if pass {
                 self.net.dev.stage(len);
                 let r = self.net.iface.poll_ingress_single(

@@ -135,3 +135,13 @@ pub fn prohibited(dev: &mut TapDevice, guest_mac: [u8; 6], router: Ipv4Addr, quo
     };
     send_icmp(dev, guest_mac, router, quote.header.src_addr, &icmp);
 }
+
+/// For an IPv4 UDP fragment (the first or a later one): (source,
+/// destination, identification), and whether more fragments follow.
+pub fn fragment_of(frame: &[u8]) -> Option<((Ipv4Addr, Ipv4Addr, u16), bool)> {
+    let ip = Ipv4Packet::new_checked(frame.get(ETHERNET_HEADER..)?).ok()?;
+    if ip.next_header() != IpProtocol::Udp || !(ip.more_frags() || ip.frag_offset() != 0) {
+        return None;
+    }
+    Some(((ip.src_addr(), ip.dst_addr(), ip.ident()), ip.more_frags()))
+}

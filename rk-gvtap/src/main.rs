@@ -72,7 +72,11 @@ impl Driver for Gvtap {
         .to_vec();
         info.capabilities
             .push(format!("port-driver:{}", ports::NAME));
-        info.options = vec!["max-tcp-flows".into(), "max-udp-flows".into()];
+        info.options = vec![
+            "max-tcp-flows".into(),
+            "max-udp-flows".into(),
+            "offload".into(),
+        ];
         info
     }
 
@@ -84,14 +88,14 @@ impl Driver for Gvtap {
         if self.running.is_some() {
             return Err(DriverError::new("configure was sent twice"));
         }
-        let wanted = parse_options(&req.options)?;
+        let (wanted, vnet) = parse_options(&req.options)?;
         let plan = NetPlan::from_request(&req).map_err(DriverError)?;
         let nofile = sys::raise_nofile_limit();
         sys::keep_large_buffers_mmapped();
         sys::set_no_new_privs()
             .map_err(|e| DriverError::new(format!("prctl(PR_SET_NO_NEW_PRIVS): {e}")))?;
         // The namespace helper forks: no thread may exist yet.
-        let tap = tap::create_in_namespace(&ns, &plan.ifname).map_err(DriverError)?;
+        let tap = tap::create_in_namespace(&ns, &plan.ifname, vnet).map_err(DriverError)?;
         let stop = sys::eventfd()?;
         let died = sys::eventfd()?;
         let limits = engine::Limits::fit_nofile(wanted, nofile);
@@ -102,6 +106,7 @@ impl Driver for Gvtap {
             stop.try_clone()?,
             control.clone(),
             limits,
+            vnet,
         )?;
         let error = Arc::new(Mutex::new(None));
         let (error2, died2) = (error.clone(), died.try_clone()?);
@@ -210,22 +215,36 @@ impl Driver for Gvtap {
 }
 
 /// Options the core passes for every driver, and `--net-opt`s: the flow
-/// limits.
-fn parse_options(options: &BTreeMap<String, String>) -> Result<engine::Limits, DriverError> {
+/// limits, and whether the tap uses offloads (virtio-net headers, TSO).
+fn parse_options(
+    options: &BTreeMap<String, String>,
+) -> Result<(engine::Limits, bool), DriverError> {
     let mut limits = engine::Limits::DEFAULT;
+    let mut offload = true;
     for (k, v) in options {
         match k.as_str() {
             "port-driver" => {}
             "max-tcp-flows" => limits.tcp = parse_limit(k, v)?,
             "max-udp-flows" => limits.udp = parse_limit(k, v)?,
+            "offload" => {
+                offload = match v.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(DriverError::new(format!(
+                            "--net-opt offload={v:?}: give true or false"
+                        )))
+                    }
+                }
+            }
             other => {
                 return Err(DriverError::new(format!(
-                    "--net-opt {other}={v}: --net=gvisor-tap-vsock knows only max-tcp-flows=N and max-udp-flows=N"
+                    "--net-opt {other}={v}: --net=gvisor-tap-vsock knows only max-tcp-flows=N, max-udp-flows=N and offload=true|false"
                 )))
             }
         }
     }
-    Ok(limits)
+    Ok((limits, offload))
 }
 
 fn parse_limit(key: &str, value: &str) -> Result<usize, DriverError> {

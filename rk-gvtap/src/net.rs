@@ -19,8 +19,8 @@ pub struct Net {
 }
 
 impl Net {
-    pub fn new(plan: NetPlan, tap: OwnedFd) -> Net {
-        let mut dev = TapDevice::new(tap, plan.mtu);
+    pub fn new(plan: NetPlan, tap: OwnedFd, vnet: bool) -> Net {
+        let mut dev = TapDevice::new(tap, plan.mtu, vnet);
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(GATEWAY_MAC)));
         config.random_seed = crate::sys::random_u64();
         let mut iface = Interface::new(config, &mut dev, Instant::now());

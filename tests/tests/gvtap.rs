@@ -1492,3 +1492,84 @@ fn floods_from_inside_leave_the_driver_up_with_memory_and_descriptors_bounded() 
     assert!(status.success(), "{status}: {err}\n{report}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `big_udp.py HOST PORT`: datagrams of 1000 to 65000 bytes to an echo
+/// server that answers each with as many bytes; prints `SIZE:GOT` each.
+const BIG_UDP: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+s.connect((sys.argv[1], int(sys.argv[2])))
+r = []
+for n in (1000, 3000, 30000, 65000):
+    s.send(b'x' * n)
+    try:
+        r.append('%d:%d' % (n, len(s.recv(70000))))
+    except OSError:
+        r.append('%d:lost' % n)
+print('sizes', ' '.join(r), flush=True)
+"#;
+
+/// A UDP server on 127.0.0.1 answering each datagram with as many bytes.
+fn udp_size_echo() -> u16 {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = s.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 70000];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&vec![b'R'; n], from);
+        }
+    });
+    port
+}
+
+#[test]
+fn at_mtu_1500_large_datagrams_pings_and_uploads_cross_with_and_without_offloads() {
+    let port = udp_size_echo();
+    let dir = user_temp_dir("gvupload");
+    let sum_file = dir.join("got.sum");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tport = listener.local_addr().unwrap().port();
+    for offload in ["true", "false"] {
+        let got_file = dir.join("got");
+        let receiver = {
+            let l = listener.try_clone().unwrap();
+            let got_file = got_file.clone();
+            std::thread::spawn(move || {
+                let (mut s, _) = l.accept().unwrap();
+                let mut f = std::fs::File::create(&got_file).unwrap();
+                std::io::copy(&mut s, &mut f).unwrap();
+            })
+        };
+        let opt = format!("offload={offload}");
+        let out = expect_success(&run_sh(
+            &[NET, "--mtu=1500", "--net-opt", &opt],
+            &format!(
+                "ping -c2 -s 3000 -W3 10.0.2.1 | grep -o '[0-9]* received'; \
+                 python3 {big} 10.0.2.1 {port}; \
+                 head -c 50000000 /dev/urandom > {d}/up; sha256sum < {d}/up | cut -d' ' -f1 > {sum}; \
+                 socat -u FILE:{d}/up TCP:10.0.2.1:{tport}; rm {d}/up",
+                big = script("big_udp.py", BIG_UDP),
+                sum = sum_file.display(),
+                d = dir.display(),
+            ),
+        ));
+        receiver.join().unwrap();
+        let got = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "sha256sum < {} | cut -d' ' -f1",
+                got_file.display()
+            ))
+            .output()
+            .unwrap();
+        let got = String::from_utf8_lossy(&got.stdout).trim().to_string();
+        assert!(
+            out.contains("sizes 1000:1000 3000:3000 30000:30000 65000:65000"),
+            "offload={offload}: {out}"
+        );
+        assert!(out.contains("2 received"), "offload={offload}: {out}");
+        let sent = std::fs::read_to_string(&sum_file).unwrap_or_default();
+        assert_eq!(got, sent.trim(), "offload={offload}: upload differs");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
