@@ -73,10 +73,10 @@ $(DOCGEN): FORCE
 docs: man completions
 
 man: $(CARGO_BUILT) $(DOCGEN_BUILT)
-	$(DOCGEN) man --out $(GEN_DIR)/man --rootlessctl $(BUILD_DIR)/rootlessctl --protocol docs/driver-protocol.md
+	$(DOCGEN) man --out $(GEN_DIR)/man --protocol docs/driver-protocol.md
 
 completions: $(CARGO_BUILT) $(DOCGEN_BUILT)
-	$(DOCGEN) completions --out $(GEN_DIR)/completions --rootlessctl $(BUILD_DIR)/rootlessctl
+	$(DOCGEN) completions --out $(GEN_DIR)/completions
 
 licences: $(DOCGEN_BUILT)
 	@mkdir -p $(GEN_DIR)

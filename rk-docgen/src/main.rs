@@ -1,11 +1,10 @@
 //! `rootlesskit-docgen`: the build-time tool behind `make` and `make deb`.
 //! It writes the man pages and shell completions from the clap definitions
-//! (rootlesskit's `Cli`, rootlessctl's help), the protocol page from
+//! (rootlesskit's `Cli`, rootlessctl's `Cli`), the protocol page from
 //! docs/driver-protocol.md, and checks the licences of the linked crates.
 //! It is not installed.
 
 mod drivers;
-mod helptext;
 mod licences;
 mod markdown;
 mod pages;
@@ -32,9 +31,6 @@ enum Command {
         /// Output directory (man1/ and man7/ are made in it).
         #[arg(long)]
         out: PathBuf,
-        /// The built rootlessctl, whose --help is the source of its page.
-        #[arg(long)]
-        rootlessctl: PathBuf,
         /// The protocol document rendered as rootlesskit-driver-protocol(7).
         #[arg(long, default_value = "docs/driver-protocol.md")]
         protocol: PathBuf,
@@ -44,9 +40,6 @@ enum Command {
         /// Output directory (bash/, zsh/ and fish/ are made in it).
         #[arg(long)]
         out: PathBuf,
-        /// The built rootlessctl, whose --help is the source of its completions.
-        #[arg(long)]
-        rootlessctl: PathBuf,
     },
     /// Check the licence of every crate linked into the installed binaries
     /// against an allow-list; print (or write) the inventory.
@@ -66,12 +59,8 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Man {
-            out,
-            rootlessctl,
-            protocol,
-        } => pages::write_all(&out, &rootlessctl, &protocol),
-        Command::Completions { out, rootlessctl } => pages::write_completions(&out, &rootlessctl),
+        Command::Man { out, protocol } => pages::write_all(&out, &protocol),
+        Command::Completions { out } => pages::write_completions(&out),
         Command::Licences {
             allow,
             inventory,

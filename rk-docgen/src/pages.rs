@@ -1,11 +1,11 @@
 //! The man pages and completions: rootlesskit(1) from its clap `Cli`,
-//! rootlessctl(1) from its help, a page per driver (the driver's part of
+//! rootlessctl(1) from its clap `Cli`, a page per driver (the driver's part of
 //! rootlesskit's flags), and rootlesskit-driver-protocol(7) from the
 //! protocol document.
 
 use crate::drivers::{DriverDoc, DRIVERS};
+use crate::markdown;
 use crate::roff;
-use crate::{helptext, markdown};
 use clap::{Arg, Command, CommandFactory};
 use clap_complete::Shell;
 use clap_mangen::Man;
@@ -17,7 +17,7 @@ const MANUAL: &str = "rootlesskit manual";
 /// The name of the protocol page, section 7.
 pub const PROTOCOL_PAGE: &str = "rootlesskit-driver-protocol";
 
-pub fn write_all(out: &Path, rootlessctl: &Path, protocol: &Path) -> Result<(), String> {
+pub fn write_all(out: &Path, protocol: &Path) -> Result<(), String> {
     let man1 = out.join("man1");
     let man7 = out.join("man7");
     for d in [&man1, &man7] {
@@ -25,7 +25,7 @@ pub fn write_all(out: &Path, rootlessctl: &Path, protocol: &Path) -> Result<(), 
     }
     let date = source_date();
     write(&man1.join("rootlesskit.1"), &rootlesskit_page(&date)?)?;
-    let ctl = helptext::command_of(rootlessctl, "rootlessctl")?;
+    let ctl = rootlessctl::cli::Cli::command();
     write(&man1.join("rootlessctl.1"), &rootlessctl_page(ctl, &date)?)?;
     for d in &DRIVERS {
         write(
@@ -42,10 +42,10 @@ pub fn write_all(out: &Path, rootlessctl: &Path, protocol: &Path) -> Result<(), 
     Ok(())
 }
 
-pub fn write_completions(out: &Path, rootlessctl: &Path) -> Result<(), String> {
+pub fn write_completions(out: &Path) -> Result<(), String> {
     let commands = [
         rootlesskit_core::cli::Cli::command(),
-        helptext::command_of(rootlessctl, "rootlessctl")?,
+        rootlessctl::cli::Cli::command(),
     ];
     for (shell, dir, file) in [
         (Shell::Bash, "bash", "{}"),
