@@ -88,3 +88,114 @@ pub fn confine_parent(state: &StateDir) -> Option<Report> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::RelayNeeds;
+    use std::path::PathBuf;
+
+    /// Forks; the child applies `policy` and runs `probe`, whose result (0
+    /// or an errno) is its exit status.
+    fn confined(policy: Confinement, probe: fn() -> i32) -> i32 {
+        // SAFETY: the child only applies the policy, runs the probe and
+        // calls _exit; the parent waits for it.
+        match unsafe { libc::fork() } {
+            0 => {
+                let code = match policy.apply() {
+                    Ok(r) if r.seccomp => probe(),
+                    _ => 100,
+                };
+                // SAFETY: ends the forked child without running destructors.
+                unsafe { libc::_exit(code) }
+            }
+            pid if pid > 0 => {
+                let mut status = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else {
+                    1000 + libc::WTERMSIG(status)
+                }
+            }
+            _ => panic!("fork failed"),
+        }
+    }
+
+    fn state(tag: &str) -> StateDir {
+        let dir =
+            std::env::temp_dir().join(format!("rk-confinement-test-{}-{tag}", std::process::id()));
+        StateDir::open(Some(&dir)).unwrap()
+    }
+
+    fn socket_of(family: libc::c_int) -> i32 {
+        let kind = if family == libc::AF_NETLINK {
+            libc::SOCK_RAW
+        } else {
+            libc::SOCK_STREAM
+        };
+        // SAFETY: socket(2) with constant arguments.
+        let r = unsafe { libc::socket(family, kind, 0) };
+        if r >= 0 {
+            0
+        } else {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(1)
+        }
+    }
+
+    fn exec(path: &str) -> i32 {
+        use std::os::unix::process::CommandExt;
+        let err = std::process::Command::new(path).exec();
+        err.raw_os_error().unwrap_or(1)
+    }
+
+    #[test]
+    fn without_the_builtin_relay_the_parent_runs_nothing_and_opens_no_inet_socket() {
+        let s = state("none");
+        let p = parent_policy_with(&s, None);
+        assert_eq!(confined(p.clone(), || socket_of(libc::AF_UNIX)), 0);
+        assert_eq!(
+            confined(p.clone(), || socket_of(libc::AF_INET)),
+            libc::EPERM
+        );
+        assert_eq!(confined(p.clone(), || exec("/bin/true")), libc::EPERM);
+        let setns = || -> i32 {
+            // SAFETY: setns on descriptor 0; refused by the filter first.
+            if unsafe { libc::setns(0, libc::CLONE_NEWNET) } == 0 {
+                0
+            } else {
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(1)
+            }
+        };
+        assert_eq!(confined(p, setns), libc::EPERM);
+        s.cleanup();
+    }
+
+    #[test]
+    fn with_the_builtin_relay_the_parent_runs_the_relay_only() {
+        let s = state("relay");
+        let relay = RelayNeeds {
+            path: PathBuf::from("/bin/true"),
+            netlink: false,
+        };
+        let p = parent_policy_with(&s, Some(&relay));
+        assert_eq!(confined(p.clone(), || socket_of(libc::AF_INET6)), 0);
+        assert_eq!(
+            confined(p.clone(), || socket_of(libc::AF_NETLINK)),
+            libc::EPERM
+        );
+        // /bin/true exits 0 once exec'd.
+        assert_eq!(confined(p.clone(), || exec("/bin/true")), 0);
+        if rk_driver::confine::kernel_landlock_abi() > 0 {
+            assert_eq!(confined(p, || exec("/bin/false")), libc::EACCES);
+        }
+        let with_netlink = RelayNeeds {
+            netlink: true,
+            ..relay
+        };
+        let p = parent_policy_with(&s, Some(&with_netlink));
+        assert_eq!(confined(p, || socket_of(libc::AF_NETLINK)), 0);
+        s.cleanup();
+    }
+}
