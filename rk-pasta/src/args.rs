@@ -28,6 +28,21 @@ pub struct Invocation<'a> {
     pub disable_host_loopback: bool,
     /// pasta's own automatic forwarding (`-t auto`, `-u auto`).
     pub ports: PastaPorts,
+    /// How the driver learns that pasta is ready.
+    pub ready: Ready,
+}
+
+/// How the driver learns that pasta has set the namespace up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ready {
+    /// pasta writes its pid (`--pid`) to its stdout, a pipe.
+    #[default]
+    PidLine,
+    /// pasta installs its seccomp filter (seen in `/proc/PID/status`),
+    /// which it does after everything else. For a low open-file limit:
+    /// pasta fills its socket pools up to the limit before it opens the
+    /// `--pid` file, and fails there when the limit is reached.
+    Sandboxed,
 }
 
 impl Invocation<'_> {
@@ -44,7 +59,9 @@ impl Invocation<'_> {
             probe.require(Opt::Stderr, "")?;
             push(&["--stderr"]);
         }
-        push(&["--pid", PID_FILE]);
+        if self.ready == Ready::PidLine {
+            push(&["--pid", PID_FILE]);
+        }
         push(&["--ns-ifname", &n.ifname]);
         push(&["--mtu", &n.mtu.to_string()]);
         push(&["--config-net"]);
@@ -127,6 +144,7 @@ mod tests {
             namespaces: &ns,
             disable_host_loopback: true,
             ports: PastaPorts::default(),
+            ready: Ready::PidLine,
         }
         .args(&probe(HELP_2023_03_09))
         .unwrap();
@@ -153,12 +171,14 @@ mod tests {
                 tcp: true,
                 udp: true,
             },
+            ready: Ready::Sandboxed,
         }
         .args(&probe(&help))
         .unwrap()
         .join(" ");
         assert!(!args.contains("--ipv4-only"), "{args}");
         assert!(!args.contains("--no-map-gw"), "{args}");
+        assert!(!args.contains("--pid"), "{args}");
         assert!(
             args.contains(
                 "--tcp-ports auto --udp-ports auto --tcp-ns none --udp-ns none --host-lo-to-ns-lo"
@@ -176,6 +196,7 @@ mod tests {
             namespaces: &ns,
             disable_host_loopback: true,
             ports: PastaPorts::default(),
+            ready: Ready::PidLine,
         };
         let help = HELP_2023_03_09.replace("--log-file", "--log-xxxx");
         let args = inv.args(&probe(&help)).unwrap().join(" ");

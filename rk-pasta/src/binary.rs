@@ -3,10 +3,9 @@
 
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::unistd::{access, AccessFlags};
-use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,14 +14,12 @@ use std::time::{Duration, Instant};
 const RUN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Output beyond this is not kept (`--help` is about 4 KiB).
 const MAX_OUTPUT: usize = 64 * 1024;
-/// `execvp`'s search path when `$PATH` is unset.
-const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BinaryError {
     #[error(
-        "pasta not found (looked for {0:?} in $PATH): install passt \
-         (e.g. apt-get install passt) or pass --pasta-binary=PATH"
+        "pasta not found (looked for {0:?} in the absolute directories of $PATH): install \
+         passt (e.g. apt-get install passt) or pass --pasta-binary=PATH"
     )]
     NotInPath(String),
     #[error("pasta not found at {0}: install passt or fix --pasta-binary")]
@@ -36,37 +33,49 @@ pub enum BinaryError {
         source: io::Error,
     },
     #[error(
-        "\"{} {arg}\" did not finish within {}s: is it pasta? fix --pasta-binary",
+        "\"{} {arg}\" timed out after {}s and was killed (pasta answers at once): \
+         check --pasta-binary",
         path.display(), RUN_TIMEOUT.as_secs()
     )]
     Timeout { path: PathBuf, arg: &'static str },
+    #[error(
+        "\"{} {arg}\" was killed by signal {signal}{}{}",
+        path.display(), signal_name(*signal), quote_output(output)
+    )]
+    Killed {
+        path: PathBuf,
+        arg: &'static str,
+        signal: i32,
+        output: String,
+    },
 }
 
-/// Resolves `binary` like `execvp` would, so that errors come before
-/// anything is started and name what was looked for.
-pub fn resolve(binary: &str, path_var: Option<&OsStr>) -> Result<PathBuf, BinaryError> {
-    if binary.contains('/') {
-        let path = std::env::current_dir()
-            .map(|cwd| cwd.join(binary))
-            .unwrap_or_else(|_| PathBuf::from(binary));
-        return match executable(&path) {
-            Some(true) => Ok(path),
-            Some(false) => Err(BinaryError::NotExecutable(path)),
-            None => Err(BinaryError::NoSuchFile(path)),
-        };
+/// " (SIGKILL)", or nothing for a number without a name.
+fn signal_name(signal: i32) -> String {
+    nix::sys::signal::Signal::try_from(signal)
+        .map(|s| format!(" ({})", s.as_str()))
+        .unwrap_or_default()
+}
+
+/// The last lines of what a killed run printed, after a colon.
+fn quote_output(output: &str) -> String {
+    let lines: Vec<&str> = output.trim().lines().collect();
+    if lines.is_empty() {
+        return String::new();
     }
-    let dirs = path_var.unwrap_or(OsStr::new(DEFAULT_PATH));
-    std::env::split_paths(dirs)
-        .filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join(binary))
-        .find(|candidate| executable(candidate) == Some(true))
-        .ok_or_else(|| BinaryError::NotInPath(binary.to_owned()))
+    format!(": {:?}", lines[lines.len().saturating_sub(3)..].join("\n"))
 }
 
-/// `None`: no such file; `Some(executable)` otherwise.
-fn executable(path: &Path) -> Option<bool> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some(meta.is_file() && access(path, AccessFlags::X_OK).is_ok())
+/// Finds `binary` with the one safe lookup every program of ours uses
+/// (never through an empty or relative `$PATH` entry), so that errors
+/// come before anything is started and name what was looked for.
+pub fn resolve(binary: &str) -> Result<PathBuf, BinaryError> {
+    use rk_driver::lookup::{find_program, LookupError};
+    find_program(binary).map_err(|e| match e {
+        LookupError::NoSuchFile(p) => BinaryError::NoSuchFile(p),
+        LookupError::NotExecutable(p) => BinaryError::NotExecutable(p),
+        LookupError::NotInPath { name, .. } => BinaryError::NotInPath(name),
+    })
 }
 
 /// What a short run printed and whether it succeeded.
@@ -123,10 +132,18 @@ pub fn run(path: &Path, arg: &'static str) -> Result<RunOutput, BinaryError> {
         }
     });
     match finished {
-        Some((status, text)) => Ok(RunOutput {
-            success: status.success(),
-            text,
-        }),
+        Some((status, text)) => match status.signal() {
+            Some(signal) => Err(BinaryError::Killed {
+                path: path.to_owned(),
+                arg,
+                signal,
+                output: text,
+            }),
+            None => Ok(RunOutput {
+                success: status.success(),
+                text,
+            }),
+        },
         None => {
             let _ = child.kill();
             let _ = child.wait();
@@ -174,19 +191,39 @@ mod tests {
 
     #[test]
     fn missing_binary_error_names_what_was_looked_for_and_the_fix() {
-        let e = resolve("no-such-pasta", Some(OsStr::new("/usr/bin:/bin"))).unwrap_err();
+        let e = resolve("no-such-pasta").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "pasta not found (looked for \"no-such-pasta\" in $PATH): install passt \
-             (e.g. apt-get install passt) or pass --pasta-binary=PATH"
+            "pasta not found (looked for \"no-such-pasta\" in the absolute directories of \
+             $PATH): install passt (e.g. apt-get install passt) or pass --pasta-binary=PATH"
         );
-        let e = resolve("/nonexistent", None).unwrap_err();
+        let e = resolve("/nonexistent").unwrap_err();
         assert_eq!(
             e.to_string(),
             "pasta not found at /nonexistent: install passt or fix --pasta-binary"
         );
-        let e = resolve("/etc", None).unwrap_err();
+        let e = resolve("/etc").unwrap_err();
         assert!(matches!(e, BinaryError::NotExecutable(_)), "{e}");
+    }
+
+    #[test]
+    fn a_killed_run_says_so() {
+        // A program killed by SIGKILL, as by an OOM killer or a sandbox.
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("rk-pasta-killed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("pasta");
+        std::fs::write(&script, "#!/bin/sh\necho starting\nkill -9 $$\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = run(&script, "--help").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "\"{} --help\" was killed by signal 9 (SIGKILL): \"starting\"",
+                script.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -39,6 +39,9 @@ struct Running {
     _namespaces: NamespaceFds,
 }
 
+/// How long shutdown waits for processes that were killed to be reaped.
+const REAP_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn debug(message: impl std::fmt::Display) {
     if debug_enabled() {
         eprintln!("rk-pasta: {message}");
@@ -87,7 +90,7 @@ impl Driver for PastaDriver {
             request.detach_netns,
             &namespaces,
         );
-        let args = Invocation {
+        let invocation = Invocation {
             network: &network,
             namespaces: &ns_paths,
             disable_host_loopback: request.disable_host_loopback,
@@ -95,10 +98,14 @@ impl Driver for PastaDriver {
                 tcp: forwarding.tcp == portfwd::By::Pasta,
                 udp: forwarding.udp == portfwd::By::Pasta,
             },
-        }
-        .args(&probe)
-        .map_err(user_error)?;
-        let starting = Pasta::spawn(&probe.path, &args, debug_enabled()).map_err(user_error)?;
+            ready: crate::launch::readiness(),
+        };
+        let ready = invocation.ready;
+        let args = invocation.args(&probe).map_err(user_error)?;
+        crate::launch::become_subreaper()
+            .map_err(|e| user_error(format_args!("PR_SET_CHILD_SUBREAPER: {e}")))?;
+        let starting =
+            Pasta::spawn(&probe.path, &args, ready, debug_enabled()).map_err(user_error)?;
         // While pasta sets the namespace up: the forwarder's helper is
         // forked now, with this process still single-threaded.
         let forwarder = forwarding
@@ -138,9 +145,36 @@ impl Driver for PastaDriver {
     }
 
     fn shutdown(&mut self) {
-        if let Some(mut running) = self.running.take() {
-            running.pasta.stop();
+        let started = std::time::Instant::now();
+        if let Some(running) = self.running.take() {
+            let Running {
+                mut pasta,
+                _forwarder: forwarder,
+                _namespaces,
+            } = running;
+            // Everything is signalled first, so that the kernel tears the
+            // processes down together; then each is reaped.
+            pasta.kill_all();
+            if let Some(f) = &forwarder {
+                f.kill_helper();
+            }
+            drop(forwarder);
+            debug(format_args!(
+                "forwarder stopped, helper reaped after {:.1} ms",
+                started.elapsed().as_secs_f64() * 1000.0
+            ));
+            pasta.stop();
+            debug(format_args!(
+                "pasta reaped after {:.1} ms",
+                started.elapsed().as_secs_f64() * 1000.0
+            ));
         }
+        // pasta's own helpers, orphaned by its death, came back to us.
+        crate::launch::reap_orphans(REAP_LIMIT);
+        debug(format_args!(
+            "stopped and reaped everything in {:.1} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        ));
     }
 }
 

@@ -7,6 +7,7 @@
 //! it has set up the interface, addresses and routes in the namespace:
 //! that write is the ready signal. Its log arrives on its stderr.
 
+use crate::args::Ready;
 use crate::output::{format_block, Output};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -22,6 +23,37 @@ use std::time::{Duration, Instant};
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long to wait for the last output of a pasta that has exited.
 const OUTPUT_GRACE: Duration = Duration::from_millis(500);
+/// Below this many open files (the hard limit, which pasta cannot raise)
+/// pasta's socket and pipe pools (about 80 descriptors in 2023_03_09) can
+/// take every descriptor before it opens its `--pid` file.
+pub const LOW_FILE_LIMIT: u64 = 256;
+/// How often a pasta started without `--pid` is looked at.
+const SANDBOX_POLL: Duration = Duration::from_millis(2);
+
+/// How to learn that pasta is ready, given the open-file limit pasta
+/// inherits.
+pub fn readiness() -> Ready {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if ok && limit.rlim_max < LOW_FILE_LIMIT {
+        Ready::Sandboxed
+    } else {
+        Ready::PidLine
+    }
+}
+
+/// The number of seccomp filters of process `pid` ("self" for this one).
+fn seccomp_filters(pid: &str) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp_filters:"))
+        .and_then(|v| v.trim().parse().ok())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -73,6 +105,8 @@ pub struct Starting {
     pid_reader: OwnedFd,
     log_reader: OwnedFd,
     path: PathBuf,
+    /// For [`Ready::Sandboxed`]: the filters pasta inherited from us.
+    sandboxed_above: Option<u32>,
 }
 
 impl Starting {
@@ -83,8 +117,9 @@ impl Starting {
             pid_reader,
             log_reader,
             path,
+            sandboxed_above,
         } = self;
-        pasta.wait_ready(pid_reader, log_reader, &path)?;
+        pasta.wait_ready(pid_reader, log_reader, &path, sandboxed_above)?;
         Ok(pasta)
     }
 }
@@ -93,11 +128,26 @@ impl Pasta {
     /// Starts `path ARGS` and waits until the namespace is configured.
     #[cfg(test)]
     pub fn start(path: &Path, args: &[String], debug: bool) -> Result<Pasta, LaunchError> {
-        Pasta::spawn(path, args, debug)?.wait_ready()
+        Pasta::spawn(path, args, Ready::PidLine, debug)?.wait_ready()
     }
 
     /// Starts `path ARGS`; [`Starting::wait_ready`] waits for it.
-    pub fn spawn(path: &Path, args: &[String], debug: bool) -> Result<Starting, LaunchError> {
+    pub fn spawn(
+        path: &Path,
+        args: &[String],
+        ready: Ready,
+        debug: bool,
+    ) -> Result<Starting, LaunchError> {
+        // pasta starts with our filters; one more means it sandboxed itself.
+        let sandboxed_above = match ready {
+            Ready::PidLine => None,
+            Ready::Sandboxed => {
+                Some(seccomp_filters("self").ok_or_else(|| LaunchError::Setup {
+                    what: "reading /proc/self/status",
+                    source: io::Error::other("no Seccomp_filters line (Linux 5.9 or later has it)"),
+                })?)
+            }
+        };
         let setup = |what| move |source| LaunchError::Setup { what, source };
         let (pid_reader, pid_writer) = pipe().map_err(setup("pid pipe"))?;
         let (log_reader, log_writer) = pipe().map_err(setup("log pipe"))?;
@@ -139,6 +189,7 @@ impl Pasta {
             pid_reader,
             log_reader,
             path: path.to_owned(),
+            sandboxed_above,
         })
     }
 
@@ -164,6 +215,7 @@ impl Pasta {
         pid_reader: OwnedFd,
         log_reader: OwnedFd,
         path: &Path,
+        sandboxed_above: Option<u32>,
     ) -> Result<(), LaunchError> {
         let setup = |what| move |source| LaunchError::Setup { what, source };
         set_nonblocking(log_reader.as_fd(), true).map_err(setup("log pipe"))?;
@@ -179,6 +231,10 @@ impl Pasta {
                     output: self.output.last_lines(Duration::ZERO),
                 });
             }
+            let left = match sandboxed_above {
+                Some(_) => left.min(SANDBOX_POLL),
+                None => left,
+            };
             let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
             let mut fds = vec![
                 PollFd::new(pid_pipe.as_fd(), PollFlags::POLLIN),
@@ -215,6 +271,12 @@ impl Pasta {
             }
             if exited {
                 return Err(self.early_exit(path, log_reader));
+            }
+            if let Some(ours) = sandboxed_above {
+                let pid = self.process.pid().to_string();
+                if seccomp_filters(&pid).is_some_and(|n| n > ours) {
+                    break;
+                }
             }
         }
         // Lines written before the pid are in the pipe by now.
@@ -268,9 +330,19 @@ impl Pasta {
         )
     }
 
-    /// Kills pasta at once: it keeps no state worth a clean exit, and
-    /// rootlesskit's own exit waits for the driver's.
+    /// Sends SIGKILL to pasta and every process of its session (its own
+    /// short-lived helpers), without waiting.
+    pub fn kill_all(&self) {
+        // pasta leads its own process group (setsid before exec).
+        // SAFETY: kill with integer arguments; the group is pasta's, which
+        // is our unreaped child, so its id cannot have been reused.
+        unsafe { libc::kill(-(self.process.pid() as libc::pid_t), libc::SIGKILL) };
+    }
+
+    /// Kills pasta at once (it keeps no state worth a clean exit) and
+    /// reaps it; rootlesskit's own exit waits for the driver's.
     pub fn stop(&mut self) {
+        self.kill_all();
         self.process.kill();
     }
 }
@@ -278,6 +350,38 @@ impl Pasta {
 impl Drop for Pasta {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Makes this process the reaper of its orphaned descendants, so that
+/// pasta's helpers (which it does not always wait for) come back to the
+/// driver when pasta exits, and [`reap_orphans`] can reap them instead of
+/// leaving zombies for init.
+pub fn become_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reaps every child left (orphans adopted as subreaper included) until
+/// none is left, or `limit` has passed.
+pub fn reap_orphans(limit: Duration) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let deadline = Instant::now() + limit;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::StillAlive) => {
+                if Instant::now() >= deadline {
+                    return;
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            // ECHILD: nothing is left.
+            Err(_) => return,
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod args;
 mod binary;
+mod contain;
 mod driver;
 mod launch;
 mod network;

@@ -241,21 +241,20 @@ impl Output {
     /// never blocks on a full pipe.
     pub fn drain_in_background(&self, reader: OwnedFd) -> io::Result<()> {
         let output = self.clone();
-        std::thread::Builder::new()
-            .name("pasta-output".into())
-            .spawn(move || {
-                let mut file = std::fs::File::from(reader);
-                let mut buf = [0u8; 4096];
-                loop {
-                    match file.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => output.feed(&buf[..n]),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(_) => break,
-                    }
+        let consequence = "pasta's later messages are not collected";
+        crate::contain::spawn("pasta-output", 64 * 1024, consequence, move || {
+            let mut file = std::fs::File::from(reader);
+            let mut buf = [0u8; 4096];
+            loop {
+                match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => output.feed(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
                 }
-                output.end();
-            })?;
+            }
+            output.end();
+        })?;
         Ok(())
     }
 

@@ -271,7 +271,7 @@ impl Probe {
 /// Finds `binary` (a path, or a name looked up in `$PATH`) and asks it what
 /// it supports.
 pub fn probe(binary: &str) -> Result<Probe, ProbeError> {
-    let path = binary::resolve(binary, std::env::var_os("PATH").as_deref())?;
+    let path = binary::resolve(binary)?;
     // Both questions at once: each is a process start, and start-up time
     // is what users notice.
     let (help, version) = std::thread::scope(|s| {

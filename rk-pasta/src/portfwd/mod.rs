@@ -14,26 +14,25 @@
 
 mod nshelper;
 mod procnet;
+mod relay;
 mod sockdiag;
 mod sockets;
-mod tcp;
-mod udp;
 
+use crate::contain::Contained;
 use crate::probe::{Probe, TCP_AUTO_SCAN, UDP_AUTO_SCAN};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nshelper::{Kind, NsSockets};
 use procnet::{Bound, TCP_LISTEN, UDP_UNCONNECTED};
+use relay::{Forwarded, Relay};
 use rk_driver::NamespaceFds;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::{self, Read, Seek};
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
-use tcp::TcpForward;
-use udp::UdpForward;
+use std::time::{Duration, Instant};
 
 /// How often the driver looks for newly bound ports.
 const SCAN_INTERVAL: Duration = Duration::from_millis(500);
@@ -135,12 +134,15 @@ impl TcpSource {
     }
 }
 
-/// The driver's own implicit forwarding.
+/// The driver's own implicit forwarding: one thread, which scans for
+/// bound ports and relays every connection (see [`relay`]).
 #[derive(Debug)]
 pub struct AutoForwarder {
-    scanner: Option<Scanner>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    ns: Arc<NsSockets>,
+    forwarding: Forwarding,
+    /// Written to stop the thread.
+    stop: Arc<OwnedFd>,
+    thread: Option<Contained>,
 }
 
 #[derive(Debug)]
@@ -150,12 +152,17 @@ struct Scanner {
     tcp: Option<TcpSource>,
     /// The namespace's (udp, udp6) tables, when UDP is forwarded.
     udp: Option<[std::fs::File; 2]>,
-    tcp_ports: BTreeMap<u16, (SocketAddr, TcpForward)>,
-    udp_ports: BTreeMap<u16, (SocketAddr, UdpForward)>,
+    tcp_ports: BTreeMap<u16, (SocketAddr, Forwarded)>,
+    udp_ports: BTreeMap<u16, (SocketAddr, Forwarded)>,
     /// Ports whose host side could not be bound, reported once each.
     reported: BTreeSet<(bool, u16)>,
     debug: bool,
 }
+
+/// What stops when the forwarding thread fails for good.
+const FORWARDING_STOPS: &str = "ports stop being forwarded (--port-driver=implicit)";
+/// How often a forwarding thread that failed is started again.
+const RESTARTS: u32 = 3;
 
 impl AutoForwarder {
     /// Starts the namespace helper. Call this while the process is
@@ -165,9 +172,159 @@ impl AutoForwarder {
             namespaces.userns.as_fd(),
             namespaces.netns.as_fd(),
         )?);
+        // SAFETY: plain syscall; on success the descriptor is new and ours.
+        let stop = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if stop < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: just created, owned by nothing else.
+        let stop = Arc::new(unsafe { OwnedFd::from_raw_fd(stop) });
+        Ok(AutoForwarder {
+            ns,
+            forwarding,
+            stop,
+            thread: None,
+        })
+    }
+
+    /// Starts scanning and forwarding, on a thread of its own.
+    pub fn start(mut self) -> io::Result<Self> {
+        // Opened here so that a failure is reported to the core.
+        let first = Scanner::open(&self.ns, self.forwarding)?;
+        let (ns, forwarding, stop) = (
+            Arc::clone(&self.ns),
+            self.forwarding,
+            Arc::clone(&self.stop),
+        );
+        self.thread = Some(crate::contain::spawn(
+            "port-forward",
+            256 * 1024,
+            FORWARDING_STOPS,
+            move || supervise(first, &ns, forwarding, &stop),
+        )?);
+        Ok(self)
+    }
+}
+
+/// Runs the forwarding loop; when it panics (and can be unwound), reports
+/// it and starts it again, a few times.
+fn supervise(first: Scanner, ns: &Arc<NsSockets>, forwarding: Forwarding, stop: &OwnedFd) {
+    let mut scanner = Some(first);
+    let failed = Arc::new(AtomicBool::new(false));
+    for attempt in 0..=RESTARTS {
+        let current = match scanner.take() {
+            Some(s) => s,
+            None => match Scanner::open(ns, forwarding) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!(
+                        "rk-pasta: error: restarting port forwarding: {e}; {FORWARDING_STOPS}"
+                    );
+                    return;
+                }
+            },
+        };
+        match crate::contain::run(FORWARDING_STOPS, &failed, || forward(current, stop)) {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => {
+                eprintln!("rk-pasta: error: port forwarding: {e}; {FORWARDING_STOPS}");
+                return;
+            }
+            Err(()) if attempt < RESTARTS => {
+                eprintln!("rk-pasta: port forwarding starts again");
+                // A second's pause, unless told to stop.
+                let mut fds = [PollFd::new(stop.as_fd(), PollFlags::POLLIN)];
+                if poll(&mut fds, PollTimeout::from(1000u16)).unwrap_or(0) > 0 {
+                    return;
+                }
+            }
+            Err(()) => return,
+        }
+    }
+}
+
+/// The loop: relays until `stop` turns readable, scanning for bound ports
+/// every [`SCAN_INTERVAL`].
+fn forward(mut scanner: Scanner, stop: &OwnedFd) -> io::Result<()> {
+    const STOP: u64 = 0;
+    let mut relay = Relay::new()?;
+    relay
+        .epoll()
+        .add(stop.as_fd(), libc::EPOLLIN as u32, STOP)?;
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut next_scan = Instant::now();
+    let mut next_sweep = Instant::now() + relay::FLOW_IDLE / 36;
+    loop {
+        let now = Instant::now();
+        if now >= next_scan {
+            scanner.scan(&mut relay);
+            #[cfg(debug_assertions)]
+            fault_injection();
+            next_scan = now + SCAN_INTERVAL;
+        }
+        if now >= next_sweep {
+            relay.sweep_flows(relay::FLOW_IDLE);
+            next_sweep = now + relay::FLOW_IDLE / 36;
+        }
+        let timeout = if relay.has_more() {
+            0
+        } else {
+            next_scan
+                .saturating_duration_since(Instant::now())
+                .as_millis() as i32
+                + 1
+        };
+        let n = relay.epoll().wait(&mut events, timeout)?;
+        for ev in &events[..n] {
+            if ev.u64 == STOP {
+                return Ok(());
+            }
+            if ev.u64 >= relay::FIRST_TOKEN {
+                relay.on_event(ev.u64, ev.events, &scanner.ns);
+            }
+        }
+        relay.run_leftovers(&scanner.ns);
+    }
+}
+
+/// Tests only (debug builds): `RK_PASTA_TEST_PANIC=port-forward` makes
+/// the forwarding thread panic once, after its first scan, so that the
+/// tests can check that a panic is contained and forwarding resumes.
+#[cfg(debug_assertions)]
+fn fault_injection() {
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if std::env::var("RK_PASTA_TEST_PANIC").as_deref() == Ok("port-forward")
+        && !DONE.swap(true, Ordering::SeqCst)
+    {
+        panic!("RK_PASTA_TEST_PANIC=port-forward");
+    }
+}
+
+impl AutoForwarder {
+    /// Sends the namespace helper SIGKILL, so that it exits while the rest
+    /// is torn down; dropping this reaps it.
+    pub fn kill_helper(&self) {
+        self.ns.kill();
+    }
+}
+
+impl Drop for AutoForwarder {
+    fn drop(&mut self) {
+        let one = 1u64.to_ne_bytes();
+        let _ = nix::unistd::write(&*self.stop, &one);
+        // The loop wakes at once and closes every socket it holds before
+        // the driver exits.
+        if let Some(t) = self.thread.take() {
+            t.join();
+        }
+    }
+}
+
+impl Scanner {
+    fn open(ns: &Arc<NsSockets>, forwarding: Forwarding) -> io::Result<Scanner> {
         let table = |kind| ns.get(kind).map(std::fs::File::from);
         let tcp = (forwarding.tcp == By::Driver)
-            .then(|| TcpSource::open(&ns))
+            .then(|| TcpSource::open(ns))
             .transpose()?;
         let debug = rk_driver::debug_enabled();
         if debug {
@@ -184,45 +341,15 @@ impl AutoForwarder {
         let udp = (forwarding.udp == By::Driver)
             .then(|| Ok::<_, io::Error>([table(Kind::ProcUdp)?, table(Kind::ProcUdp6)?]))
             .transpose()?;
-        Ok(AutoForwarder {
-            scanner: Some(Scanner {
-                ns,
-                tcp,
-                udp,
-                tcp_ports: BTreeMap::new(),
-                udp_ports: BTreeMap::new(),
-                reported: BTreeSet::new(),
-                debug,
-            }),
-            stop: Arc::new(AtomicBool::new(false)),
-            thread: None,
+        Ok(Scanner {
+            ns: Arc::clone(ns),
+            tcp,
+            udp,
+            tcp_ports: BTreeMap::new(),
+            udp_ports: BTreeMap::new(),
+            reported: BTreeSet::new(),
+            debug,
         })
-    }
-
-    /// Starts scanning (on a thread of its own).
-    pub fn start(mut self) -> io::Result<Self> {
-        let mut scanner = self.scanner.take().expect("started once");
-        let stop = Arc::clone(&self.stop);
-        self.thread = Some(std::thread::Builder::new().name("port-scan".into()).spawn(
-            move || {
-                while !stop.load(Ordering::SeqCst) {
-                    scanner.scan();
-                    std::thread::park_timeout(SCAN_INTERVAL);
-                }
-            },
-        )?);
-        Ok(self)
-    }
-}
-
-impl Drop for AutoForwarder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Not joined: a scan in progress may take milliseconds, and the
-        // driver drops this only on its way out.
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-        }
     }
 }
 
@@ -237,17 +364,18 @@ fn read_table(file: &mut std::fs::File, state: u8) -> Vec<Bound> {
 }
 
 impl Scanner {
-    fn scan(&mut self) {
+    fn scan(&mut self, relay: &mut Relay) {
         if let Some(bound) = self.tcp.as_mut().and_then(TcpSource::listening) {
             let wanted = procnet::targets(&bound);
-            let ns = Arc::clone(&self.ns);
             reconcile(
                 &mut self.tcp_ports,
                 &wanted,
                 &mut self.reported,
                 self.debug,
                 "tcp",
-                |port, target| TcpForward::start(port, target, &ns),
+                relay,
+                |r, port, target| r.forward_tcp(port, target),
+                Relay::stop,
             );
         }
         if let Some(tables) = self.udp.as_mut() {
@@ -256,14 +384,15 @@ impl Scanner {
                 .flat_map(|t| read_table(t, UDP_UNCONNECTED))
                 .collect();
             let wanted = procnet::targets(&bound);
-            let ns = Arc::clone(&self.ns);
             reconcile(
                 &mut self.udp_ports,
                 &wanted,
                 &mut self.reported,
                 self.debug,
                 "udp",
-                |port, target| UdpForward::start(port, target, &ns),
+                relay,
+                |r, port, target| r.forward_udp(port, target),
+                Relay::stop,
             );
         }
     }
@@ -271,28 +400,37 @@ impl Scanner {
 
 /// Makes the forwarded ports those in `wanted`: starts new ones, stops
 /// gone ones, restarts ones whose target inside changed.
-fn reconcile<F>(
+#[allow(clippy::too_many_arguments)]
+fn reconcile<F, C>(
     current: &mut BTreeMap<u16, (SocketAddr, F)>,
     wanted: &BTreeMap<u16, SocketAddr>,
     reported: &mut BTreeSet<(bool, u16)>,
     debug: bool,
     proto: &str,
-    mut start: impl FnMut(u16, SocketAddr) -> io::Result<F>,
+    ctx: &mut C,
+    mut start: impl FnMut(&mut C, u16, SocketAddr) -> io::Result<F>,
+    mut stop: impl FnMut(&mut C, F),
 ) {
     let is_tcp = proto == "tcp";
-    current.retain(|port, (target, _)| {
-        let keep = wanted.get(port) == Some(target);
-        if !keep && debug {
+    let gone: Vec<u16> = current
+        .iter()
+        .filter(|(port, (target, _))| wanted.get(port) != Some(target))
+        .map(|(port, _)| *port)
+        .collect();
+    for port in gone {
+        if let Some((_, f)) = current.remove(&port) {
+            stop(ctx, f);
+        }
+        if debug {
             eprintln!("rk-pasta: no longer forwarding {proto} port {port}");
         }
-        keep
-    });
+    }
     reported.retain(|(tcp, port)| *tcp != is_tcp || wanted.contains_key(port));
     for (&port, &target) in wanted {
         if current.contains_key(&port) {
             continue;
         }
-        match start(port, target) {
+        match start(ctx, port, target) {
             Ok(forward) => {
                 if debug {
                     eprintln!("rk-pasta: forwarding {proto} port {port} to {target} inside");
@@ -373,7 +511,8 @@ mod tests {
         let b: SocketAddr = "[::1]:80".parse().unwrap();
         let c: SocketAddr = "127.0.0.1:81".parse().unwrap();
         let mut started = Vec::new();
-        let mut start = |p: u16, t: SocketAddr| {
+        let mut stopped = Vec::new();
+        let mut start = |_: &mut (), p: u16, t: SocketAddr| {
             started.push((p, t));
             if p == 81 {
                 Err(io::Error::from(io::ErrorKind::AddrInUse))
@@ -388,7 +527,9 @@ mod tests {
             &mut reported,
             false,
             "tcp",
+            &mut (),
             &mut start,
+            |_: &mut (), p| stopped.push(p),
         );
         assert_eq!(current.keys().copied().collect::<Vec<_>>(), [80]);
         assert!(reported.contains(&(true, 81)));
@@ -399,7 +540,9 @@ mod tests {
             &mut reported,
             false,
             "tcp",
+            &mut (),
             &mut start,
+            |_: &mut (), p| stopped.push(p),
         );
         assert_eq!(current[&80].0, b);
         assert!(reported.is_empty());
@@ -409,9 +552,12 @@ mod tests {
             &mut reported,
             false,
             "tcp",
+            &mut (),
             &mut start,
+            |_: &mut (), p| stopped.push(p),
         );
         assert!(current.is_empty());
         assert_eq!(started, [(80, a), (81, c), (80, b)]);
+        assert_eq!(stopped, [80, 80]);
     }
 }

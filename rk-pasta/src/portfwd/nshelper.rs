@@ -147,12 +147,20 @@ impl NsSockets {
     }
 }
 
-impl Drop for NsSockets {
-    /// Kills the helper without waiting for it: the driver drops this only
-    /// on its way out, and a process that is among the last in a network
-    /// namespace takes the kernel milliseconds to finish exiting.
-    fn drop(&mut self) {
+impl NsSockets {
+    /// Sends the helper SIGKILL; [`Drop`] reaps it. Signalled early, it
+    /// exits while the rest is torn down.
+    pub fn kill(&self) {
         let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+impl Drop for NsSockets {
+    /// Kills and reaps the helper: nothing of the driver's may outlive it,
+    /// not even a zombie.
+    fn drop(&mut self) {
+        self.kill();
+        while let Err(nix::Error::EINTR) = nix::sys::wait::waitpid(self.pid, None) {}
     }
 }
 
@@ -182,6 +190,16 @@ fn helper_main(parent: libc::pid_t, userns: RawFd, netns: RawFd, channel: OwnedF
     }
     // It starts no program either.
     if rk_driver::sandbox::no_new_privs().is_err() {
+        return 1;
+    }
+    // Root inside the child has every capability in the user namespace
+    // this process now belongs to, so it could ptrace it (and read or
+    // write its memory, with the driver's socket). Not dumpable, a
+    // process can only be traced with CAP_SYS_PTRACE in the namespace
+    // its memory was created in: the host's. Set after setns, which may
+    // reset it.
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
         return 1;
     }
     // Drop every descriptor inherited from the driver (the protocol
