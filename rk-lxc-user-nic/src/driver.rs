@@ -174,8 +174,12 @@ impl Driver for LxcUserNic {
         // Set-up is over, and the process still single-threaded: confine
         // all of it now, so that Landlock covers the renewal thread too.
         let policy = confinement::driver_policy(running.mac.memory_dir());
+        let started = Instant::now();
         let sandbox = confinement::confine(&policy);
-        dhcp::debug(&format!("sandbox: {sandbox}"));
+        dhcp::debug(&format!(
+            "sandbox: {sandbox} (applied in {:.2} ms)",
+            started.elapsed().as_secs_f64() * 1000.0
+        ));
         config.info.insert("sandbox".to_owned(), sandbox);
         match Renewer::start(socket, client, lease.address, running.mac.memory()) {
             Ok(r) => running.renewer = Some(r),

@@ -111,8 +111,12 @@ impl Driver for Slirp4netns {
         }
         // Set-up is over: from here on the whole process (this thread and
         // slirp4netns's output thread) keeps only what it still does.
+        let started = std::time::Instant::now();
         let sandbox = crate::confinement::confine();
-        debug(format_args!("sandbox: {sandbox}"));
+        debug(format_args!(
+            "sandbox: {sandbox} (applied in {:.2} ms)",
+            started.elapsed().as_secs_f64() * 1000.0
+        ));
         config.info.insert("sandbox".to_owned(), sandbox);
         Ok(config)
     }

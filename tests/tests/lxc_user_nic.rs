@@ -433,6 +433,17 @@ fn lease_is_renewed_at_t1_and_a_changed_address_is_reported() {
         "renewals are unicast to the server:\n{stderr}"
     );
     assert!(stderr.contains(&format!("renewed {address}")), "{stderr}");
+    // The renewal thread runs confined (issue 13): Landlock leaves it the
+    // MAC slot's directory, where it remembers the new address.
+    assert!(
+        stderr
+            .contains("rk-lxc-user-nic: debug: sandbox: seccomp on, no_new_privs on, landlock on"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("remembering"),
+        "the confined renewal thread could not remember the new address:\n{stderr}"
+    );
     assert!(
         stderr.contains("instead of") && stderr.contains("10.0.77.6"),
         "the new address is reported:\n{stderr}"

@@ -321,9 +321,14 @@ fn per_task(pid: u32, field: &str) -> Vec<(String, String)> {
 /// waits for its stdin to close; returns it with the pids of rk-slirp4netns
 /// and slirp4netns.
 fn running_with(extra: &[&str]) -> (std::process::Child, u32, u32) {
+    running_with_env(extra, &[])
+}
+
+/// [`running_with`] with extra environment variables for rootlesskit.
+fn running_with_env(extra: &[&str], env: &[(&str, &str)]) -> (std::process::Child, u32, u32) {
     let mut all = args(extra);
     all.extend(["--", "sh", "-c", "echo ready; read x; true"]);
-    let mut child = rootlesskit(&all)
+    let mut child = rootlesskit_with_env(&all, env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -547,4 +552,46 @@ fn sandbox_and_seccomp_auto_and_true_are_in_force_with_traffic() {
         let rest = child.wait_with_output().unwrap();
         assert!(rest.status.success(), "{what}: {}", stderr(&rest));
     }
+}
+
+/// Issue 13: once slirp4netns runs, the whole driver process (its main
+/// thread and the thread draining slirp4netns's stderr) is under its
+/// seccomp filter with no_new_privs, port requests through slirp4netns's
+/// API socket still work, and the shutdown (kill and reap slirp4netns)
+/// runs to its end; `RK_SANDBOX=off` is the one way to turn it off.
+#[test]
+fn the_driver_is_confined_while_cmd_runs_unless_rk_sandbox_is_off() {
+    let (child, driver, _) = running_with(&["--port-driver=slirp4netns", "--debug"]);
+    let seccomp = per_task(driver, "Seccomp");
+    assert!(
+        seccomp.len() >= 2 && seccomp.iter().all(|(_, v)| v == "2"),
+        "every thread of rk-slirp4netns must be filtered: {seccomp:?}"
+    );
+    finish_with_stderr(child, |err| {
+        assert!(
+            err.contains("rk-slirp4netns: sandbox: seccomp on, no_new_privs on, landlock on"),
+            "{err}"
+        );
+        assert!(
+            err.contains("killed and reaped"),
+            "the confined driver's shutdown did not run to its end:\n{err}"
+        );
+    });
+
+    let (child, driver, _) = running_with_env(&[], &[("RK_SANDBOX", "off")]);
+    let seccomp = per_task(driver, "Seccomp");
+    assert!(
+        seccomp.iter().all(|(_, v)| v == "0"),
+        "RK_SANDBOX=off must leave the driver unfiltered: {seccomp:?}"
+    );
+    finish(child);
+}
+
+/// Closes CMD's stdin, expects a clean exit and hands rootlesskit's
+/// stderr to `check`.
+fn finish_with_stderr(mut child: std::process::Child, check: impl FnOnce(&str)) {
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    check(&stderr(&out));
 }

@@ -633,3 +633,51 @@ fn nothing_of_the_driver_is_left_when_rootlesskit_returns() {
     );
     assert_nothing_left(&dir.display().to_string(), &dir);
 }
+
+/// Issue 13: the driver confines its whole process before the pump starts,
+/// with a filter that kills it on any call outside its list. A run with
+/// traffic and an orderly shutdown (stop the pump, kill and reap vpnkit)
+/// must get through without one: the driver reports its shutdown, which
+/// a SIGSYS would cut short, and rootlesskit exits 0.
+#[test]
+fn the_confined_driver_pumps_and_shuts_down_without_tripping_its_filter() {
+    let (dir, sd) = state_dir("vpnkit-sandbox");
+    let script = "ping -c2 -W5 192.168.127.1 >/dev/null && echo ping=ok";
+    let args = ["--net=vpnkit", "--debug", &sd];
+    let out = output_within(
+        rootlesskit_vpnkit(&with_script(&args, script), &[]),
+        RUN_LIMIT,
+    );
+    let text = expect_success(&out);
+    assert_eq!(field(&text, "ping"), "ok", "{text}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("rk-vpnkit: sandbox: seccomp on, no_new_privs on, landlock on"),
+        "the driver must report its confinement:\n{err}"
+    );
+    assert!(
+        err.contains("driver sandbox: seccomp on"),
+        "the core must show the driver's report:\n{err}"
+    );
+    assert!(
+        err.contains("rk-vpnkit: frames to vpnkit") && err.contains("killed and reaped"),
+        "the confined driver's shutdown did not run to its end:\n{err}"
+    );
+    assert!(!err.contains("driver died"), "{err}");
+    assert_nothing_left(&dir.display().to_string(), &dir);
+
+    // RK_SANDBOX=off is the one switch that turns it off.
+    let (dir, sd) = state_dir("vpnkit-sandbox-off");
+    let args = ["--net=vpnkit", "--debug", &sd];
+    let out = output_within(
+        rootlesskit_vpnkit(&with_script(&args, "true"), &[("RK_SANDBOX", "off")]),
+        RUN_LIMIT,
+    );
+    expect_success(&out);
+    assert!(
+        stderr(&out).contains("rk-vpnkit: sandbox: seccomp off, no_new_privs off"),
+        "{}",
+        stderr(&out)
+    );
+    assert_nothing_left(&dir.display().to_string(), &dir);
+}
