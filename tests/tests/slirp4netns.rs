@@ -556,9 +556,11 @@ fn sandbox_and_seccomp_auto_and_true_are_in_force_with_traffic() {
 
 /// Issue 13: once slirp4netns runs, the whole driver process (its main
 /// thread and the thread draining slirp4netns's stderr) is under its
-/// seccomp filter with no_new_privs, port requests through slirp4netns's
-/// API socket still work, and the shutdown (kill and reap slirp4netns)
-/// runs to its end; `RK_SANDBOX=off` is the one way to turn it off.
+/// seccomp filter with no_new_privs, and the shutdown (kill and reap
+/// slirp4netns) runs to its end; `RK_SANDBOX=off` is the one way to turn it
+/// off. (Port requests through slirp4netns's API socket made by the
+/// confined driver: `slirp4netns_port_driver_forwards_tcp_and_udp` in
+/// tests/ports.rs.)
 #[test]
 fn the_driver_is_confined_while_cmd_runs_unless_rk_sandbox_is_off() {
     let (child, driver, _) = running_with(&["--port-driver=slirp4netns", "--debug"]);
