@@ -151,6 +151,7 @@ pub fn start(
                 state_dir: state.path().to_path_buf(),
                 relay,
                 preserve_source: settings.source_ip_transparent,
+                debug: settings.debug,
             })?;
             Ok(Ports::Managed(PortManager::new(Box::new(b))))
         }

@@ -56,6 +56,8 @@ pub struct BuiltinOptions {
     pub relay: PathBuf,
     /// Let the server inside see the client's address (`--source-ip-transparent`).
     pub preserve_source: bool,
+    /// `--debug`: workers say how they are confined.
+    pub debug: bool,
 }
 
 pub struct Builtin {
@@ -112,8 +114,11 @@ impl Builtin {
         let theirs = theirs.into_fd();
         let fd = theirs.as_raw_fd();
         let mut cmd = Command::new(&self.opts.relay);
-        cmd.arg(format!("--state-dir={}", self.opts.state_dir.display()))
-            .env(rk_driver::DRIVER_FD_ENV, fd.to_string())
+        cmd.arg(format!("--state-dir={}", self.opts.state_dir.display()));
+        if self.opts.debug {
+            cmd.arg("--debug");
+        }
+        cmd.env(rk_driver::DRIVER_FD_ENV, fd.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         rk_driver::process::kill_with_parent(&mut cmd);

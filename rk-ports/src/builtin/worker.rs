@@ -120,8 +120,14 @@ pub fn main() -> i32 {
         }
     };
     // Set-up is over: from here on the worker only relays.
-    if let Err(e) = policy().apply() {
-        eprintln!("[rootlesskit:port-worker] warning: running without a sandbox: {e}");
+    match policy().apply() {
+        Ok(report) if std::env::args().any(|a| a == "--debug") => {
+            eprintln!(
+                "[rootlesskit:port-worker] debug: worker {index} ({capacity} connections): sandbox: {report}"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("[rootlesskit:port-worker] warning: running without a sandbox: {e}"),
     }
     if !relay.ready() {
         return 1;
