@@ -17,13 +17,42 @@ import socket
 import statistics
 import subprocess
 import tempfile
+import sys
 import time
+from pathlib import Path
 
 import bench as b
 
 INSIDE_PORT = 5201
 NOT_APPLICABLE = "n/a: RootlessKit 2.0.2 allows only the none and implicit port drivers with pasta"
 SLIRP = ["--net=slirp4netns", "--disable-host-loopback", "--copy-up=/etc", "--mtu=65520"]
+
+
+RELAY = "rootlesskit-port-builtin"
+
+
+def _ours_build_dir():
+    """Where our binaries come from: --ours-bin, else the release build."""
+    argv = sys.argv
+    for i, a in enumerate(argv):
+        if a == "--ours-bin" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if a.startswith("--ours-bin="):
+            return Path(a.split("=", 1)[1])
+    triple = subprocess.run(["rustc", "-vV"], capture_output=True, text=True).stdout
+    triple = next(l.split()[1] for l in triple.splitlines() if l.startswith("host:"))
+    return b.REPO / "target" / triple / "release"
+
+
+def ensure_relay(impl):
+    """Ours needs its builtin relay beside rootlesskit (discovery finds it
+    there); bench.py copies the rk-* drivers only."""
+    if impl.name != "ours" or (impl.bin_dir / RELAY).is_file():
+        return
+    src = _ours_build_dir() / RELAY
+    if not src.is_file():
+        raise b.MeasureError(f"no {src}: build it (scripts/build-release)")
+    b.copy_bins([src], impl.bin_dir)
 
 
 def _cpu_ticks(pids):
@@ -49,6 +78,7 @@ def _own_processes(root):
 def measure_forward(impl, rk_args, cpu=False):
     """Bits per second received inside, host->child through the forward;
     with cpu=True, the CPU seconds rootlesskit's own processes spent per GB."""
+    ensure_relay(impl)
     host_port = b.free_loopback_port()
     state = tempfile.mkdtemp(prefix="rk-bench-ports-")
     os.chmod(state, 0o777)
@@ -158,6 +188,7 @@ def _api_call(path):
 def measure_api_under_attack(impl):
     """Median milliseconds of the owner's GET /v1/ports (a new connection
     each) while 64 idle and 16 trickling connections are held and reopened."""
+    ensure_relay(impl)
     state = tempfile.mkdtemp(prefix="rk-bench-api-")
     os.chmod(state, 0o1777)
     argv = b.as_user(
