@@ -22,8 +22,8 @@ use rk_driver::confine::{Calls, Confinement, OnViolation};
 use std::path::Path;
 
 /// The system calls of supervising the guard: a SIGKILL through the pidfd
-/// opened when it was forked (so no kill(2): the driver can signal no
-/// other process), and reaping it (wait only ever reaps one's own
+/// opened when it was forked (no kill(2); the base group's tgkill, for
+/// raise and abort, still reaches other processes: docs/security.md), and reaping it (wait only ever reaps one's own
 /// children).
 pub const SUPERVISE: &[libc::c_long] = &[
     libc::SYS_pidfd_send_signal,

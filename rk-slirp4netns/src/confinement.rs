@@ -11,11 +11,15 @@
 
 use rk_driver::confine::{Confinement, OnViolation};
 
-/// The system calls of supervising slirp4netns: signalling and reaping it
-/// (std's `Child` and rk_driver's `Supervised` signal by pid; the pidfd
-/// they watch was opened at spawn). kill(2) is not limited to that pid:
-/// docs/security.md says what that leaves.
-pub const SUPERVISE: &[libc::c_long] = &[libc::SYS_kill, libc::SYS_wait4, libc::SYS_waitid];
+/// The system calls of supervising slirp4netns: SIGKILL through the pidfd
+/// opened when it was started (no kill(2); the base group's tgkill, for
+/// raise and abort, still reaches other processes: docs/security.md), and reaping it (wait only ever reaps one's own children).
+pub const SUPERVISE: &[libc::c_long] = &[
+    libc::SYS_pidfd_send_signal,
+    libc::SYS_wait4,
+    libc::SYS_waitid,
+];
+
 /// The policy: the base calls, sockets of `AF_UNIX` only (the API socket;
 /// the core's socket is already open), supervising slirp4netns; Landlock
 /// with no path at all.
@@ -150,5 +154,43 @@ mod tests {
             .unwrap_or(98)
         });
         assert_eq!(code, libc::EPERM);
+    }
+
+    #[test]
+    fn only_the_helper_it_holds_a_pidfd_of_can_be_signalled() {
+        let mut helper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pidfd = rk_driver::process::pidfd_open(helper.id()).unwrap();
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&pidfd);
+        let through_pidfd = in_confined_child(move || {
+            // SAFETY: pidfd_send_signal on the inherited pidfd, no siginfo.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    raw,
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0u32,
+                )
+            };
+            i32::from(r != 0)
+        });
+        assert_eq!(through_pidfd, 0);
+        let status = helper.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
+        let by_pid = in_confined_child(|| {
+            // SAFETY: kill(2) with signal 0 only checks; refused here.
+            if unsafe { libc::kill(libc::getppid(), 0) } == 0 {
+                0
+            } else {
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(99)
+            }
+        });
+        assert_eq!(by_pid, libc::EPERM, "kill(2) of another process");
     }
 }

@@ -119,9 +119,19 @@ impl Vpnkit {
     /// client is connected.
     pub fn kill(&mut self) {
         let started = Instant::now();
+        // Through its pidfd, not kill(2), which the confined driver may not
+        // make (docs/security.md): then `terminate` finds it exited and
+        // only reaps it.
         if let Ok(None) = self.process.try_wait() {
-            // SAFETY: signalling our own child, not yet reaped, by pid.
-            unsafe { libc::kill(self.process.pid() as libc::pid_t, libc::SIGKILL) };
+            let fd = self.process.exit_fd();
+            if sigkill_through_pidfd(fd).is_ok() {
+                // A SIGKILLed process goes at once; bounded all the same.
+                for _ in 0..10 {
+                    if rk_driver::process::wait_exit(fd, 1000) {
+                        break;
+                    }
+                }
+            }
         }
         self.process.terminate();
         if rk_driver::debug_enabled() {
@@ -132,6 +142,25 @@ impl Vpnkit {
             );
         }
     }
+}
+
+/// SIGKILL to the process a pidfd refers to (Linux 5.1).
+fn sigkill_through_pidfd(pidfd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal on a pidfd we hold, without siginfo.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The program to run, found with the SDK's lookup: a bare name only in
