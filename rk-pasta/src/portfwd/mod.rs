@@ -12,11 +12,13 @@
 //! `/proc/net` tables twice a second and forwards each listening port
 //! through sockets made inside the namespace.
 
+mod epoll;
 mod nshelper;
 mod procnet;
 mod relay;
 mod sockdiag;
 mod sockets;
+mod splice;
 
 use crate::contain::Contained;
 use crate::probe::{Probe, TCP_AUTO_SCAN, UDP_AUTO_SCAN};
@@ -266,13 +268,12 @@ fn forward(mut scanner: Scanner, stop: &OwnedFd) -> io::Result<()> {
             relay.sweep_flows(relay::FLOW_IDLE);
             next_sweep = now + relay::FLOW_IDLE / 36;
         }
+        relay.resume_listeners();
+        let wake = relay.next_resume().map_or(next_scan, |r| r.min(next_scan));
         let timeout = if relay.has_more() {
             0
         } else {
-            next_scan
-                .saturating_duration_since(Instant::now())
-                .as_millis() as i32
-                + 1
+            wake.saturating_duration_since(Instant::now()).as_millis() as i32 + 1
         };
         let n = relay.epoll().wait(&mut events, timeout)?;
         for ev in &events[..n] {

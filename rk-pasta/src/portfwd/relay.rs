@@ -9,13 +9,15 @@
 //! host's port go, per client address, through a socket connected to the
 //! server inside (a "flow"); its answers go back from the host's port.
 
+use super::epoll::Epoll;
 use super::nshelper::{Kind, NsSockets};
 use super::sockets;
+use super::splice::{Dir, Pipes, Progress};
 use nix::sys::socket::{accept4, listen, setsockopt, sockopt, Backlog, SockFlag, SockType};
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// A UDP client silent this long is forgotten (pasta uses 180 s).
@@ -24,12 +26,6 @@ pub const FLOW_IDLE: Duration = Duration::from_secs(180);
 const MAX_FLOWS_PER_PORT: usize = 1024;
 /// Connections accepted, or datagrams read, per wake-up of one socket.
 const BATCH: usize = 64;
-/// Splice rounds per direction per wake-up before others get a turn.
-const BUDGET: usize = 16;
-/// Pipe size asked for (the unprivileged maximum).
-const PIPE_SIZE: libc::c_int = 1 << 20;
-/// Empty pipes kept for reuse.
-const IDLE_PIPES: usize = 16;
 const MAX_DATAGRAM: usize = 65536;
 const IN: u32 = libc::EPOLLIN as u32;
 const OUT: u32 = libc::EPOLLOUT as u32;
@@ -38,204 +34,6 @@ const RDHUP: u32 = libc::EPOLLRDHUP as u32;
 
 fn would_block(e: nix::Error) -> bool {
     e == nix::Error::EAGAIN
-}
-
-/// An epoll instance.
-#[derive(Debug)]
-pub struct Epoll(OwnedFd);
-
-impl Epoll {
-    pub fn new() -> io::Result<Epoll> {
-        // SAFETY: plain syscall; on success the descriptor is new and ours.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: just created, owned by nothing else.
-        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    pub fn add(&self, fd: BorrowedFd<'_>, events: u32, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events, u64: token };
-        // SAFETY: epoll_ctl reads the event we pass; both descriptors are open.
-        let r = unsafe {
-            libc::epoll_ctl(
-                self.0.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                fd.as_raw_fd(),
-                &mut ev,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// Up to `out.len()` events, waiting at most `timeout_ms`.
-    pub fn wait(&self, out: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
-        // SAFETY: the kernel writes at most `out.len()` entries.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.0.as_raw_fd(),
-                out.as_mut_ptr(),
-                out.len() as libc::c_int,
-                timeout_ms,
-            )
-        };
-        match n {
-            n if n >= 0 => Ok(n as usize),
-            _ => match io::Error::last_os_error() {
-                e if e.kind() == io::ErrorKind::Interrupted => Ok(0),
-                e => Err(e),
-            },
-        }
-    }
-}
-
-struct Pipe {
-    read: OwnedFd,
-    write: OwnedFd,
-    capacity: usize,
-}
-
-/// Pipes for splice, reused.
-#[derive(Default)]
-struct Pipes {
-    idle: Vec<Pipe>,
-    /// Large pipes stopped working (the user's pipe budget is used up).
-    small_only: bool,
-}
-
-impl Pipes {
-    fn get(&mut self) -> Option<Pipe> {
-        if let Some(p) = self.idle.pop() {
-            return Some(p);
-        }
-        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
-        let mut capacity = 64 * 1024;
-        if !self.small_only {
-            match nix::fcntl::fcntl(write.as_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE)) {
-                Ok(n) if n > 0 => capacity = n as usize,
-                _ => self.small_only = true,
-            }
-        }
-        Some(Pipe {
-            read,
-            write,
-            capacity,
-        })
-    }
-
-    fn put(&mut self, p: Pipe) {
-        if self.idle.len() < IDLE_PIPES {
-            self.idle.push(p);
-        }
-    }
-}
-
-/// Bytes taken from one side, not yet given to the other.
-enum Stash {
-    Empty,
-    Pipe(Pipe, usize),
-    /// When no pipe could be had: the bytes and how many were sent.
-    Bytes(Vec<u8>, usize),
-}
-
-/// One direction of a connection.
-struct Dir {
-    stash: Stash,
-    eof: bool,
-    shut: bool,
-}
-
-enum Progress {
-    Blocked,
-    More,
-    Done,
-}
-
-impl Dir {
-    fn new() -> Dir {
-        Dir {
-            stash: Stash::Empty,
-            eof: false,
-            shut: false,
-        }
-    }
-
-    /// Moves bytes from `src` to `dst` until one side blocks, the budget
-    /// runs out or the EOF is passed on; `Err` means a broken connection.
-    fn pump(&mut self, src: &OwnedFd, dst: &OwnedFd, pipes: &mut Pipes) -> nix::Result<Progress> {
-        use nix::fcntl::{splice, SpliceFFlags};
-        let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
-        for _ in 0..BUDGET {
-            match std::mem::replace(&mut self.stash, Stash::Empty) {
-                Stash::Pipe(pipe, pending) => {
-                    match splice(&pipe.read, None, dst, None, pending, flags) {
-                        Ok(n) if n >= pending => pipes.put(pipe),
-                        Ok(n) => self.stash = Stash::Pipe(pipe, pending - n),
-                        Err(e) if would_block(e) => {
-                            self.stash = Stash::Pipe(pipe, pending);
-                            return Ok(Progress::Blocked);
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                Stash::Bytes(buf, sent) => match nix::unistd::write(dst, &buf[sent..]) {
-                    Ok(n) if sent + n >= buf.len() => {}
-                    Ok(n) => self.stash = Stash::Bytes(buf, sent + n),
-                    Err(e) if would_block(e) => {
-                        self.stash = Stash::Bytes(buf, sent);
-                        return Ok(Progress::Blocked);
-                    }
-                    Err(e) => return Err(e),
-                },
-                Stash::Empty if self.eof => {
-                    if !self.shut {
-                        let _ = nix::sys::socket::shutdown(
-                            dst.as_raw_fd(),
-                            nix::sys::socket::Shutdown::Write,
-                        );
-                        self.shut = true;
-                    }
-                    return Ok(Progress::Done);
-                }
-                Stash::Empty => match pipes.get() {
-                    Some(pipe) => {
-                        match splice(src, None, &pipe.write, None, pipe.capacity, flags) {
-                            Ok(0) => {
-                                pipes.put(pipe);
-                                self.eof = true;
-                            }
-                            Ok(n) => self.stash = Stash::Pipe(pipe, n),
-                            Err(e) => {
-                                pipes.put(pipe);
-                                return if would_block(e) {
-                                    Ok(Progress::Blocked)
-                                } else {
-                                    Err(e)
-                                };
-                            }
-                        }
-                    }
-                    None => {
-                        let mut buf = vec![0u8; 64 * 1024];
-                        match nix::unistd::read(src.as_fd(), &mut buf) {
-                            Ok(0) => self.eof = true,
-                            Ok(n) => {
-                                buf.truncate(n);
-                                self.stash = Stash::Bytes(buf, 0);
-                            }
-                            Err(e) if would_block(e) => return Ok(Progress::Blocked),
-                            Err(e) => return Err(e),
-                        }
-                    }
-                },
-            }
-        }
-        Ok(Progress::More)
-    }
 }
 
 struct Conn {
@@ -284,7 +82,14 @@ pub struct Relay {
     datagram: Vec<u8>,
     /// Connections and flows open now.
     pub active: usize,
+    /// Listeners taken out of the epoll set while the process is out of
+    /// descriptors (else the level-triggered listener would spin the
+    /// loop), and when to take them back.
+    paused: Vec<(usize, Instant)>,
 }
+
+/// How long a listener rests when the process is out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 fn token(slot: usize, side: u64) -> u64 {
     FIRST_TOKEN + ((slot as u64) << 1 | side)
@@ -300,6 +105,7 @@ impl Relay {
             run_again: Vec::new(),
             datagram: vec![0u8; MAX_DATAGRAM],
             active: 0,
+            paused: Vec::new(),
         })
     }
 
@@ -310,6 +116,23 @@ impl Relay {
     /// Whether work is left over from the last round (wait no longer).
     pub fn has_more(&self) -> bool {
         !self.run_again.is_empty()
+    }
+
+    /// When a paused listener is due back, if any is paused.
+    pub fn next_resume(&self) -> Option<Instant> {
+        self.paused.iter().map(|(_, at)| *at).min()
+    }
+
+    /// Takes back the listeners whose rest is over.
+    pub fn resume_listeners(&mut self) {
+        let now = Instant::now();
+        let (due, rest): (Vec<_>, Vec<_>) = self.paused.drain(..).partition(|(_, at)| *at <= now);
+        self.paused = rest;
+        for (slot, _) in due {
+            if let Some(Some(Entry::Listener { sock, .. })) = self.slots.get(slot) {
+                let _ = self.epoll.add(sock.as_fd(), IN, token(slot, 0));
+            }
+        }
     }
 
     fn insert(&mut self, e: Entry) -> usize {
@@ -455,9 +278,18 @@ impl Relay {
             let host = match accept4(sock.as_fd(), flags) {
                 Ok(fd) => fd,
                 Err(nix::Error::EINTR | nix::Error::ECONNABORTED) => continue,
-                // EAGAIN: all taken; EMFILE and the like: the listener is
-                // level-triggered and wakes the loop again once
-                // connections close.
+                Err(
+                    nix::Error::EMFILE
+                    | nix::Error::ENFILE
+                    | nix::Error::ENOBUFS
+                    | nix::Error::ENOMEM,
+                ) => {
+                    // The connections wait in the backlog meanwhile.
+                    self.epoll.delete(sock.as_fd());
+                    self.paused.push((slot, Instant::now() + ACCEPT_BACKOFF));
+                    return;
+                }
+                // EAGAIN: all taken.
                 Err(_) => return,
             };
             let inside = match connect_inside(ns, target) {
