@@ -13,7 +13,10 @@ rk-pasta's splice forwarder (see docs/pasta.md).
 """
 
 import json
+import os
+import socket
 import subprocess
+import tempfile
 import time
 
 import bench as b
@@ -85,6 +88,99 @@ def measure_host_to_child(impl):
                 b.kill_tree(proc.pid, proc)
 
 
+# One process inside serving every connection: echoes what it reads.
+ECHO_SERVER = """
+import selectors, socket, sys
+sel = selectors.DefaultSelector()
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", int(sys.argv[1]))); l.listen(4096); l.setblocking(False)
+sel.register(l, selectors.EVENT_READ)
+while True:
+    ev = sel.select(30)
+    if not ev:
+        sys.exit(0)
+    for key, _ in ev:
+        if key.fileobj is l:
+            try:
+                c, _ = l.accept()
+            except OSError:
+                continue
+            c.setblocking(False); sel.register(c, selectors.EVENT_READ)
+        else:
+            try:
+                d = key.fileobj.recv(4096)
+            except OSError:
+                d = b""
+            if d:
+                key.fileobj.send(d)
+            else:
+                sel.unregister(key.fileobj); key.fileobj.close()
+"""
+
+CONNECTIONS = 5000
+
+
+def measure_many_connections(impl):
+    """Opens CONNECTIONS connections at once from the host to an echo server
+    inside through the implicit port, sends a line on each and reads it
+    back, all held open. Returns (answered, seconds)."""
+    port = b.free_loopback_port()
+    fd, server = tempfile.mkstemp(suffix=".py")
+    with os.fdopen(fd, "w") as f:
+        f.write(ECHO_SERVER)
+    os.chmod(server, 0o644)
+    argv = [
+        impl.rootlesskit,
+        *IMPLICIT,
+        "--copy-up=/etc",
+        "--disable-host-loopback",
+        "--",
+        "sh",
+        "-c",
+        f"ulimit -n $(ulimit -Hn); exec python3 {server} {port}",
+    ]
+    proc = b.spawn_user(argv)
+    conns = []
+    try:
+        deadline = time.monotonic() + b.STARTUP_WAIT
+        while not _host_listening(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise b.MeasureError(f"127.0.0.1:{port} was not forwarded")
+            time.sleep(0.05)
+        # The inside server may come up after the host's port.
+        time.sleep(1)
+        started = time.monotonic()
+        for _ in range(CONNECTIONS):
+            try:
+                conns.append(socket.create_connection(("127.0.0.1", port), 5))
+            except OSError:
+                pass
+        answered = 0
+        for i, s in enumerate(conns):
+            try:
+                s.sendall(b"c%d\n" % i)
+            except OSError:
+                pass
+        for i, s in enumerate(conns):
+            want, got = b"c%d\n" % i, b""
+            s.settimeout(10)
+            try:
+                while len(got) < len(want):
+                    more = s.recv(len(want) - len(got))
+                    if not more:
+                        break
+                    got += more
+            except OSError:
+                pass
+            answered += got == want
+        return answered, time.monotonic() - started
+    finally:
+        for s in conns:
+            s.close()
+        b.kill_tree(proc.pid, proc)
+        os.unlink(server)
+
+
 def section_pasta(bench):
     for label, rk_args in [
         ("--net=pasta", ["--net=pasta", "--disable-host-loopback"]),
@@ -113,6 +209,27 @@ def section_pasta(bench):
         False,
         measure_host_to_child,
         rounds=b.IPERF_ROUNDS,
+    )
+    results = {}
+
+    def many(impl, which):
+        if impl.name not in results:
+            results[impl.name] = measure_many_connections(impl)
+        return results[impl.name][which]
+
+    bench.measure(
+        "pasta",
+        f"host->child: of {CONNECTIONS} concurrent connections via implicit port, answered",
+        "",
+        False,
+        lambda impl: many(impl, 0),
+    )
+    bench.measure(
+        "pasta",
+        f"host->child: {CONNECTIONS} concurrent connections opened and echoed",
+        "s",
+        True,
+        lambda impl: many(impl, 1),
     )
 
 
