@@ -19,6 +19,10 @@ thread_local! {
     /// What stops working when this thread fails; `None` outside
     /// contained threads.
     static CONTAINED: Cell<Option<&'static str>> = const { Cell::new(None) };
+    /// The main thread, which serves the core: parking it would leave the
+    /// core waiting for an answer, so there an abort build aborts (the
+    /// core then reports the driver gone), after the report.
+    static MAY_PARK: Cell<bool> = const { Cell::new(true) };
     static FAILED: std::cell::RefCell<Option<Arc<AtomicBool>>> = const { std::cell::RefCell::new(None) };
 }
 
@@ -35,16 +39,22 @@ fn install_hook() {
                 .name()
                 .unwrap_or("unnamed")
                 .to_owned();
+            let may_park = MAY_PARK.with(Cell::get);
+            let network = if may_park {
+                "; the network stays up"
+            } else {
+                ""
+            };
             eprintln!(
                 "rk-pasta: internal error (please report it): thread '{name}' {info}; \
-                 {consequence}; the network stays up"
+                 {consequence}{network}"
             );
             FAILED.with(|f| {
                 if let Some(flag) = f.borrow().as_ref() {
                     flag.store(true, Ordering::SeqCst);
                 }
             });
-            if cfg!(panic = "abort") {
+            if cfg!(panic = "abort") && may_park {
                 // Returning would abort the whole process.
                 loop {
                     std::thread::park();
@@ -68,6 +78,16 @@ pub fn run<T>(
     let result = panic::catch_unwind(AssertUnwindSafe(body));
     CONTAINED.with(|c| c.set(before));
     result.map_err(|_| ())
+}
+
+/// Like [`run`], for the thread that serves the core: with unwinding, a
+/// panic becomes `Err` (an error the core shows); an abort build reports
+/// it and then aborts rather than leave the core without an answer.
+pub fn run_serving<T>(consequence: &'static str, body: impl FnOnce() -> T) -> Result<T, ()> {
+    let before = MAY_PARK.with(|p| p.replace(false));
+    let r = run(consequence, &Arc::new(AtomicBool::new(false)), body);
+    MAY_PARK.with(|p| p.set(before));
+    r
 }
 
 /// A named thread running `body` with panics contained.

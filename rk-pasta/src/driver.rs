@@ -65,6 +65,42 @@ impl Driver for PastaDriver {
         request: ConfigureRequest,
         namespaces: NamespaceFds,
     ) -> Result<NetworkConfig, DriverError> {
+        let consequence = "the network is not set up";
+        crate::contain::run_serving(consequence, || self.configure_network(request, namespaces))
+            .unwrap_or_else(|()| {
+                Err(DriverError::new(
+                    "internal error while setting up the network (see the message above)",
+                ))
+            })
+    }
+
+    fn watch(&self) -> Option<BorrowedFd<'_>> {
+        self.running.as_ref().map(|r| r.pasta.exit_fd())
+    }
+
+    fn on_watch(&mut self) -> String {
+        match self.running.as_mut() {
+            Some(r) => r.pasta.describe_exit(),
+            None => "pasta is not running".to_owned(),
+        }
+    }
+
+    fn shutdown(&mut self) {
+        let consequence = "tear-down stops here; pasta dies with the driver";
+        let _ = crate::contain::run_serving(consequence, || self.stop_network());
+    }
+}
+
+impl PastaDriver {
+    fn configure_network(
+        &mut self,
+        request: ConfigureRequest,
+        namespaces: NamespaceFds,
+    ) -> Result<NetworkConfig, DriverError> {
+        #[cfg(debug_assertions)]
+        if std::env::var("RK_PASTA_TEST_PANIC").as_deref() == Ok("configure") {
+            panic!("RK_PASTA_TEST_PANIC=configure");
+        }
         if self.running.is_some() {
             return Err(DriverError::new(
                 "configure sent twice: this driver runs one pasta per network",
@@ -133,18 +169,7 @@ impl Driver for PastaDriver {
         Ok(config)
     }
 
-    fn watch(&self) -> Option<BorrowedFd<'_>> {
-        self.running.as_ref().map(|r| r.pasta.exit_fd())
-    }
-
-    fn on_watch(&mut self) -> String {
-        match self.running.as_mut() {
-            Some(r) => r.pasta.describe_exit(),
-            None => "pasta is not running".to_owned(),
-        }
-    }
-
-    fn shutdown(&mut self) {
+    fn stop_network(&mut self) {
         let started = std::time::Instant::now();
         if let Some(running) = self.running.take() {
             let Running {

@@ -689,8 +689,7 @@ fn a_udp_server_inside_going_away_leaves_the_driver_network_and_other_ports_up()
 // The fault injection (RK_PASTA_TEST_PANIC) exists in debug builds only.
 #[test]
 fn a_panic_in_the_forwarding_thread_is_reported_and_forwarding_resumes() {
-    let driver = std::fs::read(bin_dir().join("rk-pasta")).unwrap();
-    if !driver.windows(19).any(|w| w == b"RK_PASTA_TEST_PANIC") {
+    if !has_fault_injection() {
         eprintln!("skipped: a release build of rk-pasta has no fault injection");
         return;
     }
@@ -716,6 +715,43 @@ fn a_panic_in_the_forwarding_thread_is_reported_and_forwarding_resumes() {
             && err.contains("rk-pasta: port forwarding starts again"),
         "{err}"
     );
+}
+
+// A panic while the driver serves the core is an error the core shows, not
+// a dead driver (debug builds, where it can be unwound; release builds
+// report it and abort, which the core reports as the driver gone).
+#[test]
+fn a_panic_while_configuring_is_reported_as_an_error_and_leaves_nothing() {
+    if !has_fault_injection() {
+        eprintln!("skipped: a release build of rk-pasta has no fault injection");
+        return;
+    }
+    let mark = marker("cfgpanic");
+    let cmd = rootlesskit_with_env(
+        &[
+            &args(&["--cidr=10.77.8.0/24"])[..],
+            &["--", "sh", "-c", &format!("true {mark}")],
+        ]
+        .concat(),
+        &[("RK_PASTA_TEST_PANIC", "configure")],
+    );
+    let out = output_within(cmd, Duration::from_secs(30));
+    expect_failure(
+        &out,
+        "rk-pasta: internal error (please report it): thread 'main' panicked",
+    );
+    expect_failure(
+        &out,
+        "network driver pasta: internal error while setting up the network (see the message above)",
+    );
+    assert!(wait_until_gone(&mark, 2).is_empty());
+    assert!(wait_until_gone("--address 10.77.8.100", 2).is_empty());
+}
+
+/// Whether the rk-pasta under test has the debug builds' fault injection.
+fn has_fault_injection() -> bool {
+    let driver = std::fs::read(bin_dir().join("rk-pasta")).unwrap();
+    driver.windows(19).any(|w| w == b"RK_PASTA_TEST_PANIC")
 }
 
 /// Threads of process `pid`.
