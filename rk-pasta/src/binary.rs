@@ -33,11 +33,15 @@ pub enum BinaryError {
         source: io::Error,
     },
     #[error(
-        "\"{} {arg}\" timed out after {}s and was killed (pasta answers at once): \
+        "\"{} {arg}\" timed out after {secs}s and was killed (pasta answers at once): \
          check --pasta-binary",
-        path.display(), RUN_TIMEOUT.as_secs()
+        path.display()
     )]
-    Timeout { path: PathBuf, arg: &'static str },
+    Timeout {
+        path: PathBuf,
+        arg: &'static str,
+        secs: f64,
+    },
     #[error(
         "\"{} {arg}\" was killed by signal {signal}{}{}",
         path.display(), signal_name(*signal), quote_output(output)
@@ -90,6 +94,10 @@ pub struct RunOutput {
 /// exit status is reported, not judged: pasta 2023_03_09 exits 1 after
 /// printing its `--help`.
 pub fn run(path: &Path, arg: &'static str) -> Result<RunOutput, BinaryError> {
+    run_within(path, arg, RUN_TIMEOUT)
+}
+
+fn run_within(path: &Path, arg: &'static str, timeout: Duration) -> Result<RunOutput, BinaryError> {
     let spawn_err = |source| BinaryError::Spawn {
         path: path.to_owned(),
         arg,
@@ -108,7 +116,7 @@ pub fn run(path: &Path, arg: &'static str) -> Result<RunOutput, BinaryError> {
         // `cmd` holds our copies of the pipe's write end; they close here so
         // that the reader sees EOF when the program exits.
     };
-    let deadline = Instant::now() + RUN_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let finished = read_until_eof(reader, deadline).and_then(|text| {
         let pidfd = rk_driver::process::pidfd_open(child.id()).ok();
         loop {
@@ -150,6 +158,7 @@ pub fn run(path: &Path, arg: &'static str) -> Result<RunOutput, BinaryError> {
             Err(BinaryError::Timeout {
                 path: path.to_owned(),
                 arg,
+                secs: timeout.as_secs_f64(),
             })
         }
     }
@@ -204,6 +213,18 @@ mod tests {
         );
         let e = resolve("/etc").unwrap_err();
         assert!(matches!(e, BinaryError::NotExecutable(_)), "{e}");
+    }
+
+    #[test]
+    fn a_run_that_hangs_is_killed_and_says_it_timed_out() {
+        let started = Instant::now();
+        let e = run_within(Path::new("/bin/sleep"), "10", Duration::from_millis(300)).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            e.to_string(),
+            "\"/bin/sleep 10\" timed out after 0.3s and was killed (pasta answers at once): \
+             check --pasta-binary"
+        );
     }
 
     #[test]
