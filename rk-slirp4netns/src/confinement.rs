@@ -1,6 +1,7 @@
 //! The driver's confinement once slirp4netns is running (docs/security.md):
 //! from then on the process answers the core on its socket, watches
-//! slirp4netns through a pidfd, drains its stderr on a thread, connects to
+//! slirp4netns through a pidfd, drains its stderr on a thread (started
+//! after this, inside the Landlock domain), connects to
 //! slirp4netns's API socket for the port driver, and at shutdown kills and
 //! reaps slirp4netns. It opens no file and starts no program.
 //!

@@ -109,8 +109,9 @@ impl Driver for Slirp4netns {
             let guest = ip.split('/').next().unwrap_or(ip);
             self.forwards = Some(HostForwards::new(socket, guest));
         }
-        // Set-up is over: from here on the whole process (this thread and
-        // slirp4netns's output thread) keeps only what it still does.
+        // Set-up is over: from here on the whole process keeps only what
+        // it still does; the thread that drains slirp4netns's output starts
+        // after this, inside the Landlock domain.
         let started = std::time::Instant::now();
         let sandbox = crate::confinement::confine();
         debug(format_args!(
@@ -118,6 +119,14 @@ impl Driver for Slirp4netns {
             started.elapsed().as_secs_f64() * 1000.0
         ));
         config.info.insert("sandbox".to_owned(), sandbox);
+        if let Some(slirp) = self.running.as_mut() {
+            if let Err(e) = slirp.follow_output() {
+                eprintln!(
+                    "rk-slirp4netns: warning: cannot start the thread that drains slirp4netns's output ({e}): \
+                     slirp4netns may stall once it has written 64 KiB to stderr"
+                );
+            }
+        }
         Ok(config)
     }
 

@@ -158,8 +158,8 @@ impl Launch<'_> {
         drop(cmd);
         drop((netns, userns, ready_writer, exit_reader));
 
-        let stderr = OutputTail::collect(stderr_reader, "slirp4netns", self.debug)
-            .map_err(setup("stderr reader thread"))?;
+        let stderr = OutputTail::new(stderr_reader, "slirp4netns", self.debug)
+            .map_err(setup("stderr pipe"))?;
         let mut slirp = Slirp {
             exit_writer: Some(exit_writer),
             process,
@@ -173,6 +173,13 @@ impl Launch<'_> {
 impl Slirp {
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    /// Drains slirp4netns's output on a thread from now on: called once
+    /// the driver is confined, so that the thread starts inside its
+    /// Landlock domain.
+    pub fn follow_output(&mut self) -> io::Result<()> {
+        self.stderr.follow()
     }
 
     /// Readable once slirp4netns has exited.
@@ -192,10 +199,15 @@ impl Slirp {
                 });
             }
             let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-            let mut fds = [
+            let mut fds = vec![
                 PollFd::new(ready.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.process.exit_fd(), PollFlags::POLLIN),
             ];
+            // Its output is drained here until the driver, confined, starts
+            // a thread for it (`follow_output`).
+            if let Some(fd) = self.stderr.fd() {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
             match poll(&mut fds, PollTimeout::from(ms)) {
                 Ok(0) | Err(nix::Error::EINTR) => continue,
                 Ok(_) => {}
@@ -206,7 +218,19 @@ impl Slirp {
                     })
                 }
             }
-            let ready_fired = fds[0].revents().is_some_and(|r| !r.is_empty());
+            let fired = |i: usize| {
+                fds.get(i)
+                    .and_then(PollFd::revents)
+                    .is_some_and(|r| !r.is_empty())
+            };
+            let (ready_fired, exit_fired, output_fired) = (fired(0), fired(1), fired(2));
+            drop(fds);
+            if output_fired {
+                self.stderr.drain_now();
+                if !ready_fired && !exit_fired {
+                    continue;
+                }
+            }
             if ready_fired {
                 let mut buf = [0u8; 16];
                 match ready.read(&mut buf) {
