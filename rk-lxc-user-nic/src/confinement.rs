@@ -21,10 +21,10 @@
 use rk_driver::confine::{Calls, Confinement, OnViolation};
 use std::path::Path;
 
-/// The system calls of supervising the guard: a SIGKILL through the pidfd
-/// opened when it was forked (no kill(2); the base group's tgkill, for
-/// raise and abort, still reaches other processes: docs/security.md), and reaping it (wait only ever reaps one's own
-/// children).
+/// The system calls of supervising the guard: SIGKILL through the pidfd
+/// opened when it was forked (no kill(2)), and reaping it (wait only ever
+/// reaps one's own children). The base group's tgkill, kept for raise and
+/// abort, still reaches other processes (docs/security.md).
 pub const SUPERVISE: &[libc::c_long] = &[
     libc::SYS_pidfd_send_signal,
     libc::SYS_wait4,

@@ -13,8 +13,9 @@
 use rk_driver::confine::{Confinement, OnViolation};
 
 /// The system calls of supervising slirp4netns: SIGKILL through the pidfd
-/// opened when it was started (no kill(2); the base group's tgkill, for
-/// raise and abort, still reaches other processes: docs/security.md), and reaping it (wait only ever reaps one's own children).
+/// opened when it was started (no kill(2)), and reaping it (wait only ever
+/// reaps one's own children). The base group's tgkill, kept for raise and
+/// abort, still reaches other processes (docs/security.md).
 pub const SUPERVISE: &[libc::c_long] = &[
     libc::SYS_pidfd_send_signal,
     libc::SYS_wait4,

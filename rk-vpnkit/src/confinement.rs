@@ -9,7 +9,7 @@
 //! send anything) and from vpnkit, so a refused system call kills the whole
 //! process at once (`OnViolation::Kill`, SIGSYS): a call outside this list
 //! means the process is no longer doing what it was written to do, and the
-//! core reports the dead driver ("the driver died") like any other crash.
+//! core reports the dead driver like any other crash.
 //!
 //! This replaces the per-thread filters the pump threads used to install:
 //! a filter on one thread does not contain a thread that shares its
@@ -18,8 +18,9 @@
 use rk_driver::confine::{Calls, Confinement, OnViolation};
 
 /// The system calls of supervising vpnkit: SIGKILL through the pidfd
-/// opened when it was started (no kill(2); the base group's tgkill, for
-/// raise and abort, still reaches other processes: docs/security.md), and reaping it (wait only ever reaps one's own children).
+/// opened when it was started (no kill(2)), and reaping it (wait only ever
+/// reaps one's own children). The base group's tgkill, kept for raise and
+/// abort, still reaches other processes (docs/security.md).
 pub const SUPERVISE: &[libc::c_long] = &[
     libc::SYS_pidfd_send_signal,
     libc::SYS_wait4,
