@@ -125,6 +125,10 @@ mod tests {
         }
     }
 
+    fn landlock() -> bool {
+        rk_driver::confine::kernel_landlock_abi() > 0
+    }
+
     fn temp_dir(tag: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("rk-lxc-confine-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
@@ -164,7 +168,9 @@ mod tests {
         let outside = in_confined_child(driver_policy(Some(&dir)), || {
             open(Path::new("/etc/hostname"))
         });
-        assert_eq!(outside, libc::EACCES, "a file outside the memory directory");
+        // Landlock's refusal (best effort: a kernel without it opens).
+        let expected = if landlock() { libc::EACCES } else { 0 };
+        assert_eq!(outside, expected, "a file outside the memory directory");
         let exec = in_confined_child(driver_policy(Some(&dir)), exec_true);
         assert_eq!(exec, libc::EPERM, "exec, lxc-user-nic included");
         let udp = in_confined_child(driver_policy(Some(&dir)), new_udp_socket);
@@ -184,7 +190,7 @@ mod tests {
     #[test]
     fn without_a_memory_the_driver_may_open_no_file() {
         let code = in_confined_child(driver_policy(None), || open(&std::env::temp_dir()));
-        assert_eq!(code, libc::EACCES);
+        assert_eq!(code, if landlock() { libc::EACCES } else { 0 });
     }
 
     #[test]
