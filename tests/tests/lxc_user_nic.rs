@@ -436,8 +436,7 @@ fn lease_is_renewed_at_t1_and_a_changed_address_is_reported() {
     // The renewal thread runs confined (issue 13): Landlock leaves it the
     // MAC slot's directory, where it remembers the new address.
     assert!(
-        stderr
-            .contains("rk-lxc-user-nic: debug: sandbox: seccomp on, no_new_privs on, landlock "),
+        stderr.contains("rk-lxc-user-nic: debug: sandbox: seccomp on, no_new_privs on, landlock "),
         "{stderr}"
     );
     assert!(
