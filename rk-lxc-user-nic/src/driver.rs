@@ -181,6 +181,9 @@ impl Driver for LxcUserNic {
             started.elapsed().as_secs_f64() * 1000.0
         ));
         config.info.insert("sandbox".to_owned(), sandbox);
+        if let Some(g) = running.guard.as_mut() {
+            g.wait_confined();
+        }
         match Renewer::start(socket, client, lease.address, running.mac.memory()) {
             Ok(r) => running.renewer = Some(r),
             Err(e) => eprintln!("rk-lxc-user-nic: cannot start the DHCP renewal thread: {e}"),

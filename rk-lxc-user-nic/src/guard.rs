@@ -41,6 +41,8 @@ pub struct CleanupGuard {
     /// Opened at once, while set-up may still open one: the confined driver
     /// signals the guard only through it (no kill(2) of a pid).
     pidfd: Option<OwnedFd>,
+    /// Reaches EOF once the guard has confined itself.
+    confined: Option<OwnedFd>,
 }
 
 impl CleanupGuard {
@@ -53,20 +55,23 @@ impl CleanupGuard {
         client: &Client,
     ) -> std::io::Result<Self> {
         let (from_driver, to_guard) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (confined_r, confined_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         // SAFETY: the process is single-threaded here (see above), so the
         // child may run ordinary code.
         match unsafe { fork() }? {
             ForkResult::Child => {
-                drop(to_guard);
+                drop((to_guard, confined_r));
                 let keep = [
                     from_driver.as_raw_fd(),
                     socket.as_raw_fd(),
                     netlink.as_raw_fd(),
+                    confined_w.as_raw_fd(),
                 ];
                 detach(&keep);
                 // Its stderr is closed: what applied is not reported, and
                 // a kernel that refuses leaves it working unconfined.
                 let _ = crate::confinement::guard_policy().apply();
+                drop(confined_w);
                 let mut client = client.clone();
                 let mut byte = [0u8; 1];
                 let released = loop {
@@ -92,13 +97,25 @@ impl CleanupGuard {
                 unsafe { libc::_exit(0) }
             }
             ForkResult::Parent { child } => {
-                drop(from_driver);
+                drop((from_driver, confined_w));
                 Ok(CleanupGuard {
                     pipe: to_guard,
                     pid: child,
                     pidfd: rk_driver::process::pidfd_open(child.as_raw() as u32).ok(),
+                    confined: Some(confined_r),
                 })
             }
+        }
+    }
+
+    /// Waits (up to a second) until the guard has confined itself, so that
+    /// CMD never runs beside an unconfined guard. It confines itself while
+    /// the driver does the same, so this rarely waits at all.
+    pub fn wait_confined(&mut self) {
+        if let Some(fd) = self.confined.take() {
+            use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::from(1000u16));
         }
     }
 
