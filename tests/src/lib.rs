@@ -23,6 +23,8 @@ const BINARIES: &[&str] = &[
     "rk-vpnkit",
     "rk-lxc-user-nic",
     "rk-gvtap",
+    // The builtin port driver's relay, found next to rootlesskit.
+    "rootlesskit-port-builtin",
 ];
 
 fn source_bin_dir() -> PathBuf {
