@@ -276,6 +276,20 @@ impl Confinement {
                 }
             }
         }
+        // Signals to threads: only this process's own (raise, abort), not
+        // the user's other processes (unless Spawn allows kill anyway).
+        if !self.calls.contains(&Calls::Spawn) && !self.extra.contains(&libc::SYS_tgkill) {
+            let own = SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Eq,
+                u64::from(std::process::id()),
+            )
+            .map_err(|e| ConfineError::Build(e.to_string()))?;
+            let rule =
+                SeccompRule::new(vec![own]).map_err(|e| ConfineError::Build(e.to_string()))?;
+            rules.insert(libc::SYS_tgkill, vec![rule]);
+        }
         let refuse = match self.on_violation {
             OnViolation::Kill => SeccompAction::KillProcess,
             OnViolation::Deny => SeccompAction::Errno(libc::EPERM as u32),
@@ -294,12 +308,17 @@ impl Confinement {
     fn apply_landlock(&self) -> Result<i32, ConfineError> {
         use landlock::{
             path_beneath_rules, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr,
-            RulesetStatus, ABI,
+            RulesetStatus, Scope, ABI,
         };
         let abi = ABI::V5;
         let err = |e: landlock::RulesetError| ConfineError::Landlock(e.to_string());
         let status = Ruleset::default()
             .handle_access(AccessFs::from_all(abi))
+            .map_err(err)?
+            // Abstract unix sockets made outside the sandbox (another
+            // program's, e.g. a desktop session's) cannot be connected to
+            // (Landlock ABI 6; ignored below).
+            .scope(Scope::AbstractUnixSocket)
             .map_err(err)?
             .create()
             .map_err(err)?
@@ -661,6 +680,29 @@ mod tests {
             }
         }
         assert_eq!(in_child(Confinement::new(), ptrace_parent), libc::EPERM);
+    }
+
+    #[test]
+    fn signals_to_other_processes_are_refused_but_raise_works() {
+        fn tgkill_parent_then_self() -> i32 {
+            // SAFETY: tgkill with signal 0 only checks permission.
+            let other =
+                unsafe { libc::syscall(libc::SYS_tgkill, libc::getppid(), libc::getppid(), 0) };
+            if other == 0 {
+                return 0;
+            }
+            let e = errno();
+            // SAFETY: signal 0 to our own thread.
+            let own = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::gettid(), 0) };
+            if own != 0 {
+                return 200;
+            }
+            e
+        }
+        assert_eq!(
+            in_child(Confinement::new(), tgkill_parent_then_self),
+            libc::EPERM
+        );
     }
 
     #[test]

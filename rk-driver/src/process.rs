@@ -61,6 +61,27 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
 }
 
+/// Sends `signal` to the process of `pidfd` (no pid reuse race, and the one
+/// call a confined driver keeps for its helpers: `kill(2)` could reach any
+/// process of the user).
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal on a pidfd we hold, with no siginfo.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Waits up to `ms` milliseconds for a pidfd to turn readable (the process
 /// exited); `true` if it did.
 pub fn wait_exit(pidfd: BorrowedFd<'_>, ms: u16) -> bool {
@@ -136,10 +157,22 @@ impl Supervised {
     /// of the exit).
     pub fn kill(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
+            self.signal(libc::SIGKILL);
             let _ = self.child.wait();
         }
         self.killed = true;
+    }
+
+    /// Through the pidfd; `kill(2)` only where the kernel lacks
+    /// pidfd_send_signal (before 5.1).
+    fn signal(&mut self, signal: libc::c_int) {
+        match pidfd_send_signal(self.pidfd.as_fd(), signal) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                // SAFETY: signalling our own unreaped child by pid.
+                unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+            }
+            _ => {}
+        }
     }
 
     /// SIGTERM, up to half a second's grace (woken by the pidfd the moment
@@ -148,13 +181,12 @@ impl Supervised {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
-        // SAFETY: signalling our own unreaped child by pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        self.signal(libc::SIGTERM);
         if wait_exit(self.pidfd.as_fd(), 500) {
             let _ = self.child.wait();
             return;
         }
-        let _ = self.child.kill();
+        self.signal(libc::SIGKILL);
         let _ = self.child.wait();
     }
 }
