@@ -3,6 +3,12 @@ start-up, iperf3 child->host at MTU 1500 and 65520 through the gateway
 mapping, and the driver's resident memory, idle and with 1000 TCP
 connections open.
 
+The mark is the kernel itself: a rootful veth pair. For each MTU, rounds
+alternate between rk-gvtap (with offloads, and with `--net-opt
+offload=false`) and iperf3 over a veth pair root makes for the run (a
+network namespace of its own, 10.199.0.2 -> 10.199.0.1, the host end of the
+pair; nothing else is reached), and ratio rows give gvtap / veth.
+
 RootlessKit 2.0.2 as Debian builds it has no gvisor-tap-vsock driver
 ("unknown network mode"), so "theirs" shows n/a in those rows. The
 comparison that matters is with slirp4netns, the driver a user would
@@ -16,6 +22,7 @@ gateway 10.0.2.1 (slirp4netns: 10.0.2.2).
 
 import os
 import socket
+import statistics
 import subprocess
 import threading
 import time
@@ -214,6 +221,93 @@ def driver_rss_idle(impl):
     return float(driver[0])
 
 
+VETH_NETNS = "rk-bench-gvveth"
+VETH_HOST, VETH_NS = "rkbgv0", "rkbgv1"
+VETH_HOST_IP, VETH_NS_IP = "10.199.0.1", "10.199.0.2"
+
+
+def _root(*argv, check=True):
+    return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=check)
+
+
+class Veth:
+    """A veth pair root makes for the run: one end in a network namespace
+    of its own, the other in the host's, nothing else attached."""
+
+    def __enter__(self):
+        self.__exit__()
+        try:
+            _root("ip", "netns", "add", VETH_NETNS)
+            _root("ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_NS)
+            _root("ip", "link", "set", VETH_NS, "netns", VETH_NETNS)
+            _root("ip", "addr", "add", f"{VETH_HOST_IP}/24", "dev", VETH_HOST)
+            _root("ip", "link", "set", VETH_HOST, "up")
+            inside = ["ip", "netns", "exec", VETH_NETNS]
+            _root(*inside, "ip", "link", "set", "lo", "up")
+            _root(*inside, "ip", "addr", "add", f"{VETH_NS_IP}/24", "dev", VETH_NS)
+            _root(*inside, "ip", "link", "set", VETH_NS, "up")
+        except subprocess.CalledProcessError as e:
+            self.__exit__()
+            raise b.MeasureError(f"setting up the rootful veth: {' '.join(e.cmd)}: {e.stderr.strip()}")
+        return self
+
+    def __exit__(self, *exc):
+        _root("ip", "link", "del", VETH_HOST, check=False)
+        _root("ip", "netns", "del", VETH_NETNS, check=False)
+
+    def iperf(self, mtu):
+        """iperf3 from the namespace's end to the host's end at `mtu`."""
+        _root("ip", "link", "set", VETH_HOST, "mtu", str(mtu))
+        _root("ip", "netns", "exec", VETH_NETNS, "ip", "link", "set", VETH_NS, "mtu", str(mtu))
+        port = b.free_loopback_port()
+        server = subprocess.Popen(
+            ["iperf3", "-s", "-B", VETH_HOST_IP, "-1", "-p", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 5
+            while not _host_listening(port):
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise b.MeasureError(f"iperf3 server did not listen on {VETH_HOST_IP}:{port}")
+                time.sleep(0.05)
+            r = subprocess.run(
+                ["ip", "netns", "exec", VETH_NETNS, "iperf3", "-c", VETH_HOST_IP, "-p", str(port), "-t", str(b.IPERF_SECONDS), "-J"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=b.IPERF_SECONDS + b.RUN_TIMEOUT,
+            )
+            try:
+                import json
+
+                return float(json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"])
+            except (ValueError, KeyError) as e:
+                raise b.MeasureError(f"iperf3 over the veth failed ({e}):\n{b.tail(r.stdout)}{b.tail(r.stderr)}")
+        finally:
+            b.stop_iperf_server(server)
+
+
+def against_veth(impl, mtu):
+    """ROUNDS alternating runs of rk-gvtap (offloads on and off) and the
+    rootful veth at `mtu`; returns the medians as a dict."""
+    _probe_driver(impl)
+    samples = {"gvtap": [], "gvtap-no-offload": [], "veth": []}
+    with Veth() as veth:
+        for r in range(ROUNDS):
+            b.log(f"  round {r + 1}/{ROUNDS} at MTU {mtu}")
+            samples["veth"].append(veth.iperf(mtu))
+            samples["gvtap"].append(b.measure_iperf(impl, [*GVTAP, f"--mtu={mtu}"], "10.0.2.1"))
+            samples["gvtap-no-offload"].append(
+                b.measure_iperf(impl, [*GVTAP, f"--mtu={mtu}", "--net-opt", "offload=false"], "10.0.2.1")
+            )
+    for k, v in samples.items():
+        b.log(f"  {k}: " + " ".join(f"{x / 1e9:.2f}" for x in v) + " Gbit/s")
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
 def section_gvtap(bench):
     def startup(impl):
         _probe_driver(impl)
@@ -240,6 +334,34 @@ def section_gvtap(bench):
             return gv / sv
 
         _measure(bench, f"gvisor-tap-vsock / slirp4netns child->host MTU {mtu}", "x", False, ratio)
+
+    for mtu in (1500, 65520):
+        pairs = {}
+
+        def paired(impl, key, m=mtu):
+            if impl.name not in pairs:
+                try:
+                    pairs[impl.name] = against_veth(impl, m)
+                except b.MeasureError as e:
+                    pairs[impl.name] = e
+            got = pairs[impl.name]
+            if isinstance(got, b.MeasureError):
+                raise got
+            return got[key]
+
+        label = f"child->host MTU {mtu}, alternating rounds (median of {ROUNDS})"
+        g = _measure(bench, f"gvisor-tap-vsock {label}", "Gbit/s", False, lambda i: paired(i, "gvtap"))
+        n = _measure(bench, f"gvisor-tap-vsock offload=false {label}", "Gbit/s", False, lambda i: paired(i, "gvtap-no-offload"))
+        v = _measure(bench, f"rootful veth {label}", "Gbit/s", False, lambda i: paired(i, "veth"))
+        for name, row in (("gvisor-tap-vsock", g), ("offload=false", n)):
+
+            def ratio(impl, row=row, v=v):
+                gv, vv = row.values.get(impl.name), v.values.get(impl.name)
+                if gv is None or not vv:
+                    raise b.MeasureError(row.errors.get(impl.name) or v.errors.get(impl.name) or NO_DRIVER)
+                return gv / vv
+
+            _measure(bench, f"{name} / rootful veth child->host MTU {mtu} (target >= 0.8)", "x", False, ratio)
 
     for pd in ("gvisor-tap-vsock", "builtin"):
         _measure(
