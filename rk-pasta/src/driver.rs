@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 use std::os::fd::BorrowedFd;
 
-pub const CAPABILITIES: [&str; 7] = [
+pub const CAPABILITIES: [&str; 8] = [
     "port-driver:implicit",
     "mtu",
     "cidr",
@@ -22,6 +22,7 @@ pub const CAPABILITIES: [&str; 7] = [
     "ipv6",
     "disable-host-loopback",
     "detach-netns",
+    "sandbox",
 ];
 
 /// The pasta network driver: one pasta per configured network.
@@ -153,14 +154,29 @@ impl PastaDriver {
         // next inherit no_new_privs.
         rk_driver::sandbox::no_new_privs()
             .map_err(|e| user_error(format_args!("setting no_new_privs: {e}")))?;
-        let pasta = starting.wait_ready().map_err(user_error)?;
+        let mut pasta = starting.wait_ready().map_err(user_error)?;
         debug(format_args!("pasta (pid {}) is ready", pasta.pid()));
+        // The answer reads the host's addresses and routes: before the
+        // sandbox, which forbids both.
+        let mut config = answer(&network, &pasta, &probe, &forwarding);
+        // Set-up is over: from here on the whole process keeps only what it
+        // still does (docs/security.md); the threads that drain pasta's log
+        // and forward ports start after this, inside the Landlock domain.
+        let started = std::time::Instant::now();
+        let sandbox = crate::confinement::confine_driver(forwarder.is_some());
+        debug(format_args!(
+            "sandbox: {sandbox} (applied in {:.2} ms)",
+            started.elapsed().as_secs_f64() * 1000.0
+        ));
+        config.info.insert("sandbox".to_owned(), sandbox);
+        pasta
+            .follow_output()
+            .map_err(|e| user_error(format_args!("setting up pasta: log reader thread: {e}")))?;
         let forwarder = forwarder
             .map(AutoForwarder::start)
             .transpose()
             .map_err(|e| user_error(format_args!("starting port forwarding: {e}")))?;
 
-        let config = answer(&network, &pasta, &probe, &forwarding);
         self.running = Some(Running {
             pasta,
             _forwarder: forwarder,

@@ -95,6 +95,10 @@ fn hint(output: &[String]) -> &'static str {
 pub struct Pasta {
     process: Supervised,
     output: Output,
+    /// pasta's log pipe between readiness and [`Pasta::follow_output`]:
+    /// the thread that drains it starts only once the driver is confined,
+    /// so that it runs inside the Landlock domain too.
+    log: Option<OwnedFd>,
 }
 
 /// A pasta that has been started and is setting the namespace up. Nothing
@@ -128,7 +132,25 @@ impl Pasta {
     /// Starts `path ARGS` and waits until the namespace is configured.
     #[cfg(test)]
     pub fn start(path: &Path, args: &[String], debug: bool) -> Result<Pasta, LaunchError> {
-        Pasta::spawn(path, args, Ready::PidLine, debug)?.wait_ready()
+        let mut pasta = Pasta::spawn(path, args, Ready::PidLine, debug)?.wait_ready()?;
+        pasta.follow_output().map_err(|source| LaunchError::Setup {
+            what: "log reader thread",
+            source,
+        })?;
+        Ok(pasta)
+    }
+
+    /// Starts the thread that drains pasta's log from now on (call it
+    /// once set-up is over and the process is confined). Until then the
+    /// pipe holds what pasta writes (64 KiB before pasta would block).
+    pub fn follow_output(&mut self) -> io::Result<()> {
+        match self.log.take() {
+            Some(reader) => {
+                set_nonblocking(reader.as_fd(), false)?;
+                self.output.drain_in_background(reader)
+            }
+            None => Ok(()),
+        }
     }
 
     /// Starts `path ARGS`; [`Starting::wait_ready`] waits for it.
@@ -185,6 +207,7 @@ impl Pasta {
             pasta: Pasta {
                 process,
                 output: Output::new(debug),
+                log: None,
             },
             pid_reader,
             log_reader,
@@ -281,10 +304,8 @@ impl Pasta {
         }
         // Lines written before the pid are in the pipe by now.
         self.read_available(&log_reader);
-        set_nonblocking(log_reader.as_fd(), false).map_err(setup("log pipe"))?;
-        self.output
-            .drain_in_background(log_reader)
-            .map_err(setup("log reader thread"))
+        self.log = Some(log_reader);
+        Ok(())
     }
 
     /// Reads what the log pipe holds without blocking; `false` at EOF.

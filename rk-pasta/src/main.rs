@@ -6,6 +6,7 @@
 
 mod args;
 mod binary;
+mod confinement;
 mod contain;
 mod driver;
 mod launch;

@@ -215,11 +215,28 @@ fn helper_main(parent: libc::pid_t, userns: RawFd, netns: RawFd, channel: OwnedF
     }
     // SAFETY: descriptor 3 is the channel, owned by nothing else now.
     let channel = unsafe { OwnedFd::from_raw_fd(3) };
-    serve(&channel);
+    // The tables are opened below this directory, held open for the
+    // helper's life: Landlock's rule names it, and procfs makes a new
+    // inode for a directory it looks up again once the old one was
+    // evicted, which the rule would no longer match.
+    let Ok(tables) = nix::fcntl::open(
+        crate::confinement::NET_TABLES,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) else {
+        return 1;
+    };
+    // Set-up is over: from here on it only makes sockets and opens the
+    // tables (docs/security.md). A kernel that refuses the filter is
+    // reported, not fatal, as for the driver.
+    if let Err(e) = crate::confinement::helper_policy().apply() {
+        eprintln!("rk-pasta: warning: the namespace helper runs without a sandbox: {e}");
+    }
+    serve(&channel, &tables);
     0
 }
 
-fn serve(channel: &OwnedFd) {
+fn serve(channel: &OwnedFd, tables: &OwnedFd) {
     let fd = channel.as_raw_fd();
     loop {
         let mut req = [0u8; 1];
@@ -229,7 +246,7 @@ fn serve(channel: &OwnedFd) {
             _ => return,
         }
         let made = match Kind::from_byte(req[0]) {
-            Some(kind) => make(kind),
+            Some(kind) => make(kind, tables),
             None => Err(nix::Error::EINVAL),
         };
         let errno = match &made {
@@ -247,7 +264,7 @@ fn serve(channel: &OwnedFd) {
     }
 }
 
-fn make(kind: Kind) -> nix::Result<OwnedFd> {
+fn make(kind: Kind, tables: &OwnedFd) -> nix::Result<OwnedFd> {
     use nix::sys::socket::socket;
     let (family, ty) = match kind {
         Kind::Tcp4 => (AddressFamily::Inet, SockType::Stream),
@@ -271,9 +288,9 @@ fn make(kind: Kind) -> nix::Result<OwnedFd> {
             };
             // /proc/self/net shows the tables of the network namespace this
             // process is in, and an open table stays bound to it.
-            let path = format!("/proc/self/net/{table}");
-            return nix::fcntl::open(
-                path.as_str(),
+            return nix::fcntl::openat(
+                tables,
+                table,
                 nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
                 nix::sys::stat::Mode::empty(),
             );
