@@ -81,7 +81,7 @@ def measure_forward(impl, rk_args, cpu=False):
     ensure_relay(impl)
     host_port = b.free_loopback_port()
     state = tempfile.mkdtemp(prefix="rk-bench-ports-")
-    os.chmod(state, 0o777)
+    os.chmod(state, 0o1777)
     argv = b.as_user(
         [
             impl.rootlesskit,
