@@ -995,3 +995,62 @@ fn field_after<'a>(text: &'a str, key: &str) -> &'a str {
         .find_map(|l| l.strip_prefix(key))
         .unwrap_or_else(|| panic!("no {key:?} line in:\n{text}"))
 }
+
+/// A field of /proc/PID/status (or of a task's), as text.
+fn status_field(path: &str, key: &str) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or("?")
+        .trim()
+        .to_owned()
+}
+
+// Issue 13: while CMD runs, every thread of the driver and its namespace
+// helper is confined (seccomp filter, no_new_privs), and the helper, which
+// joined the child's user namespace and so got every capability there,
+// holds none: the sockets it makes carry no capability to the driver.
+#[test]
+fn the_driver_and_its_helper_run_confined_and_the_helper_holds_no_capability() {
+    let (mut child, rx) = start_with_lines(PASTA, &[], "echo ready; sleep 30");
+    let seen = wait_line(&rx, "ready", 20);
+    std::thread::sleep(Duration::from_millis(300));
+    let drivers = live_drivers(child.id());
+    let mut rows = Vec::new();
+    for pid in &drivers {
+        let cap = status_field(&format!("/proc/{pid}/status"), "CapEff:");
+        for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+        {
+            let status = t.path().join("status");
+            let status = status.to_string_lossy();
+            rows.push((
+                *pid,
+                t.file_name().to_string_lossy().into_owned(),
+                status_field(&status, "Seccomp:"),
+                status_field(&status, "NoNewPrivs:"),
+                cap.clone(),
+            ));
+        }
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    assert!(seen.is_ok(), "CMD did not start: {seen:?}");
+    assert!(
+        drivers.len() >= 2,
+        "expected the driver and its helper: {rows:?}"
+    );
+    // The driver, its log and forwarding threads, and the helper.
+    assert!(rows.len() >= 4, "{rows:?}");
+    for r in &rows {
+        assert_eq!(
+            (r.2.as_str(), r.3.as_str()),
+            ("2", "1"),
+            "not confined: {r:?} of {rows:?}"
+        );
+        assert_eq!(r.4, "0000000000000000", "holds capabilities: {r:?}");
+    }
+}

@@ -188,6 +188,13 @@ fn helper_main(parent: libc::pid_t, userns: RawFd, netns: RawFd, channel: OwnedF
         let _ = nix::unistd::write(channel.as_fd(), &e.to_le_bytes());
         return 1;
     }
+    // Joining the user namespace gave it every capability there, and a
+    // socket remembers the capabilities of whoever opened it: a sock_diag
+    // socket made with CAP_NET_ADMIN could destroy the child's sockets in
+    // the driver's hands (SOCK_DESTROY). Nothing it does needs one.
+    if drop_capabilities().is_err() {
+        return 1;
+    }
     // It starts no program either.
     if rk_driver::sandbox::no_new_privs().is_err() {
         return 1;
@@ -234,6 +241,40 @@ fn helper_main(parent: libc::pid_t, userns: RawFd, netns: RawFd, channel: OwnedF
     }
     serve(&channel, &tables);
     0
+}
+
+/// Empties the effective, permitted and inheritable capability sets.
+fn drop_capabilities() -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capset reads a version-3 header and two data structs, which
+    // live until it returns.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn serve(channel: &OwnedFd, tables: &OwnedFd) {
