@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import bench as b
 
@@ -231,6 +232,51 @@ def section_pasta(bench):
         True,
         lambda impl: many(impl, 1),
     )
+
+    sandbox_on_off(bench)
+
+
+def _with_sandbox(ours, name, mode):
+    """An Impl whose rootlesskit runs ours with RK_SANDBOX=mode (the same
+    one-line wrapper for both sides, so the extra exec costs both alike)."""
+    d = Path(ours.bin_dir).parent / f"pasta-sandbox-{mode}"
+    d.mkdir(parents=True, exist_ok=True)
+    w = d / "rootlesskit"
+    w.write_text(f'#!/bin/sh\nexec env RK_SANDBOX={mode} {ours.rootlesskit} "$@"\n')
+    os.chmod(w, 0o755)
+    os.chmod(d, 0o755)
+    return b.Impl(name, d)
+
+
+def sandbox_on_off(bench):
+    """rk-pasta's sandbox (docs/security.md) on against off, in the same
+    run, taking turns: the "ours" column is on, "theirs" off, the ratio
+    on/off (the target: start-up within 1 ms, throughput within 3 %)."""
+    ours = next((i for i in bench.impls if i.name == "ours"), None)
+    if ours is None or ours.error:
+        b.log("pasta sandbox: ours is not available; skipped")
+        return
+    sub = b.Bench([_with_sandbox(ours, "ours", "on"), _with_sandbox(ours, "theirs", "off")], bench.runs)
+    for label, rk_args in [
+        ("--net=pasta", ["--net=pasta", "--disable-host-loopback"]),
+        ("--net=pasta --port-driver=implicit", [*IMPLICIT, "--disable-host-loopback"]),
+    ]:
+        sub.measure(
+            "pasta",
+            f"{label} true, sandbox on (ours) / off (theirs) (median of {bench.runs})",
+            "ms",
+            True,
+            lambda impl, a=rk_args: b.measure_startup(impl, a, bench.runs),
+        )
+    sub.measure(
+        "pasta",
+        f"host->child via implicit port, sandbox on / off (median of {b.IPERF_ROUNDS})",
+        "Gbit/s",
+        False,
+        measure_host_to_child,
+        rounds=b.IPERF_ROUNDS,
+    )
+    bench.rows.extend(sub.rows)
 
 
 SECTIONS = {"pasta": section_pasta}
