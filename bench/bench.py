@@ -87,7 +87,11 @@ def prepare_impls(args, work):
         for p in sorted(ours_src.glob("*"))
         if p.is_file()
         and os.access(p, os.X_OK)
-        and (p.name in ("rootlesskit", "rootlessctl") or p.name.startswith("rk-"))
+        and (
+            p.name in ("rootlesskit", "rootlessctl")
+            or p.name.startswith("rk-")
+            or p.name.startswith("rootlesskit-port-")
+        )
     ]
     if not any(p.name == "rootlesskit" for p in files):
         ours.error = f"no rootlesskit binary in {ours_src}"

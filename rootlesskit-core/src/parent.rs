@@ -23,6 +23,8 @@ pub fn run(settings: Settings) -> Result<i32, String> {
         NetMode::Driver(name) => Some(crate::discovery::find(name, &settings.net_name)?),
         _ => None,
     };
+    // The builtin port driver's relay, before any namespace exists.
+    crate::ports::find_relay(&settings)?;
     let idmaps = IdMaps::lookup(&settings.subid_source)?;
     let state = StateDir::open(settings.state_dir.as_deref())?;
     debug(&settings, &format!("state dir {}", state.path().display()));

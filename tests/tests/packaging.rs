@@ -100,11 +100,11 @@ fn built(tag: &str) -> Built {
         &["docs", "licences", "NO_BUILD=1", &gen_arg, &build_arg],
     );
     let bin = user_temp_dir(&format!("{tag}-bin"));
-    for d in drivers()
-        .iter()
-        .map(|d| d.binary.as_str())
-        .chain(["rootlesskit", "rootlessctl"])
-    {
+    for d in drivers().iter().map(|d| d.binary.as_str()).chain([
+        "rootlesskit",
+        "rootlessctl",
+        "rootlesskit-port-builtin",
+    ]) {
         std::fs::copy(build_dir().join(d), bin.join(d))
             .unwrap_or_else(|e| panic!("copying {d}: {e}"));
     }
