@@ -4,6 +4,7 @@
 //! sockets. It needs no external program. See docs/gvisor-tap-vsock.md.
 
 mod buffers;
+mod confinement;
 mod device;
 mod dns;
 mod engine;
@@ -17,7 +18,6 @@ mod policy;
 mod ports;
 mod ratelog;
 mod resolv;
-mod sandbox;
 mod slab;
 mod sys;
 mod tap;
@@ -60,6 +60,7 @@ impl Driver for Gvtap {
     fn info(&self) -> DriverInfo {
         let mut info = DriverInfo::new("gvtap", env!("CARGO_PKG_VERSION"));
         info.capabilities = [
+            "sandbox",
             "ifname",
             "cidr",
             "mtu",
@@ -108,14 +109,15 @@ impl Driver for Gvtap {
             limits,
             vnet,
         )?;
+        // Set-up is over: the whole process is confined before the network
+        // thread starts, so that Landlock covers it too.
+        let sandbox = confinement::apply()
+            .map_err(|e| DriverError::new(format!("confining rk-gvtap: {e}")))?;
         let error = Arc::new(Mutex::new(None));
         let (error2, died2) = (error.clone(), died.try_clone()?);
         let thread = std::thread::Builder::new()
             .name("rk-gvtap-net".into())
             .spawn(move || {
-                if let Err(e) = sandbox::confine_network_thread() {
-                    eprintln!("rk-gvtap: warning: running without a seccomp filter: {e}");
-                }
                 if let Err(e) = engine.run() {
                     *error2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                     sys::signal(&died2);
@@ -137,6 +139,7 @@ impl Driver for Gvtap {
             "rk-gvtap (smoltcp userspace stack with NAT)".into(),
         );
         info.insert("host_loopback".into(), plan.host_loopback.to_string());
+        info.insert("sandbox".into(), sandbox.to_string());
         info.insert(
             "limits".into(),
             format!("{} TCP, {} UDP flows", limits.tcp, limits.udp),

@@ -1,0 +1,116 @@
+//! rk-gvtap's whole-process confinement (docs/security.md), applied in
+//! `configure` once the tap exists and before the network thread starts,
+//! so that Landlock covers every thread.
+//!
+//! The NAT opens IPv4 and IPv6 sockets wherever the guest asks (that is its
+//! job; the destination policy in policy.rs decides which), reads the
+//! host's resolv.conf again when it changes, and the port driver binds
+//! listeners on the host. Nothing else: no files but resolv.conf, no exec,
+//! no new processes, no namespaces, no netlink or packet sockets. The
+//! network thread parses frames from the guest, so a refused call kills
+//! the process (`Kill`): it means the process no longer runs our code.
+
+use rk_driver::confine::{Calls, Confinement, OnViolation, Report};
+use std::path::{Path, PathBuf};
+
+/// What the NAT reads: /etc (resolv.conf is replaced by new files, so the
+/// directory, not the file) and, when resolv.conf is a link, the directory
+/// of what it points to.
+fn resolver_paths() -> Vec<PathBuf> {
+    let mut paths = vec![PathBuf::from("/etc")];
+    if let Ok(target) = std::fs::canonicalize("/etc/resolv.conf") {
+        if let Some(dir) = target.parent().filter(|d| *d != Path::new("/etc")) {
+            paths.push(dir.to_path_buf());
+        }
+    }
+    paths
+}
+
+pub fn policy() -> Confinement {
+    let mut c = Confinement::new()
+        .allow(Calls::Files)
+        // FIONBIO (non-blocking sockets), FIONREAD.
+        .allow(Calls::Ioctl)
+        .socket_families(&[libc::AF_INET, libc::AF_INET6])
+        .on_violation(OnViolation::Kill);
+    for p in resolver_paths() {
+        c = c.read(p);
+    }
+    c
+}
+
+pub fn apply() -> Result<Report, String> {
+    policy().apply().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Forks; the child applies the policy, runs `probe` and exits with its
+    /// result; a signal death is 1000 + the signal.
+    fn in_child(probe: fn() -> i32) -> i32 {
+        // SAFETY: fork in a test; the child applies the policy, makes the
+        // probe's calls and _exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                let code = if apply().is_ok() { probe() } else { 100 };
+                // SAFETY: leave without the test harness.
+                unsafe { libc::_exit(code) }
+            }
+            pid if pid > 0 => {
+                let mut status = 0;
+                // SAFETY: waiting for our child.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else {
+                    1000 + libc::WTERMSIG(status)
+                }
+            }
+            _ => panic!("fork failed"),
+        }
+    }
+
+    #[test]
+    fn resolv_conf_and_inet_sockets_work() {
+        fn probe() -> i32 {
+            if std::fs::read_to_string("/etc/resolv.conf").is_err() {
+                return 1;
+            }
+            if std::net::UdpSocket::bind("127.0.0.1:0").is_err() {
+                return 2;
+            }
+            if std::net::TcpListener::bind("[::1]:0").is_err()
+                && std::net::TcpListener::bind("127.0.0.1:0").is_err()
+            {
+                return 3;
+            }
+            0
+        }
+        assert_eq!(in_child(probe), 0);
+    }
+
+    #[test]
+    fn a_netlink_socket_kills_the_process() {
+        fn probe() -> i32 {
+            // SAFETY: socket(2) with constant arguments.
+            unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, 0) };
+            0
+        }
+        assert_eq!(in_child(probe), 1000 + libc::SIGSYS);
+    }
+
+    #[test]
+    fn files_outside_etc_are_refused() {
+        fn probe() -> i32 {
+            match std::fs::File::open("/proc/self/status") {
+                Ok(_) => 0,
+                Err(e) => e.raw_os_error().unwrap_or(1),
+            }
+        }
+        if rk_driver::confine::kernel_landlock_abi() > 0 {
+            assert_eq!(in_child(probe), libc::EACCES);
+        }
+    }
+}
