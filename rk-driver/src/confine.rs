@@ -245,6 +245,20 @@ impl Confinement {
         })
     }
 
+    /// [`apply`](Self::apply) for a process that keeps running without a
+    /// sandbox when the kernel refuses one: the report as a sentence (for
+    /// `--debug` and a driver's `sandbox` info), or `off: REASON` after a
+    /// warning on stderr that names `who`.
+    pub fn apply_or_warn(&self, who: &str) -> String {
+        match self.apply() {
+            Ok(report) => report.to_string(),
+            Err(e) => {
+                eprintln!("{who}: warning: running without a sandbox: {e}");
+                format!("off: {e}")
+            }
+        }
+    }
+
     /// The BPF program of the system-call allow-list.
     pub fn program(&self) -> Result<BpfProgram, ConfineError> {
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
@@ -542,6 +556,37 @@ const SPAWN: &[libc::c_long] = &[
     libc::SYS_vfork,
 ];
 
+/// For tests of a policy: forks; the child applies `policy` (exit status
+/// 100 if seccomp could not be installed) and runs `probe`, whose result
+/// is its exit status. Returns that status, or 1000 + the signal that
+/// killed the child (e.g. SIGSYS under [`OnViolation::Kill`]).
+pub fn run_confined(policy: &Confinement, probe: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the caller may be multi-threaded (a test harness); the child
+    // only applies the policy, runs the probe and _exits, without running
+    // the parent's destructors.
+    match unsafe { libc::fork() } {
+        0 => {
+            let code = match policy.apply() {
+                Ok(r) if r.seccomp => probe(),
+                _ => 100,
+            };
+            // SAFETY: leave without running the harness's code.
+            unsafe { libc::_exit(code) }
+        }
+        pid if pid > 0 => {
+            let mut status = 0;
+            // SAFETY: waiting for the child just forked.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                1000 + libc::WTERMSIG(status)
+            }
+        }
+        _ => panic!("fork failed: {}", std::io::Error::last_os_error()),
+    }
+}
+
 /// `Seccomp:` and `NoNewPrivs:` of every task of process `pid`, from
 /// /proc (for tests and `--debug`): (tid, seccomp mode, no_new_privs).
 pub fn task_status(pid: u32) -> Vec<(u32, u32, u32)> {
@@ -572,32 +617,8 @@ pub fn task_status(pid: u32) -> Vec<(u32, u32, u32)> {
 mod tests {
     use super::*;
 
-    /// Forks; the child applies `policy` and then runs `probe`, whose
-    /// result (an errno, or 0 for success) is its exit status.
     fn in_child(policy: Confinement, probe: fn() -> i32) -> i32 {
-        // SAFETY: fork in a test; the child only applies the policy, makes
-        // the probe's system calls and _exits.
-        match unsafe { libc::fork() } {
-            0 => {
-                let code = match policy.apply() {
-                    Ok(_) => probe(),
-                    Err(_) => 100,
-                };
-                // SAFETY: leave without running the test harness's code.
-                unsafe { libc::_exit(code) }
-            }
-            pid if pid > 0 => {
-                let mut status = 0;
-                // SAFETY: waiting for the child we just forked.
-                unsafe { libc::waitpid(pid, &mut status, 0) };
-                if libc::WIFEXITED(status) {
-                    libc::WEXITSTATUS(status)
-                } else {
-                    1000 + libc::WTERMSIG(status)
-                }
-            }
-            _ => panic!("fork failed"),
-        }
+        run_confined(&policy, probe)
     }
 
     fn errno() -> i32 {

@@ -47,29 +47,8 @@ pub fn apply() -> Result<Report, String> {
 mod tests {
     use super::*;
 
-    /// Forks; the child applies the policy, runs `probe` and exits with its
-    /// result; a signal death is 1000 + the signal.
     fn in_child(probe: fn() -> i32) -> i32 {
-        // SAFETY: fork in a test; the child applies the policy, makes the
-        // probe's calls and _exits.
-        match unsafe { libc::fork() } {
-            0 => {
-                let code = if apply().is_ok() { probe() } else { 100 };
-                // SAFETY: leave without the test harness.
-                unsafe { libc::_exit(code) }
-            }
-            pid if pid > 0 => {
-                let mut status = 0;
-                // SAFETY: waiting for our child.
-                unsafe { libc::waitpid(pid, &mut status, 0) };
-                if libc::WIFEXITED(status) {
-                    libc::WEXITSTATUS(status)
-                } else {
-                    1000 + libc::WTERMSIG(status)
-                }
-            }
-            _ => panic!("fork failed"),
-        }
+        rk_driver::confine::run_confined(&policy(), probe)
     }
 
     #[test]

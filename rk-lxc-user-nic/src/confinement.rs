@@ -59,13 +59,7 @@ pub fn guard_policy() -> Confinement {
 /// `sandbox` entry of the configured answer. A kernel that refuses is
 /// reported, not fatal.
 pub fn confine(policy: &Confinement) -> String {
-    match policy.apply() {
-        Ok(report) => report.to_string(),
-        Err(e) => {
-            eprintln!("rk-lxc-user-nic: warning: running without a sandbox: {e}");
-            format!("off: {e}")
-        }
-    }
+    policy.apply_or_warn("rk-lxc-user-nic")
 }
 
 #[cfg(test)]
@@ -73,32 +67,8 @@ mod tests {
     use super::*;
     use std::net::UdpSocket;
 
-    /// Forks; the child applies `policy` and runs `probe`, whose result is
-    /// its exit status (a signal shows as 1000 + its number).
     fn in_confined_child(policy: Confinement, probe: impl FnOnce() -> i32) -> i32 {
-        // SAFETY: the child only applies the policy, runs the probe (glibc
-        // resets its allocator locks in a forked child) and _exits.
-        match unsafe { libc::fork() } {
-            0 => {
-                let code = match policy.apply() {
-                    Ok(r) if r.seccomp => probe(),
-                    _ => 100,
-                };
-                // SAFETY: leave without running the harness's code.
-                unsafe { libc::_exit(code) }
-            }
-            pid if pid > 0 => {
-                let mut status = 0;
-                // SAFETY: waiting for the child just forked.
-                unsafe { libc::waitpid(pid, &mut status, 0) };
-                if libc::WIFEXITED(status) {
-                    libc::WEXITSTATUS(status)
-                } else {
-                    1000 + libc::WTERMSIG(status)
-                }
-            }
-            _ => panic!("fork failed"),
-        }
+        rk_driver::confine::run_confined(&policy, probe)
     }
 
     fn errno_of(e: std::io::Error) -> i32 {

@@ -71,13 +71,7 @@ pub fn helper_policy() -> Confinement {
 /// for the `sandbox` entry of the configured answer. A kernel that
 /// refuses is reported, not fatal.
 pub fn confine_driver(forwards: bool) -> String {
-    match driver_policy(forwards).apply() {
-        Ok(report) => report.to_string(),
-        Err(e) => {
-            eprintln!("rk-pasta: warning: running without a sandbox: {e}");
-            format!("off: {e}")
-        }
-    }
+    driver_policy(forwards).apply_or_warn("rk-pasta")
 }
 
 #[cfg(test)]
@@ -86,34 +80,8 @@ mod tests {
     use std::io::{Read, Write};
     use std::os::fd::{FromRawFd, OwnedFd};
 
-    /// Forks; the child applies `policy` and runs `probe`, whose result is
-    /// its exit status (a signal shows as 1000 + its number).
     fn in_confined_child(policy: Confinement, probe: impl FnOnce() -> i32) -> i32 {
-        // SAFETY: the test process may be multi-threaded; the child only
-        // applies the policy, runs the probe (which allocates: the test
-        // harness's threads hold no allocator lock while they wait) and
-        // _exits.
-        match unsafe { libc::fork() } {
-            0 => {
-                let code = match policy.apply() {
-                    Ok(r) if r.seccomp => probe(),
-                    _ => 100,
-                };
-                // SAFETY: leave without running the harness's code.
-                unsafe { libc::_exit(code) }
-            }
-            pid if pid > 0 => {
-                let mut status = 0;
-                // SAFETY: waiting for the child just forked.
-                unsafe { libc::waitpid(pid, &mut status, 0) };
-                if libc::WIFEXITED(status) {
-                    libc::WEXITSTATUS(status)
-                } else {
-                    1000 + libc::WTERMSIG(status)
-                }
-            }
-            _ => panic!("fork failed"),
-        }
+        rk_driver::confine::run_confined(&policy, probe)
     }
 
     fn errno_of(e: std::io::Error) -> i32 {

@@ -143,29 +143,7 @@ mod tests {
     /// Forks; the child applies the relay's policy and runs `probe`, whose
     /// result (0 or an errno) is its exit status.
     fn confined(probe: fn() -> i32) -> i32 {
-        // SAFETY: the child only applies the policy, runs the probe and
-        // calls _exit; the parent waits for it.
-        match unsafe { libc::fork() } {
-            0 => {
-                let code = match policy().apply() {
-                    Ok(r) if r.seccomp && r.no_new_privs => probe(),
-                    _ => 100,
-                };
-                // SAFETY: ends the forked child without running destructors.
-                unsafe { libc::_exit(code) }
-            }
-            pid if pid > 0 => {
-                let mut status = 0;
-                // SAFETY: waiting for our own child.
-                unsafe { libc::waitpid(pid, &mut status, 0) };
-                if libc::WIFEXITED(status) {
-                    libc::WEXITSTATUS(status)
-                } else {
-                    1000 + libc::WTERMSIG(status)
-                }
-            }
-            _ => panic!("fork failed"),
-        }
+        rk_driver::confine::run_confined(&policy(), probe)
     }
 
     fn errno_of(r: libc::c_int) -> i32 {
