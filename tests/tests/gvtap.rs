@@ -432,9 +432,14 @@ fn transfer_checks_out(args: &[&str], len: u64, secs: u64) {
     let sum_file = dir.join("sent.sum");
     let (port, mut server) = random_data_server(len, &sum_file);
     let started = Instant::now();
-    let out = expect_success(&run_sh(
-        args,
-        &format!("socat -u TCP:10.0.2.1:{port} - | sha256sum | cut -d' ' -f1"),
+    let mut all: Vec<&str> = args.to_vec();
+    let script = format!("socat -u TCP:10.0.2.1:{port} - | sha256sum | cut -d' ' -f1");
+    all.extend(["--", "sh", "-c", &script]);
+    // A stalled transfer fails the test (and the server goes with it)
+    // instead of hanging the suite.
+    let out = expect_success(&output_within(
+        rootlesskit(&all),
+        Duration::from_secs(secs + 60),
     ));
     let took = started.elapsed();
     server.0.wait().unwrap();
