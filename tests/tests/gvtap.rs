@@ -728,6 +728,8 @@ fn port_driver_forwards_host_tcp_into_the_guest_and_resets_when_nothing_listens(
     let mut child = spawn_sh(
         &[
             NET,
+            // Its own pid namespace: killing rootlesskit ends the servers inside.
+            "--pidns",
             "--disable-host-loopback",
             "--port-driver=gvisor-tap-vsock",
             &format!("--publish=127.0.0.1:{open}:80/tcp"),
@@ -1128,6 +1130,8 @@ fn port_driver_forwards_udp_both_ways_with_builtins_protocols() {
     let mut child = spawn_sh(
         &[
             NET,
+            // Its own pid namespace: killing rootlesskit ends the servers inside.
+            "--pidns",
             "--disable-host-loopback",
             "--port-driver=gvisor-tap-vsock",
             &format!("--publish=127.0.0.1:{udp}:5300/udp"),
@@ -1205,6 +1209,8 @@ fn port_driver_udp_port_can_be_removed_and_published_again() {
     let mut child = spawn_sh(
         &[
             NET,
+            // Its own pid namespace: killing rootlesskit ends the servers inside.
+            "--pidns",
             "--port-driver=gvisor-tap-vsock",
             &format!("--state-dir={}/state", dir.display()),
         ],
