@@ -135,17 +135,7 @@ impl CleanupGuard {
                 "rk-lxc-user-nic: the cleanup guard (pid {}) did not finish within {} ms; killing it",
                 self.pid, FINISH_TIMEOUT_MS
             );
-            // SAFETY: pidfd_send_signal on the guard's pidfd, which we own;
-            // no siginfo.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    fd.as_raw_fd(),
-                    libc::SIGKILL,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0u32,
-                )
-            };
+            let _ = rk_driver::process::pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
         }
         // Without a pidfd (kernel before 5.3) this blocks until it is done.
         let _ = waitpid(self.pid, None);

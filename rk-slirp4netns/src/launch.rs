@@ -281,7 +281,7 @@ impl Slirp {
         // Through its pidfd, not kill(2): the confined driver may signal no
         // other process (docs/security.md).
         if let Ok(None) = self.process.try_wait() {
-            if sigkill_through_pidfd(self.process.exit_fd()).is_ok() {
+            if rk_driver::process::pidfd_send_signal(self.process.exit_fd(), libc::SIGKILL).is_ok() {
                 rk_driver::process::wait_exit(self.process.exit_fd(), 2000);
             }
         }
@@ -303,24 +303,6 @@ impl Drop for Slirp {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// SIGKILL to the process a pidfd refers to (Linux 5.1).
-fn sigkill_through_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: pidfd_send_signal on a pidfd we hold, without siginfo.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0u32,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// A close-on-exec pipe: (read end, write end).

@@ -124,7 +124,7 @@ impl Vpnkit {
         // only reaps it.
         if let Ok(None) = self.process.try_wait() {
             let fd = self.process.exit_fd();
-            if sigkill_through_pidfd(fd).is_ok() {
+            if rk_driver::process::pidfd_send_signal(fd, libc::SIGKILL).is_ok() {
                 // A SIGKILLed process goes at once; bounded all the same.
                 for _ in 0..10 {
                     if rk_driver::process::wait_exit(fd, 1000) {
@@ -142,25 +142,6 @@ impl Vpnkit {
             );
         }
     }
-}
-
-/// SIGKILL to the process a pidfd refers to (Linux 5.1).
-fn sigkill_through_pidfd(pidfd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: pidfd_send_signal on a pidfd we hold, without siginfo.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0u32,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// The program to run, found with the SDK's lookup: a bare name only in
