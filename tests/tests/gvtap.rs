@@ -295,8 +295,11 @@ fn a_thousand_parallel_connections_all_succeed_and_descriptors_return() {
     let started = Instant::now();
     touch(&dir, "go1");
     let seen = wait_for_line(&mut out, "closed", 90);
-    assert!(seen.contains("open 1000 ok 1000"), "{seen}");
-    assert!(started.elapsed() < Duration::from_secs(60), "{seen}");
+    assert!(
+        seen.contains("open 1000 ok 1000"),
+        "{seen} (after {:?})",
+        started.elapsed()
+    );
     let back = eventually(20, || fd_count(driver) <= baseline);
     assert!(
         back,
@@ -427,6 +430,8 @@ fn random_data_server(len: u64, sum_file: &Path) -> (u16, Server) {
     (port, child)
 }
 
+/// `secs` bounds a stalled transfer (it fails instead of hanging); speed
+/// itself is measured in bench/, not asserted here.
 fn transfer_checks_out(args: &[&str], len: u64, secs: u64) {
     let dir = user_temp_dir("gvbig");
     let sum_file = dir.join("sent.sum");
@@ -437,35 +442,32 @@ fn transfer_checks_out(args: &[&str], len: u64, secs: u64) {
     all.extend(["--", "sh", "-c", &script]);
     // A stalled transfer fails the test (and the server goes with it)
     // instead of hanging the suite.
-    let out = expect_success(&output_within(
-        rootlesskit(&all),
-        Duration::from_secs(secs + 60),
-    ));
-    let took = started.elapsed();
+    let out = expect_success(&output_within(rootlesskit(&all), Duration::from_secs(secs)));
     server.0.wait().unwrap();
     let sent = eventually(10, || {
         std::fs::read_to_string(&sum_file).is_ok_and(|s| s.trim().len() == 64)
     });
     assert!(sent);
     let want = std::fs::read_to_string(&sum_file).unwrap();
-    assert_eq!(out.trim(), want.trim(), "sha256 differs after {len} bytes");
-    assert!(
-        took < Duration::from_secs(secs),
-        "{len} bytes took {took:?}"
+    assert_eq!(
+        out.trim(),
+        want.trim(),
+        "sha256 differs after {len} bytes ({:?})",
+        started.elapsed()
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn two_gib_from_the_host_arrive_intact() {
-    transfer_checks_out(&[NET], 2 << 30, 60);
+    transfer_checks_out(&[NET], 2 << 30, 600);
 }
 
 #[test]
 fn mtu_1500_is_set_and_carries_a_transfer() {
     let out = expect_success(&run_sh(&[NET, "--mtu=1500"], "cat /sys/class/net/tap0/mtu"));
     assert_eq!(out.trim(), "1500");
-    transfer_checks_out(&[NET, "--mtu=1500"], 256 << 20, 40);
+    transfer_checks_out(&[NET, "--mtu=1500"], 256 << 20, 300);
 }
 
 #[test]
