@@ -281,7 +281,8 @@ impl Slirp {
         // Through its pidfd, not kill(2): the confined driver may signal no
         // other process (docs/security.md).
         if let Ok(None) = self.process.try_wait() {
-            if rk_driver::process::pidfd_send_signal(self.process.exit_fd(), libc::SIGKILL).is_ok() {
+            if rk_driver::process::pidfd_send_signal(self.process.exit_fd(), libc::SIGKILL).is_ok()
+            {
                 rk_driver::process::wait_exit(self.process.exit_fd(), 2000);
             }
         }

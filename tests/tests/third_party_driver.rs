@@ -19,11 +19,14 @@ const PYSLIRP_VERSION: &str = "1.0.0";
 fn driver_dir(name: &str) -> PathBuf {
     let file = format!("rk-{name}");
     let top = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let source = [top.join("../examples/drivers"), top.join("fixtures/drivers")]
-        .into_iter()
-        .map(|d| d.join(&file))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("no driver {file} in examples/drivers or tests/fixtures/drivers"));
+    let source = [
+        top.join("../examples/drivers"),
+        top.join("fixtures/drivers"),
+    ]
+    .into_iter()
+    .map(|d| d.join(&file))
+    .find(|p| p.exists())
+    .unwrap_or_else(|| panic!("no driver {file} in examples/drivers or tests/fixtures/drivers"));
     let dir = user_temp_dir(name);
     std::fs::copy(&source, dir.join(&file))
         .unwrap_or_else(|e| panic!("copying {}: {e}", source.display()));
