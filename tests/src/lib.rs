@@ -49,15 +49,52 @@ pub fn bin_dir() -> &'static Path {
         );
         let dir = std::env::temp_dir().join(format!("rk-tests-bin-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        remove_at_exit(&dir);
         for b in BINARIES {
             let from = src.join(b);
             if from.is_file() {
-                std::fs::copy(&from, dir.join(b)).unwrap();
+                link_or_copy(&from, &dir.join(b));
             }
         }
         chmod(&dir, 0o755);
         dir
     })
+}
+
+/// A hard link of `from` at `to` (no space used: the test binaries are
+/// hundreds of MiB in a debug build), or a copy where linking is not
+/// possible (another filesystem).
+pub fn link_or_copy(from: &Path, to: &Path) {
+    let _ = std::fs::remove_file(to);
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to)
+            .unwrap_or_else(|e| panic!("copying {} to {}: {e}", from.display(), to.display()));
+    }
+}
+
+/// Directories this test process made, removed when it exits (libtest
+/// exits normally after the last test, failed or not), so that runs do not
+/// pile up in /tmp.
+static TO_REMOVE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn remove_registered() {
+    let dirs = std::mem::take(&mut *TO_REMOVE.lock().unwrap_or_else(|p| p.into_inner()));
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Removes `dir` (and what is below it) when the test process exits.
+pub fn remove_at_exit(dir: &Path) {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: atexit with a function that only removes directories.
+        unsafe { libc::atexit(remove_registered) };
+    });
+    TO_REMOVE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(dir.to_path_buf());
 }
 
 pub fn chmod(path: &Path, mode: u32) {
@@ -171,6 +208,7 @@ pub fn user_temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rk-t-{tag}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    remove_at_exit(&dir);
     // Sticky, like /tmp: rootlesskit refuses a state dir whose parent others
     // could rename it out of.
     chmod(&dir, 0o1777);

@@ -96,7 +96,7 @@ fn messages_use_the_name_the_user_typed() {
     let dir = user_temp_dir("nodrv");
     // Only the empty directory and system dirs: rk-gvtap is not found.
     let bin = dir.join("rootlesskit");
-    std::fs::copy(bin_dir().join("rootlesskit"), &bin).unwrap();
+    link_or_copy(&bin_dir().join("rootlesskit"), &bin);
     chmod(&bin, 0o755);
     let out = as_test_user(bin.to_str().unwrap())
         .args(["--net=gvisor-tap-vsock", "true"])

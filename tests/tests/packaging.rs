@@ -105,8 +105,7 @@ fn built(tag: &str) -> Built {
         "rootlessctl",
         "rootlesskit-port-builtin",
     ]) {
-        std::fs::copy(build_dir().join(d), bin.join(d))
-            .unwrap_or_else(|e| panic!("copying {d}: {e}"));
+        link_or_copy(&build_dir().join(d), &bin.join(d));
     }
     chmod_tree(&gen);
     Built { bin, gen }

@@ -814,7 +814,7 @@ fn builtin_relay_is_its_own_confined_executable_also_when_started_late() {
 fn builtin_without_its_relay_fails_naming_the_file_and_the_package() {
     // rootlesskit alone in a directory, nothing on the search path.
     let dir = user_temp_dir("lone-rootlesskit");
-    std::fs::copy(bin_dir().join("rootlesskit"), dir.join("rootlesskit")).unwrap();
+    link_or_copy(&bin_dir().join("rootlesskit"), &dir.join("rootlesskit"));
     chmod(&dir.join("rootlesskit"), 0o755);
     let env = [("PATH", "/usr/bin:/bin"), ("ROOTLESSKIT_DRIVER_PATH", "")];
     let m = marker("no-relay");
