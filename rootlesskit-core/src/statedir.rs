@@ -299,18 +299,16 @@ fn take_lock(dir: &OwnedFd, path: &Path) -> Result<(Flock<File>, bool), String> 
                 st.st_uid
             ));
         }
-        let lock = Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock).map_err(
-            |(_, e)| {
-                if e == Errno::EWOULDBLOCK {
-                    format!(
-                        "state dir {} is in use by another running rootlesskit: stop it or choose another --state-dir",
-                        path.display()
-                    )
-                } else {
-                    format!("locking {}: {e}", lock_path.display())
-                }
-            },
-        )?;
+        let lock = lock_patiently(File::from(fd)).map_err(|e| {
+            if e == Errno::EWOULDBLOCK {
+                format!(
+                    "state dir {} is in use by another running rootlesskit: stop it or choose another --state-dir",
+                    path.display()
+                )
+            } else {
+                format!("locking {}: {e}", lock_path.display())
+            }
+        })?;
         // The holder before us may have unlinked the file we locked.
         match fstatat(dir.as_fd(), LOCK, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(named) if (named.st_dev, named.st_ino) == (st.st_dev, st.st_ino) => {
@@ -398,3 +396,27 @@ fn make_temp_dir() -> Result<walk::Opened, String> {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// How long a held lock is waited for: a rootlesskit just killed with
+/// `kill -9` holds it until the kernel has finished its exit (its driver's
+/// tap device going away can take a moment), and a restart right after the
+/// kill (RootlessKit's own integration-restart.sh does that) must not be
+/// told the directory is in use.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The exclusive lock, waiting up to [`LOCK_PATIENCE`] for a holder that is
+/// going away; EWOULDBLOCK if it is still held then.
+fn lock_patiently(file: File) -> Result<Flock<File>, Errno> {
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    let mut file = file;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((f, Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                file = f;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err((_, e)) => return Err(e),
+        }
+    }
+}
