@@ -12,11 +12,16 @@ pub use rk_driver::sandbox::no_new_privs as set_no_new_privs;
 /// Keeps glibc's malloc from raising its mmap threshold when the large
 /// socket buffers are freed: they then always come from mmap and go back to
 /// the kernel when a flow ends, so memory does not stay high after a burst.
+/// (glibc only; other C libraries' allocators keep their own policy).
+#[cfg(target_env = "gnu")]
 pub fn keep_large_buffers_mmapped() {
     const M_MMAP_THRESHOLD: libc::c_int = -3;
     // SAFETY: mallopt with integer arguments; glibc only.
     unsafe { libc::mallopt(M_MMAP_THRESHOLD, 128 * 1024) };
 }
+
+#[cfg(not(target_env = "gnu"))]
+pub fn keep_large_buffers_mmapped() {}
 
 /// 16 random bytes from the kernel (for TCP initial sequence numbers).
 pub fn random_u64() -> u64 {
