@@ -133,19 +133,12 @@ mod tests {
             .spawn()
             .unwrap();
         let pidfd = rk_driver::process::pidfd_open(helper.id()).unwrap();
-        let raw = std::os::fd::AsRawFd::as_raw_fd(&pidfd);
         let through_pidfd = in_confined_child(move || {
-            // SAFETY: pidfd_send_signal on the inherited pidfd, no siginfo.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    raw,
-                    libc::SIGKILL,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0u32,
-                )
-            };
-            i32::from(r != 0)
+            let sent = rk_driver::process::pidfd_send_signal(
+                std::os::fd::AsFd::as_fd(&pidfd),
+                libc::SIGKILL,
+            );
+            i32::from(sent.is_err())
         });
         assert_eq!(through_pidfd, 0);
         let status = helper.wait().unwrap();
