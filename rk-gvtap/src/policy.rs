@@ -223,53 +223,53 @@ mod tests {
         }
     }
 
-    #[test]
-    fn this_network_zero_slash_8_is_never_connected() {
+    /// Under both loopback policies, TCP/UDP to each of `ports` and ping
+    /// to `a` are refused by the stack, never connected.
+    fn assert_never_connected(a: [u8; 4], ports: &[u16]) {
         for p in both() {
-            for a in [[0, 0, 0, 0], [0, 1, 2, 3], [0, 255, 255, 255], [0, 0, 0, 1]] {
-                assert_eq!(route(&p, GUEST, to(a, 80)), Route::Unreachable, "{a:?}");
-                assert_eq!(route(&p, GUEST, to(a, 53)), Route::Unreachable, "{a:?}");
+            for &port in ports {
                 assert_eq!(
-                    ping_route(&p, GUEST, Ipv4Addr::from(a)),
+                    route(&p, GUEST, to(a, port)),
                     Route::Unreachable,
-                    "{a:?}"
+                    "{a:?}:{port}"
                 );
             }
+            assert_eq!(
+                ping_route(&p, GUEST, Ipv4Addr::from(a)),
+                Route::Unreachable,
+                "{a:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn this_network_zero_slash_8_is_never_connected() {
+        for a in [[0, 0, 0, 0], [0, 1, 2, 3], [0, 255, 255, 255], [0, 0, 0, 1]] {
+            assert_never_connected(a, &[80, 53]);
         }
     }
 
     #[test]
     fn host_loopback_is_reached_only_through_the_gateway() {
-        for p in both() {
-            for a in [
-                [127, 0, 0, 1],
-                [127, 0, 0, 53],
-                [127, 1, 2, 3],
-                [127, 255, 255, 255],
-            ] {
-                assert_eq!(route(&p, GUEST, to(a, 8080)), Route::Unreachable, "{a:?}");
-                assert_eq!(route(&p, GUEST, to(a, 53)), Route::Unreachable, "{a:?}");
-                assert_eq!(
-                    ping_route(&p, GUEST, Ipv4Addr::from(a)),
-                    Route::Unreachable,
-                    "{a:?}"
-                );
-            }
+        for a in [
+            [127, 0, 0, 1],
+            [127, 0, 0, 53],
+            [127, 1, 2, 3],
+            [127, 255, 255, 255],
+        ] {
+            assert_never_connected(a, &[8080, 53]);
         }
     }
 
     #[test]
     fn reserved_240_slash_4_is_never_connected() {
-        for p in both() {
-            for a in [
-                [240, 0, 0, 0],
-                [240, 1, 2, 3],
-                [254, 0, 0, 1],
-                [255, 255, 255, 254],
-            ] {
-                assert_eq!(route(&p, GUEST, to(a, 80)), Route::Unreachable, "{a:?}");
-                assert_eq!(ping_route(&p, GUEST, Ipv4Addr::from(a)), Route::Unreachable);
-            }
+        for a in [
+            [240, 0, 0, 0],
+            [240, 1, 2, 3],
+            [254, 0, 0, 1],
+            [255, 255, 255, 254],
+        ] {
+            assert_never_connected(a, &[80]);
         }
     }
 
