@@ -18,6 +18,7 @@
 
 pub mod channel;
 pub mod confine;
+pub mod helper;
 pub mod limits;
 pub mod logger;
 pub mod lookup;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Why a program was not found.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum LookupError {
     /// Given as a path (it has a '/') and nothing is there.
     #[error("{} does not exist", .0.display())]
