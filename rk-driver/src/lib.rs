@@ -18,6 +18,8 @@
 
 pub mod channel;
 pub mod confine;
+pub mod epoll;
+pub mod fdio;
 pub mod helper;
 pub mod limits;
 pub mod logger;
