@@ -8,7 +8,7 @@
 //! over ([`OutputTail::follow`]), so that it starts inside the process's
 //! Landlock domain and the program never blocks on a full pipe.
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use crate::fdio::set_nonblocking;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::collections::VecDeque;
 use std::fs::File;
@@ -74,7 +74,7 @@ impl OutputTail {
     /// yet. Lines are logged at debug level as `label: line`; the last 8
     /// are kept.
     pub fn new(reader: OwnedFd, label: &'static str) -> io::Result<Self> {
-        set_nonblocking(reader.as_fd(), true)?;
+        set_nonblocking(&reader)?;
         let state = State {
             head: Vec::new(),
             tail: VecDeque::new(),
@@ -131,23 +131,22 @@ impl OutputTail {
         let Some(file) = self.pending.take() else {
             return Ok(());
         };
-        // The thread blocks in read: no poll, no busy loop.
-        set_nonblocking(file.as_fd(), false)?;
         let shared = Arc::clone(&self.shared);
         let spawned = std::thread::Builder::new()
             .name(format!("{}-output", shared.label))
             .stack_size(THREAD_STACK)
-            .spawn(move || {
-                let mut buf = [0u8; 4096];
-                loop {
-                    match (&file).read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => take(buf.get(..n).unwrap_or_default(), &shared),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(_) => break,
+            .spawn(move || loop {
+                let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) | Err(nix::Error::EINTR) => {}
+                    Err(_) => {
+                        finish(&shared);
+                        break;
                     }
                 }
-                finish(&shared);
+                if drain_available(&file, &shared) {
+                    break;
+                }
             });
         spawned.map(drop)
     }
@@ -288,18 +287,6 @@ pub fn format_block(lines: &[String]) -> String {
         out.push_str(line);
     }
     out
-}
-
-/// Turns `O_NONBLOCK` on or off.
-pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    let flags = if on {
-        flags | OFlag::O_NONBLOCK
-    } else {
-        flags - OFlag::O_NONBLOCK
-    };
-    fcntl(fd, FcntlArg::F_SETFL(flags))?;
-    Ok(())
 }
 
 #[cfg(test)]
