@@ -1,8 +1,10 @@
 //! The messages of driver protocol v1. Every message is a JSON object with a
 //! `"type"` member; unknown members are ignored, unknown types are an error.
 
+pub use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -83,14 +85,14 @@ pub struct PortRule {
     pub id: i64,
     /// `tcp`, `tcp4`, `tcp6`, `udp`, `udp4` or `udp6`.
     pub proto: String,
-    /// Host address to listen on; empty: every address.
-    #[serde(default)]
-    pub parent_ip: String,
+    /// Host address to listen on; `None` (`""` on the wire): every address.
+    #[serde(default, with = "empty_is_none")]
+    pub parent_ip: Option<IpAddr>,
     pub parent_port: u16,
-    /// Address inside to forward to; empty: the driver's default (the
-    /// child's address).
-    #[serde(default)]
-    pub child_ip: String,
+    /// Address inside to forward to; `None` (`""` on the wire): the
+    /// driver's default (the child's address).
+    #[serde(default, with = "empty_is_none")]
+    pub child_ip: Option<IpAddr>,
     pub child_port: u16,
 }
 
@@ -145,9 +147,11 @@ pub struct ConfigureRequest {
     /// `None`: the driver's default MTU.
     #[serde(default)]
     pub mtu: Option<u32>,
-    /// `None`: the driver's default network.
-    #[serde(default)]
-    pub cidr: Option<String>,
+    /// `None`: the driver's default network. The core checked that it is
+    /// a network address (no host bits); limits of its own (such as a
+    /// largest prefix) are the driver's to check.
+    #[serde(default, deserialize_with = "field::cidr")]
+    pub cidr: Option<Ipv4Net>,
     /// Interface name to create inside; `None`: the driver's default.
     #[serde(default)]
     pub ifname: Option<String>,
@@ -171,18 +175,18 @@ pub struct NetworkConfig {
     /// Interface name inside the namespace.
     pub interface: String,
     /// IPv4 address with prefix length, e.g. `10.0.2.100/24`.
-    #[serde(default)]
-    pub ipv4: Option<String>,
-    #[serde(default)]
-    pub gateway4: Option<String>,
+    #[serde(default, deserialize_with = "field::ipv4")]
+    pub ipv4: Option<Ipv4Net>,
+    #[serde(default, deserialize_with = "field::gateway4")]
+    pub gateway4: Option<Ipv4Addr>,
     /// IPv6 address with prefix length, e.g. `fd00::100/64`.
-    #[serde(default)]
-    pub ipv6: Option<String>,
-    #[serde(default)]
-    pub gateway6: Option<String>,
+    #[serde(default, deserialize_with = "field::ipv6")]
+    pub ipv6: Option<Ipv6Net>,
+    #[serde(default, deserialize_with = "field::gateway6")]
+    pub gateway6: Option<Ipv6Addr>,
     /// Nameservers for the child's `/etc/resolv.conf`, in order.
-    #[serde(default)]
-    pub dns: Vec<String>,
+    #[serde(default, deserialize_with = "field::nameservers")]
+    pub dns: Vec<IpAddr>,
     pub mtu: u32,
     /// The driver set up addresses and routes itself; the core only brings
     /// `lo` and the interface up and sets its MTU.
@@ -194,6 +198,86 @@ pub struct NetworkConfig {
     /// Extra facts shown by `rootlessctl info`.
     #[serde(default)]
     pub info: BTreeMap<String, String>,
+}
+
+/// Reading the typed fields from their v1 strings, with errors that name
+/// the field and quote the value (`invalid nameserver "10.0.2.3\n..."`):
+/// the core shows them to the user as the driver's mistake.
+mod field {
+    use super::*;
+    use serde::{de::Error, Deserializer};
+    use std::str::FromStr;
+
+    fn parse<T: FromStr, E: Error>(what: &str, text: &str) -> Result<T, E> {
+        text.parse()
+            .map_err(|_| E::custom(format!("invalid {what} {text:?}")))
+    }
+
+    fn optional<'de, D: Deserializer<'de>, T: FromStr>(
+        d: D,
+        what: &str,
+    ) -> Result<Option<T>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| parse(what, &text))
+            .transpose()
+    }
+
+    pub fn cidr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv4Net>, D::Error> {
+        optional(d, "cidr (an IPv4 network like 10.0.2.0/24)")
+    }
+
+    pub fn ipv4<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv4Net>, D::Error> {
+        optional(
+            d,
+            "IPv4 address (an address with its prefix length, like 10.0.2.100/24)",
+        )
+    }
+
+    pub fn gateway4<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv4Addr>, D::Error> {
+        optional(d, "IPv4 gateway")
+    }
+
+    pub fn ipv6<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv6Net>, D::Error> {
+        optional(
+            d,
+            "IPv6 address (an address with its prefix length, like fd00::100/64)",
+        )
+    }
+
+    pub fn gateway6<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ipv6Addr>, D::Error> {
+        optional(d, "IPv6 gateway")
+    }
+
+    pub fn nameservers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|text| parse("nameserver", text))
+            .collect()
+    }
+}
+
+/// `PortRule`'s optional addresses: `""` on the wire for `None` (v1's
+/// encoding), an address string otherwise; `null` is read as `None` too.
+mod empty_is_none {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+    use std::net::IpAddr;
+
+    pub fn serialize<S: Serializer>(ip: &Option<IpAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match ip {
+            Some(ip) => s.collect_str(ip),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+        match Option::<String>::deserialize(d)?.as_deref() {
+            None | Some("") => Ok(None),
+            Some(text) => text
+                .parse()
+                .map(Some)
+                .map_err(|_| D::Error::custom(format!("invalid port address {text:?}"))),
+        }
+    }
 }
 
 /// Errors of decoding a message.
@@ -263,9 +347,9 @@ mod tests {
         let add = CoreMessage::AddPort(PortRule {
             id: 2,
             proto: "udp".into(),
-            parent_ip: "127.0.0.1".into(),
+            parent_ip: Some(Ipv4Addr::LOCALHOST.into()),
             parent_port: 9090,
-            child_ip: String::new(),
+            child_ip: None,
             child_port: 90,
         });
         let text = String::from_utf8(encode(&add)).unwrap();
@@ -285,6 +369,169 @@ mod tests {
         let offer: DriverMessage =
             decode(br#"{"type":"port_driver","protos":["tcp","udp"]}"#).unwrap();
         assert!(matches!(offer, DriverMessage::PortDriver(o) if !o.disallow_loopback_child_ip));
+    }
+
+    /// The exact bytes of v1 as they were before the fields were typed
+    /// (captured from the string-typed messages): typing must not change
+    /// the wire.
+    #[test]
+    fn typed_fields_keep_the_v1_json_byte_for_byte() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (
+                encode(&CoreMessage::Configure(ConfigureRequest {
+                    child_pid: 42,
+                    state_dir: "/run/user/1000/rk".into(),
+                    mtu: Some(65520),
+                    cidr: Some("10.0.2.0/24".parse().unwrap()),
+                    ifname: Some("tap0".into()),
+                    disable_host_loopback: true,
+                    ipv6: true,
+                    detach_netns: false,
+                    options: [("slirp4netns-sandbox".to_owned(), "auto".to_owned())].into(),
+                })),
+                r#"{"type":"configure","child_pid":42,"state_dir":"/run/user/1000/rk","mtu":65520,"cidr":"10.0.2.0/24","ifname":"tap0","disable_host_loopback":true,"ipv6":true,"detach_netns":false,"options":{"slirp4netns-sandbox":"auto"}}"#,
+            ),
+            (
+                encode(&CoreMessage::Configure(ConfigureRequest::default())),
+                r#"{"type":"configure","child_pid":0,"state_dir":"","mtu":null,"cidr":null,"ifname":null,"disable_host_loopback":false,"ipv6":false,"detach_netns":false,"options":{}}"#,
+            ),
+            (
+                encode(&DriverMessage::Configured(NetworkConfig {
+                    interface: "tap0".into(),
+                    ipv4: Some("10.0.2.100/24".parse().unwrap()),
+                    gateway4: Some(Ipv4Addr::new(10, 0, 2, 2)),
+                    ipv6: Some("fd00::100/64".parse().unwrap()),
+                    gateway6: Some("fd00::2".parse().unwrap()),
+                    dns: vec![
+                        Ipv4Addr::new(10, 0, 2, 3).into(),
+                        "fd00::3".parse().unwrap(),
+                    ],
+                    mtu: 65520,
+                    configured_by_driver: false,
+                    dynamic: true,
+                    info: [("lease".to_owned(), "3600".to_owned())].into(),
+                })),
+                r#"{"type":"configured","interface":"tap0","ipv4":"10.0.2.100/24","gateway4":"10.0.2.2","ipv6":"fd00::100/64","gateway6":"fd00::2","dns":["10.0.2.3","fd00::3"],"mtu":65520,"configured_by_driver":false,"dynamic":true,"info":{"lease":"3600"}}"#,
+            ),
+            (
+                encode(&DriverMessage::Configured(NetworkConfig::default())),
+                r#"{"type":"configured","interface":"","ipv4":null,"gateway4":null,"ipv6":null,"gateway6":null,"dns":[],"mtu":0,"configured_by_driver":false,"dynamic":false,"info":{}}"#,
+            ),
+            (
+                encode(&DriverMessage::PortList {
+                    ports: vec![PortRule {
+                        id: 1,
+                        proto: "tcp".into(),
+                        parent_ip: None,
+                        parent_port: 8080,
+                        child_ip: None,
+                        child_port: 80,
+                    }],
+                }),
+                r#"{"type":"port_list","ports":[{"id":1,"proto":"tcp","parent_ip":"","parent_port":8080,"child_ip":"","child_port":80}]}"#,
+            ),
+            (
+                encode(&CoreMessage::AddPort(PortRule {
+                    id: 3,
+                    proto: "tcp6".into(),
+                    parent_ip: Some(Ipv6Addr::LOCALHOST.into()),
+                    parent_port: 8080,
+                    child_ip: Some("fd00::100".parse().unwrap()),
+                    child_port: 80,
+                })),
+                r#"{"type":"add_port","id":3,"proto":"tcp6","parent_ip":"::1","parent_port":8080,"child_ip":"fd00::100","child_port":80}"#,
+            ),
+            (
+                encode(&CoreMessage::Hello {
+                    protocol_version: 1,
+                    core_version: "0.1.0".into(),
+                }),
+                r#"{"type":"hello","protocol_version":1,"core_version":"0.1.0"}"#,
+            ),
+            (
+                encode(&DriverMessage::Hello {
+                    protocol_version: 1,
+                    info: DriverInfo {
+                        capabilities: vec!["ipv6".into(), "port-driver:implicit".into()],
+                        options: vec!["pasta-binary".into()],
+                        commit: Some("abc".into()),
+                        ..DriverInfo::new("pasta", "0.1.0")
+                    },
+                }),
+                r#"{"type":"hello","protocol_version":1,"driver":"pasta","version":"0.1.0","capabilities":["ipv6","port-driver:implicit"],"options":["pasta-binary"],"commit":"abc"}"#,
+            ),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(std::str::from_utf8(&bytes).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn typed_fields_decode_from_v1_json() {
+        let m: DriverMessage = decode(
+            br#"{"type":"configured","interface":"eth0","ipv4":"10.0.3.50/24","gateway4":"10.0.3.1","dns":["10.0.3.1"],"mtu":1500}"#,
+        )
+        .unwrap();
+        let DriverMessage::Configured(c) = m else {
+            panic!("not configured: {m:?}")
+        };
+        assert_eq!(c.ipv4, Some("10.0.3.50/24".parse().unwrap()));
+        assert_eq!(c.ipv4.unwrap().addr(), Ipv4Addr::new(10, 0, 3, 50));
+        assert_eq!(c.gateway4, Some(Ipv4Addr::new(10, 0, 3, 1)));
+        assert_eq!(c.dns, vec![IpAddr::from(Ipv4Addr::new(10, 0, 3, 1))]);
+        // A port rule whose addresses are missing, empty or null: no address.
+        for text in [
+            r#"{"type":"add_port","id":1,"proto":"tcp","parent_port":1,"child_port":2}"#,
+            r#"{"type":"add_port","id":1,"proto":"tcp","parent_ip":"","parent_port":1,"child_ip":null,"child_port":2}"#,
+        ] {
+            let CoreMessage::AddPort(r) = decode(text.as_bytes()).unwrap() else {
+                panic!("not add_port: {text}")
+            };
+            assert_eq!((r.parent_ip, r.child_ip), (None, None), "{text}");
+        }
+    }
+
+    #[test]
+    fn malformed_addresses_are_decode_errors() {
+        for (text, want) in [
+            (
+                r#"{"type":"configured","interface":"tap0","ipv4":"10.0.2.100","mtu":1500}"#,
+                r#"invalid IPv4 address (an address with its prefix length, like 10.0.2.100/24) "10.0.2.100""#,
+            ),
+            (
+                r#"{"type":"configured","interface":"tap0","ipv4":"10.0.2.100/33","mtu":1500}"#,
+                "invalid IPv4 address",
+            ),
+            (
+                r#"{"type":"configured","interface":"tap0","gateway4":"fd00::1","mtu":1500}"#,
+                r#"invalid IPv4 gateway "fd00::1""#,
+            ),
+            (
+                r#"{"type":"configured","interface":"tap0","ipv6":"10.0.2.100/24","mtu":1500}"#,
+                "invalid IPv6 address",
+            ),
+            (
+                r#"{"type":"configured","interface":"tap0","gateway6":"10.0.2.2","mtu":1500}"#,
+                r#"invalid IPv6 gateway "10.0.2.2""#,
+            ),
+            (
+                r#"{"type":"configured","interface":"tap0","dns":["10.0.2.3\noptions ndots:15"],"mtu":1500}"#,
+                r#"invalid nameserver "10.0.2.3\noptions ndots:15""#,
+            ),
+            (
+                r#"{"type":"port_list","ports":[{"id":1,"proto":"tcp","parent_ip":"localhost","parent_port":1,"child_ip":"","child_port":2}]}"#,
+                r#"invalid port address "localhost""#,
+            ),
+        ] {
+            let e = decode::<DriverMessage>(text.as_bytes()).unwrap_err();
+            assert!(matches!(e, DecodeError::Json(_)), "{text}: {e}");
+            assert!(e.to_string().contains(want), "{text}: {e}");
+        }
+        let e = decode::<CoreMessage>(
+            br#"{"type":"configure","child_pid":1,"state_dir":"/s","cidr":"10.0.2.0"}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("malformed"), "{e}");
     }
 
     #[test]

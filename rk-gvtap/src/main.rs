@@ -30,7 +30,7 @@ use rk_gvtap::classify;
 
 use plan::NetPlan;
 use rk_driver::{
-    ConfigureRequest, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig,
+    ConfigureRequest, Driver, DriverError, DriverInfo, Ipv4Net, NamespaceFds, NetworkConfig,
     PortDriverOffer, PortRule,
 };
 use std::collections::BTreeMap;
@@ -146,9 +146,12 @@ impl Driver for Gvtap {
         );
         Ok(NetworkConfig {
             interface: plan.ifname.clone(),
-            ipv4: Some(format!("{}/{}", plan.guest, plan.prefix)),
-            gateway4: Some(plan.gateway.to_string()),
-            dns: vec![plan.gateway.to_string()],
+            ipv4: Some(
+                Ipv4Net::new(plan.guest, plan.prefix)
+                    .map_err(|e| DriverError::new(format!("the guest's address: {e}")))?,
+            ),
+            gateway4: Some(plan.gateway),
+            dns: vec![plan.gateway.into()],
             mtu: plan.mtu,
             info,
             ..Default::default()

@@ -41,7 +41,10 @@ impl NetPlan {
                 "--mtu={mtu} is out of range for --net=gvisor-tap-vsock: give an MTU between {MIN_MTU} and {MAX_MTU} (default {DEFAULT_MTU})"
             ));
         }
-        let (network, prefix) = parse_cidr(req.cidr.as_deref().unwrap_or(DEFAULT_CIDR))?;
+        let (network, prefix) = parse_cidr(
+            &req.cidr
+                .map_or_else(|| DEFAULT_CIDR.to_owned(), |c| c.to_string()),
+        )?;
         let base = u32::from(network);
         Ok(NetPlan {
             network,
@@ -118,7 +121,7 @@ mod tests {
     #[test]
     fn cidr_moves_every_address() {
         let mut r = req();
-        r.cidr = Some("10.0.5.0/24".into());
+        r.cidr = Some("10.0.5.0/24".parse().unwrap());
         r.disable_host_loopback = true;
         let p = NetPlan::from_request(&r).unwrap();
         assert_eq!(p.guest, Ipv4Addr::new(10, 0, 5, 100));
@@ -141,10 +144,10 @@ mod tests {
             .unwrap_err()
             .contains("between 576"));
         let mut r = req();
-        r.cidr = Some("10.0.2.0/28".into());
+        r.cidr = Some("10.0.2.0/28".parse().unwrap());
         assert!(NetPlan::from_request(&r).unwrap_err().contains("/25"));
         let mut r = req();
-        r.cidr = Some("10.0.2.1/24".into());
+        r.cidr = Some("10.0.2.1/24".parse().unwrap());
         assert!(NetPlan::from_request(&r).unwrap_err().contains("host bits"));
     }
 }

@@ -295,7 +295,7 @@ mod tests {
         }
         // The broadcast of a moved subnet too.
         let p = NetPlan::from_request(&ConfigureRequest {
-            cidr: Some("10.0.4.0/23".into()),
+            cidr: Some("10.0.4.0/23".parse().unwrap()),
             ..Default::default()
         })
         .unwrap();

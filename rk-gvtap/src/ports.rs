@@ -55,15 +55,14 @@ fn parse_proto(proto: &str) -> Result<(bool, Family), String> {
 
 /// The address inside that `rule` forwards to.
 pub fn target(plan: &NetPlan, rule: &PortRule) -> Result<SocketAddrV4, String> {
-    let ip = if rule.child_ip.is_empty() {
-        plan.guest
-    } else {
-        rule.child_ip.parse::<Ipv4Addr>().map_err(|_| {
-            format!(
-                "child IP {:?} is not an IPv4 address (--port-driver={NAME} forwards to the guest's IPv4 addresses)",
-                rule.child_ip
-            )
-        })?
+    let ip = match rule.child_ip.map(|ip| ip.to_canonical()) {
+        None => plan.guest,
+        Some(IpAddr::V4(ip)) => ip,
+        Some(ip) => {
+            return Err(format!(
+                "child IP {ip} is not an IPv4 address (--port-driver={NAME} forwards to the guest's IPv4 addresses)"
+            ))
+        }
     };
     if !plan.contains(ip) || ip == plan.gateway || ip == plan.network || ip == plan.broadcast() {
         return Err(format!(
@@ -83,14 +82,7 @@ pub fn listen(plan: &NetPlan, rule: &PortRule) -> Result<(HostSocket, SocketAddr
     let (tcp, family) = parse_proto(&rule.proto)?;
     let target = target(plan, rule)?;
     let port = rule.parent_port;
-    let given = match rule.parent_ip.trim_start_matches('[').trim_end_matches(']') {
-        "" => None,
-        ip => Some(
-            ip.parse::<IpAddr>()
-                .map_err(|_| format!("parent IP {ip:?} is not an IP address"))?
-                .to_canonical(),
-        ),
-    };
+    let given = rule.parent_ip.map(|ip| ip.to_canonical());
     let wildcard = given.is_none_or(|ip| ip.is_unspecified());
     let addr = match (family, given) {
         (Family::Any, _) if wildcard => SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
@@ -99,7 +91,8 @@ pub fn listen(plan: &NetPlan, rule: &PortRule) -> Result<(HostSocket, SocketAddr
         (Family::V4, Some(IpAddr::V6(_))) | (Family::V6, Some(IpAddr::V4(_))) => {
             return Err(format!(
                 "parent IP {} does not match proto {}",
-                rule.parent_ip, rule.proto
+                given.map(|ip| ip.to_string()).unwrap_or_default(),
+                rule.proto
             ))
         }
         (_, Some(ip)) => SocketAddr::new(ip, port),
@@ -145,12 +138,13 @@ mod tests {
     use rk_driver::ConfigureRequest;
 
     fn rule(proto: &str, parent_ip: &str, child_ip: &str) -> PortRule {
+        let ip = |s: &str| (!s.is_empty()).then(|| s.trim_matches(['[', ']']).parse().unwrap());
         PortRule {
             id: 1,
             proto: proto.into(),
-            parent_ip: parent_ip.into(),
+            parent_ip: ip(parent_ip),
             parent_port: 0,
-            child_ip: child_ip.into(),
+            child_ip: ip(child_ip),
             child_port: 80,
         }
     }
@@ -190,7 +184,6 @@ mod tests {
             "192.0.2.1",
             "10.0.2.255",
             "fd00::100",
-            "x",
         ] {
             assert!(target(&plan, &rule("tcp", "", bad)).is_err(), "{bad}");
         }

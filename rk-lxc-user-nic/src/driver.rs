@@ -19,7 +19,9 @@ use crate::options::{self, Options};
 use crate::usernic::CreatedNic;
 use crate::{binary, bridge, confinement, holder, inside, link, mac, usernic};
 use rk_dhcp::{Client, ClientConfig, Lease};
-use rk_driver::{ConfigureRequest, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig};
+use rk_driver::{
+    ConfigureRequest, Driver, DriverError, DriverInfo, Ipv4Net, NamespaceFds, NetworkConfig,
+};
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
 use std::os::fd::{AsFd, OwnedFd};
@@ -231,11 +233,12 @@ fn answer(opts: &Options, running: &Running, lease: &Lease, bridge_mtu: u32) -> 
     .collect();
     NetworkConfig {
         interface: running.nic.name.clone(),
-        ipv4: Some(lease.cidr()),
-        gateway4: lease.router.map(|r| r.to_string()),
+        // rk-dhcp accepts only contiguous subnet masks: the prefix is <= 32.
+        ipv4: Some(Ipv4Net::new_assert(lease.address, lease.prefix_len)),
+        gateway4: lease.router,
         ipv6: None,
         gateway6: None,
-        dns: lease.dns.iter().map(|d| d.to_string()).collect(),
+        dns: lease.dns.iter().map(|&d| d.into()).collect(),
         mtu,
         configured_by_driver: false,
         dynamic: true,

@@ -181,7 +181,7 @@ mod tests {
             OptionError::PortDriver(_)
         ));
         let mut r = request(&[]);
-        r.cidr = Some("10.0.0.0/24".into());
+        r.cidr = Some("10.0.0.0/24".parse().unwrap());
         assert_eq!(Options::parse(&r), Err(OptionError::Cidr));
         let mut r = request(&[]);
         r.mtu = Some(70000);

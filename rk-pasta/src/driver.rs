@@ -8,7 +8,8 @@ use crate::options::{DriverOptions, Ports};
 use crate::portfwd::{self, AutoForwarder, Forwarding};
 use crate::probe::{self, Probe};
 use rk_driver::{
-    debug_enabled, ConfigureRequest, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig,
+    debug_enabled, ConfigureRequest, Context, Driver, DriverError, DriverInfo, Ipv4Net, Ipv6Net,
+    NamespaceFds, NetworkConfig,
 };
 use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
@@ -158,7 +159,7 @@ impl PastaDriver {
         debug(format_args!("pasta (pid {}) is ready", pasta.pid()));
         // The answer reads the host's addresses and routes: before the
         // sandbox, which forbids both.
-        let mut config = answer(&network, &pasta, &probe, &forwarding);
+        let mut config = answer(&network, &pasta, &probe, &forwarding)?;
         // Set-up is over: from here on the whole process keeps only what it
         // still does (docs/security.md); the threads that drain pasta's log
         // and forward ports start after this, inside the Landlock domain.
@@ -225,13 +226,16 @@ fn answer(
     pasta: &Pasta,
     probe: &Probe,
     forwarding: &Forwarding,
-) -> NetworkConfig {
+) -> Result<NetworkConfig, DriverError> {
     let facts = pasta.output().facts();
     let mut config = NetworkConfig {
         interface: network.ifname.clone(),
-        ipv4: Some(format!("{}/{}", network.address(), network.cidr.prefix())),
-        gateway4: Some(network.gateway().to_string()),
-        dns: vec![network.dns().to_string()],
+        ipv4: Some(
+            Ipv4Net::new(network.address(), network.cidr.prefix())
+                .context("the child's address")?,
+        ),
+        gateway4: Some(network.gateway()),
+        dns: vec![network.dns().into()],
         mtu: network.mtu,
         configured_by_driver: true,
         info: info_map(probe, pasta, forwarding),
@@ -240,8 +244,11 @@ fn answer(
     if network.ipv6 {
         match (facts.ipv6_address, facts.ipv6_router) {
             (Some(address), router) => {
-                config.ipv6 = Some(format!("{address}/{}", host_prefix_len(address)));
-                config.gateway6 = router.map(|r| r.to_string());
+                config.ipv6 = Some(
+                    Ipv6Net::new(address, host_prefix_len(address))
+                        .context("the child's IPv6 address")?,
+                );
+                config.gateway6 = router;
             }
             (None, _) if !host_has_ipv6_default_route() => eprintln!(
                 "rk-pasta: warning: --ipv6: the host has no IPv6 default route for \
@@ -253,7 +260,7 @@ fn answer(
             (None, _) => debug("pasta did not report the IPv6 address it assigned"),
         }
     }
-    config
+    Ok(config)
 }
 
 /// The prefix length of `address` on the host interface pasta copied it

@@ -113,7 +113,7 @@ pub struct Network {
 impl Network {
     pub fn from_request(request: &ConfigureRequest) -> Result<Self, NetworkError> {
         let cidr = match &request.cidr {
-            Some(text) => Ipv4Cidr::parse(text)?,
+            Some(net) => Ipv4Cidr::parse(&net.to_string())?,
             None => DEFAULT_CIDR,
         };
         let mtu = request.mtu.unwrap_or(DEFAULT_MTU);
@@ -185,13 +185,13 @@ mod tests {
     #[test]
     fn cidr_moves_every_address() {
         let mut r = request();
-        r.cidr = Some("10.0.3.0/25".into());
+        r.cidr = Some("10.0.3.0/25".parse().unwrap());
         let n = Network::from_request(&r).unwrap();
         assert_eq!(n.address(), Ipv4Addr::new(10, 0, 3, 100));
         assert_eq!(n.gateway(), Ipv4Addr::new(10, 0, 3, 2));
         assert_eq!(n.dns(), Ipv4Addr::new(10, 0, 3, 3));
         assert_eq!(n.cidr.to_string(), "10.0.3.0/25");
-        r.cidr = Some("172.16.0.0/12".into());
+        r.cidr = Some("172.16.0.0/12".parse().unwrap());
         let n = Network::from_request(&r).unwrap();
         assert_eq!(n.address(), Ipv4Addr::new(172, 16, 0, 100));
     }

@@ -75,9 +75,9 @@ impl PortDriver for Driven {
         let rule = PortRule {
             id,
             proto: spec.proto.clone(),
-            parent_ip: spec.parent_ip.clone(),
+            parent_ip: spec.parent_addr(),
             parent_port: spec.parent_port as u16,
-            child_ip: spec.child_ip.clone(),
+            child_ip: spec.child_addr(),
             child_port: spec.child_port as u16,
         };
         match self.request(&CoreMessage::AddPort(rule))? {

@@ -166,6 +166,11 @@ impl PortSpec {
     pub fn parent_addr(&self) -> Option<IpAddr> {
         self.parent_ip.parse().ok()
     }
+
+    /// The child IP parsed, `None` for "the port driver's default".
+    pub fn child_addr(&self) -> Option<IpAddr> {
+        self.child_ip.parse().ok()
+    }
 }
 
 /// RootlessKit's conflict rule: same proto, same parent IP and port.

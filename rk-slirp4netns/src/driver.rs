@@ -106,8 +106,7 @@ impl Driver for Slirp4netns {
         let mut config = network.config();
         config.info = info_map(&probe, &plan, &options);
         if let (Some(socket), Some(ip)) = (&options.api_socket, &config.ipv4) {
-            let guest = ip.split('/').next().unwrap_or(ip);
-            self.forwards = Some(HostForwards::new(socket, guest));
+            self.forwards = Some(HostForwards::new(socket, &ip.addr().to_string()));
         }
         // Set-up is over: from here on the whole process keeps only what
         // it still does; the thread that drains slirp4netns's output starts

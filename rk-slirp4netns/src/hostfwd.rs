@@ -51,24 +51,18 @@ impl HostForwards {
                 )))
             }
         };
-        let guest = if rule.child_ip.is_empty() {
-            self.guest.clone()
-        } else {
-            match rule.child_ip.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
-                Ok(IpAddr::V4(v4)) => v4.to_string(),
-                _ => {
-                    return Err(DriverError::new(format!(
-                        "child IP {:?}: slirp4netns forwards to IPv4 addresses only",
-                        rule.child_ip
-                    )))
-                }
+        let guest = match rule.child_ip.map(|ip| ip.to_canonical()) {
+            None => self.guest.clone(),
+            Some(IpAddr::V4(v4)) => v4.to_string(),
+            Some(ip) => {
+                return Err(DriverError::new(format!(
+                    "child IP {ip}: slirp4netns forwards to IPv4 addresses only"
+                )))
             }
         };
-        let host = if rule.parent_ip.is_empty() {
-            "0.0.0.0"
-        } else {
-            &rule.parent_ip
-        };
+        let host = rule
+            .parent_ip
+            .map_or_else(|| "0.0.0.0".to_owned(), |ip| ip.to_string());
         let reply = self.call(json!({
             "execute": "add_hostfwd",
             "arguments": {

@@ -5,9 +5,9 @@
 //! network+3 and recommends network+100 for the guest; with `--enable-ipv6`
 //! it always serves `fd00::/64` with gateway `fd00::2` and DNS `fd00::3`.
 
-use rk_driver::{ConfigureRequest, NetworkConfig};
+use rk_driver::{ConfigureRequest, Ipv4Net, Ipv6Net, NetworkConfig};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub const DEFAULT_IFNAME: &str = "tap0";
 pub const DEFAULT_MTU: u32 = 65520;
@@ -30,9 +30,10 @@ const GATEWAY_OFFSET: u32 = 2;
 const DNS_OFFSET: u32 = 3;
 const GUEST_OFFSET: u32 = 100;
 
-pub const IPV6_GUEST: &str = "fd00::100/64";
-pub const IPV6_GATEWAY: &str = "fd00::2";
-pub const IPV6_DNS: &str = "fd00::3";
+pub const IPV6_GUEST: Ipv6Net =
+    Ipv6Net::new_assert(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100), 64);
+pub const IPV6_GATEWAY: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+pub const IPV6_DNS: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3);
 
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 const MAX_IFNAME_LEN: usize = 15;
@@ -153,7 +154,10 @@ pub struct Network {
 
 impl Network {
     pub fn from_request(req: &ConfigureRequest) -> Result<Self, NetworkError> {
-        let cidr = req.cidr.as_deref().map(Ipv4Cidr::parse).transpose()?;
+        let cidr = req
+            .cidr
+            .map(|net| Ipv4Cidr::parse(&net.to_string()))
+            .transpose()?;
         Ok(Network {
             ifname: ifname(req.ifname.as_deref())?,
             mtu: mtu(req.mtu, req.ipv6)?,
@@ -165,16 +169,17 @@ impl Network {
 
     /// How the core must set the interface up (the `info` map is left empty).
     pub fn config(&self) -> NetworkConfig {
-        let mut dns = vec![self.cidr.dns().to_string()];
+        let mut dns = vec![self.cidr.dns().into()];
         if self.ipv6 {
-            dns.push(IPV6_DNS.to_owned());
+            dns.push(IPV6_DNS.into());
         }
         NetworkConfig {
             interface: self.ifname.clone(),
-            ipv4: Some(format!("{}/{}", self.cidr.guest(), self.cidr.prefix())),
-            gateway4: Some(self.cidr.gateway().to_string()),
-            ipv6: self.ipv6.then(|| IPV6_GUEST.to_owned()),
-            gateway6: self.ipv6.then(|| IPV6_GATEWAY.to_owned()),
+            // Ipv4Cidr::parse allows prefixes of at most /25 only.
+            ipv4: Some(Ipv4Net::new_assert(self.cidr.guest(), self.cidr.prefix())),
+            gateway4: Some(self.cidr.gateway()),
+            ipv6: self.ipv6.then_some(IPV6_GUEST),
+            gateway6: self.ipv6.then_some(IPV6_GATEWAY),
             dns,
             mtu: self.mtu,
             configured_by_driver: false,
@@ -245,9 +250,12 @@ mod tests {
         let net = Network::from_request(&request()).unwrap();
         let cfg = net.config();
         assert_eq!(cfg.interface, "tap0");
-        assert_eq!(cfg.ipv4.as_deref(), Some("10.0.2.100/24"));
-        assert_eq!(cfg.gateway4.as_deref(), Some("10.0.2.2"));
-        assert_eq!(cfg.dns, ["10.0.2.3"]);
+        assert_eq!(cfg.ipv4, Some("10.0.2.100/24".parse().unwrap()));
+        assert_eq!(cfg.gateway4, Some("10.0.2.2".parse().unwrap()));
+        assert_eq!(
+            cfg.dns.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["10.0.2.3"]
+        );
         assert_eq!(cfg.mtu, 65520);
         assert_eq!(cfg.ipv6, None);
         assert_eq!(cfg.gateway6, None);
@@ -263,23 +271,29 @@ mod tests {
             ..request()
         };
         let cfg = Network::from_request(&req).unwrap().config();
-        assert_eq!(cfg.ipv6.as_deref(), Some("fd00::100/64"));
-        assert_eq!(cfg.gateway6.as_deref(), Some("fd00::2"));
-        assert_eq!(cfg.dns, ["10.0.2.3", "fd00::3"]);
+        assert_eq!(cfg.ipv6, Some("fd00::100/64".parse().unwrap()));
+        assert_eq!(cfg.gateway6, Some("fd00::2".parse().unwrap()));
+        assert_eq!(
+            cfg.dns.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["10.0.2.3", "fd00::3"]
+        );
     }
 
     #[test]
     fn custom_cidr_moves_every_address() {
         let req = ConfigureRequest {
-            cidr: Some("10.8.0.0/16".into()),
+            cidr: Some("10.8.0.0/16".parse().unwrap()),
             ..request()
         };
         let net = Network::from_request(&req).unwrap();
         assert!(net.custom_cidr);
         let cfg = net.config();
-        assert_eq!(cfg.ipv4.as_deref(), Some("10.8.0.100/16"));
-        assert_eq!(cfg.gateway4.as_deref(), Some("10.8.0.2"));
-        assert_eq!(cfg.dns, ["10.8.0.3"]);
+        assert_eq!(cfg.ipv4, Some("10.8.0.100/16".parse().unwrap()));
+        assert_eq!(cfg.gateway4, Some("10.8.0.2".parse().unwrap()));
+        assert_eq!(
+            cfg.dns.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["10.8.0.3"]
+        );
     }
 
     #[test]

@@ -16,9 +16,16 @@ fn configures_tap0_and_exits_with_slirp4netns_when_the_core_hangs_up() {
     let config = driver.configured(request(), &ns.userns, &ns.netns);
 
     assert_eq!(config.interface, "tap0");
-    assert_eq!(config.ipv4.as_deref(), Some("10.0.2.100/24"));
-    assert_eq!(config.gateway4.as_deref(), Some("10.0.2.2"));
-    assert_eq!(config.dns, ["10.0.2.3"]);
+    assert_eq!(config.ipv4, Some("10.0.2.100/24".parse().unwrap()));
+    assert_eq!(config.gateway4, Some("10.0.2.2".parse().unwrap()));
+    assert_eq!(
+        config
+            .dns
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["10.0.2.3"]
+    );
     assert_eq!(config.mtu, 65520);
     assert_eq!(config.ipv6, None);
     assert!(!config.configured_by_driver);
@@ -75,7 +82,7 @@ fn options_reach_the_slirp4netns_command_line() {
             ("slirp4netns-seccomp", "false"),
         ],
     );
-    request.cidr = Some("10.8.0.0/16".into());
+    request.cidr = Some("10.8.0.0/16".parse().unwrap());
     request.mtu = Some(1500);
     request.ipv6 = true;
     request.disable_host_loopback = true;
@@ -84,11 +91,18 @@ fn options_reach_the_slirp4netns_command_line() {
     let config = driver.configured(request, &ns.userns, &ns.netns);
 
     assert_eq!(config.interface, "eth0");
-    assert_eq!(config.ipv4.as_deref(), Some("10.8.0.100/16"));
-    assert_eq!(config.gateway4.as_deref(), Some("10.8.0.2"));
-    assert_eq!(config.ipv6.as_deref(), Some("fd00::100/64"));
-    assert_eq!(config.gateway6.as_deref(), Some("fd00::2"));
-    assert_eq!(config.dns, ["10.8.0.3", "fd00::3"]);
+    assert_eq!(config.ipv4, Some("10.8.0.100/16".parse().unwrap()));
+    assert_eq!(config.gateway4, Some("10.8.0.2".parse().unwrap()));
+    assert_eq!(config.ipv6, Some("fd00::100/64".parse().unwrap()));
+    assert_eq!(config.gateway6, Some("fd00::2".parse().unwrap()));
+    assert_eq!(
+        config
+            .dns
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["10.8.0.3", "fd00::3"]
+    );
     assert_eq!(config.mtu, 1500);
     assert_eq!(config.info["slirp4netns.sandbox"], "false");
     assert!(interfaces(ns.pid()).contains(&"eth0".to_owned()));

@@ -9,7 +9,8 @@ use crate::settings::{Settings, BINARY_OPTION};
 use crate::vpnkit::Vpnkit;
 use crate::wire::format_mac;
 use rk_driver::{
-    debug_enabled, ConfigureRequest, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig,
+    debug_enabled, ConfigureRequest, Context, Driver, DriverError, DriverInfo, NamespaceFds,
+    NetworkConfig,
 };
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -114,7 +115,7 @@ impl Driver for VpnkitDriver {
         }
         self.pump = Some(Pump::start(stream, reader, tap)?);
         vpnkit.stderr.follow();
-        let mut config = answer(&settings, &addr, mtu, &uuid, &vif.mac, vpnkit.process.pid());
+        let mut config = answer(&settings, &addr, mtu, &uuid, &vif.mac, vpnkit.process.pid())?;
         config.info.insert("sandbox".to_owned(), sandbox);
         Ok(config)
     }
@@ -175,22 +176,33 @@ fn answer(
     uuid: &str,
     mac: &[u8; 6],
     pid: u32,
-) -> NetworkConfig {
+) -> Result<NetworkConfig, DriverError> {
     let mut info = BTreeMap::new();
     info.insert("vpnkit.uuid".to_owned(), uuid.to_owned());
     info.insert("vpnkit.mac".to_owned(), format_mac(mac));
     info.insert("vpnkit.pid".to_owned(), pid.to_string());
     info.insert("vpnkit.binary".to_owned(), settings.binary.clone());
-    NetworkConfig {
+    let lease = "vpnkit's DHCP lease";
+    Ok(NetworkConfig {
         interface: settings.ifname.clone(),
-        ipv4: Some(addr.cidr.clone()),
-        gateway4: addr.gateway.clone(),
+        ipv4: Some(addr.cidr.parse().context(lease)?),
+        gateway4: addr
+            .gateway
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .context(lease)?,
         ipv6: None,
         gateway6: None,
-        dns: addr.dns.clone(),
+        dns: addr
+            .dns
+            .iter()
+            .map(|d| d.parse())
+            .collect::<Result<_, _>>()
+            .context(lease)?,
         mtu,
         configured_by_driver: false,
         dynamic: true,
         info,
-    }
+    })
 }

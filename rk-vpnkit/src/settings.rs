@@ -165,7 +165,7 @@ mod tests {
     #[test]
     fn unsupported_requests_name_the_flag() {
         let mut r = request();
-        r.cidr = Some("10.0.3.0/24".into());
+        r.cidr = Some("10.0.3.0/24".parse().unwrap());
         assert_eq!(Settings::from_request(&r), Err(SettingsError::Cidr));
         let mut r = request();
         r.ipv6 = true;

@@ -1,9 +1,10 @@
 //! Checking a driver's `configured` answer before anything acts on it: a
 //! driver is a separate program, possibly a third party's, and what it
 //! says ends up in netlink requests, `/etc/resolv.conf` and the API.
+//! Addresses are typed in the protocol: a malformed one already failed to
+//! decode; what is left to check here is the rest.
 
 use rk_driver::NetworkConfig;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// At most this many nameservers (resolv.conf uses three; a few spare).
 pub const MAX_DNS: usize = 8;
@@ -20,18 +21,11 @@ pub fn check(cfg: &NetworkConfig) -> Result<(), String> {
     if !MTU_RANGE.contains(&cfg.mtu) {
         return Err(mtu_out_of_range(cfg.mtu));
     }
-    with_prefix::<Ipv4Addr>("IPv4 address", cfg.ipv4.as_deref(), 32)?;
-    with_prefix::<Ipv6Addr>("IPv6 address", cfg.ipv6.as_deref(), 128)?;
-    plain::<Ipv4Addr>("IPv4 gateway", cfg.gateway4.as_deref())?;
-    plain::<Ipv6Addr>("IPv6 gateway", cfg.gateway6.as_deref())?;
     if cfg.dns.len() > MAX_DNS {
         return Err(format!(
             "answered {} nameservers; at most {MAX_DNS} are accepted",
             cfg.dns.len()
         ));
-    }
-    for d in &cfg.dns {
-        plain::<IpAddr>("nameserver", Some(d))?;
     }
     if cfg.info.len() > MAX_INFO {
         return Err(format!(
@@ -61,39 +55,16 @@ pub fn mtu_out_of_range(mtu: u32) -> String {
     )
 }
 
-fn plain<T: std::str::FromStr>(what: &str, v: Option<&str>) -> Result<Option<T>, String> {
-    v.map(|v| {
-        v.parse()
-            .map_err(|_| format!("answered an invalid {what}: {v:?}"))
-    })
-    .transpose()
-}
-
-fn with_prefix<T: std::str::FromStr>(
-    what: &str,
-    v: Option<&str>,
-    max: u8,
-) -> Result<Option<(T, u8)>, String> {
-    let Some(v) = v else { return Ok(None) };
-    let bad = || format!("answered an invalid {what}: {v:?}");
-    let (a, p) = v.split_once('/').ok_or_else(bad)?;
-    let p: u8 = p.parse().map_err(|_| bad())?;
-    if p > max {
-        return Err(bad());
-    }
-    Ok(Some((a.parse().map_err(|_| bad())?, p)))
-}
-
 /// The parsed form of the checked fields, for netlink.
 pub fn interface_setup(cfg: &NetworkConfig) -> Result<crate::netlink::InterfaceSetup, String> {
     check(cfg)?;
     Ok(crate::netlink::InterfaceSetup {
         name: cfg.interface.clone(),
         mtu: cfg.mtu,
-        ipv4: with_prefix("IPv4 address", cfg.ipv4.as_deref(), 32)?,
-        gateway4: plain("IPv4 gateway", cfg.gateway4.as_deref())?,
-        ipv6: with_prefix("IPv6 address", cfg.ipv6.as_deref(), 128)?,
-        gateway6: plain("IPv6 gateway", cfg.gateway6.as_deref())?,
+        ipv4: cfg.ipv4.map(|n| (n.addr(), n.prefix_len())),
+        gateway4: cfg.gateway4,
+        ipv6: cfg.ipv6.map(|n| (n.addr(), n.prefix_len())),
+        gateway6: cfg.gateway6,
     })
 }
 
@@ -104,9 +75,9 @@ mod tests {
     fn good() -> NetworkConfig {
         NetworkConfig {
             interface: "tap0".into(),
-            ipv4: Some("10.0.2.100/24".into()),
-            gateway4: Some("10.0.2.2".into()),
-            dns: vec!["10.0.2.3".into()],
+            ipv4: Some("10.0.2.100/24".parse().unwrap()),
+            gateway4: Some("10.0.2.2".parse().unwrap()),
+            dns: vec!["10.0.2.3".parse().unwrap()],
             mtu: 65520,
             ..Default::default()
         }
@@ -118,16 +89,9 @@ mod tests {
     }
 
     #[test]
-    fn a_nameserver_with_a_newline_is_refused() {
-        let mut c = good();
-        c.dns = vec!["10.0.2.3\noptions ndots:15".into()];
-        assert!(check(&c).unwrap_err().contains("invalid nameserver"));
-    }
-
-    #[test]
     fn too_many_nameservers_are_refused() {
         let mut c = good();
-        c.dns = vec!["10.0.2.3".into(); 5000];
+        c.dns = vec![c.dns[0]; 5000];
         assert!(check(&c).unwrap_err().contains("5000 nameservers"));
     }
 
@@ -138,10 +102,6 @@ mod tests {
             |c: &mut NetworkConfig| c.interface = "x".repeat(16),
             |c: &mut NetworkConfig| c.mtu = 65522,
             |c: &mut NetworkConfig| c.mtu = 10,
-            |c: &mut NetworkConfig| c.ipv4 = Some("10.0.2.100".into()),
-            |c: &mut NetworkConfig| c.ipv4 = Some("10.0.2.100/33".into()),
-            |c: &mut NetworkConfig| c.gateway4 = Some("fd00::1".into()),
-            |c: &mut NetworkConfig| c.ipv6 = Some("fd00::1/129".into()),
             |c: &mut NetworkConfig| {
                 c.info.insert("k".into(), "v\n".into());
             },

@@ -167,11 +167,12 @@ impl DriverProcess {
                 format!("driver {path} exited {when} ({status})")
             }
             ChannelError::Timeout(t) => {
-                format!("driver {path} did not answer {when} within {}s", t.as_secs())
+                format!(
+                    "driver {path} did not answer {when} within {}s",
+                    t.as_secs()
+                )
             }
-            ChannelError::Decode(d) => format!(
-                "driver {path} answered garbage {when}: {d} (it does not speak driver protocol v{PROTOCOL_VERSION})"
-            ),
+            ChannelError::Decode(d) => decode_failure(&self.shown, &path, when, &d),
             other => format!("driver {path} {when}: {other}"),
         }
     }
@@ -270,6 +271,25 @@ fn wait_or_abort(channel: &Channel, signals: &SignalFd, timeout: Duration) -> Re
                 return Err(format!("start-up aborted by {name}"));
             }
         }
+    }
+}
+
+/// The sentence for an answer that does not decode: a typed field with a
+/// bad value (`invalid nameserver "..."`) is named as the driver's mistake;
+/// anything else is not the protocol at all.
+fn decode_failure(shown: &str, path: &str, when: &str, e: &rk_driver::DecodeError) -> String {
+    match e {
+        rk_driver::DecodeError::Json(j)
+            if j.classify() == serde_json::error::Category::Data
+                && j.to_string().starts_with("invalid ") =>
+        {
+            format!(
+                "network driver {shown}: answered an {j} {when} ({path} does not follow driver protocol v{PROTOCOL_VERSION})"
+            )
+        }
+        _ => format!(
+            "network driver {shown}: answered garbage {when}: {e} ({path} does not speak driver protocol v{PROTOCOL_VERSION})"
+        ),
     }
 }
 
@@ -376,5 +396,49 @@ pub fn print_versions() -> i32 {
         0
     } else {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure_for(answer: &str) -> String {
+        let e = rk_driver::decode::<DriverMessage>(answer.as_bytes()).unwrap_err();
+        decode_failure("baddns", "/d/rk-baddns", "while configuring", &e)
+    }
+
+    #[test]
+    fn a_bad_typed_field_is_named_with_the_driver() {
+        let m = failure_for(
+            r#"{"type":"configured","interface":"lo","mtu":1500,"dns":["10.0.2.3\noptions ndots:15"]}"#,
+        );
+        assert!(
+            m.starts_with(r#"network driver baddns: answered an invalid nameserver "10.0.2.3\noptions ndots:15""#),
+            "{m}"
+        );
+        assert!(m.contains("/d/rk-baddns"), "{m}");
+        let m =
+            failure_for(r#"{"type":"configured","interface":"lo","mtu":1500,"ipv4":"10.0.2.100"}"#);
+        assert!(m.contains("answered an invalid IPv4 address"), "{m}");
+    }
+
+    #[test]
+    fn garbage_is_named_with_the_driver() {
+        for answer in [
+            "not json",
+            r#"{"type":"configured"}"#,
+            r#"{"type":"reboot"}"#,
+        ] {
+            let m = failure_for(answer);
+            assert!(
+                m.starts_with("network driver baddns: answered garbage"),
+                "{m}"
+            );
+            assert!(
+                m.contains("/d/rk-baddns does not speak driver protocol v1"),
+                "{m}"
+            );
+        }
     }
 }

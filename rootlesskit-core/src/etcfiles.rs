@@ -1,9 +1,10 @@
 //! /etc/resolv.conf and /etc/hosts for a network namespace: written in place
 //! when /etc was copied up, else bind-mounted from the state directory.
 
+use std::net::IpAddr;
 use std::path::Path;
 
-pub fn resolv_conf(nameservers: &[String]) -> String {
+pub fn resolv_conf(nameservers: &[IpAddr]) -> String {
     nameservers
         .iter()
         .map(|n| format!("nameserver {n}\n"))
@@ -68,7 +69,7 @@ mod tests {
     #[test]
     fn resolv_conf_lists_servers_in_order() {
         assert_eq!(
-            resolv_conf(&["10.0.2.3".into(), "fd00::3".into()]),
+            resolv_conf(&["10.0.2.3".parse().unwrap(), "fd00::3".parse().unwrap()]),
             "nameserver 10.0.2.3\nnameserver fd00::3\n"
         );
     }

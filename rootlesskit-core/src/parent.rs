@@ -206,7 +206,7 @@ fn configure_request(settings: &Settings, pid: Pid, state: &StateDir) -> Configu
         child_pid: pid.as_raw(),
         state_dir: state.path().to_string_lossy().into_owned(),
         mtu: settings.mtu,
-        cidr: settings.cidr.clone(),
+        cidr: settings.cidr,
         ifname: settings.ifname.clone(),
         disable_host_loopback: settings.disable_host_loopback,
         ipv6: settings.ipv6,

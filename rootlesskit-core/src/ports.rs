@@ -83,10 +83,12 @@ pub fn network_info(
     };
     Some(NetworkDriverInfo {
         driver: name,
-        dns: config.map(|c| c.dns.clone()).unwrap_or_default(),
+        dns: config
+            .map(|c| c.dns.iter().map(ToString::to_string).collect())
+            .unwrap_or_default(),
         child_ip: config
-            .and_then(|c| c.ipv4.as_deref())
-            .map(|ip| ip.split('/').next().unwrap_or(ip).to_owned()),
+            .and_then(|c| c.ipv4)
+            .map(|net| net.addr().to_string()),
         dynamic_child_ip: config.is_some_and(|c| c.dynamic),
     })
 }

@@ -2,8 +2,8 @@
 //! that bad input fails fast and leaves nothing behind.
 
 use crate::cli::{Cli, TRI_STATE};
+use rk_driver::Ipv4Net;
 use serde::{Deserialize, Serialize};
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 /// The network mode chosen with `--net`.
@@ -42,7 +42,7 @@ pub struct Settings {
     /// `--net` as the user typed it, for messages.
     pub net_name: String,
     pub mtu: Option<u32>,
-    pub cidr: Option<String>,
+    pub cidr: Option<Ipv4Net>,
     pub ifname: Option<String>,
     pub disable_host_loopback: bool,
     pub ipv6: bool,
@@ -86,7 +86,7 @@ pub fn validate(cli: &Cli) -> Result<(Settings, Vec<String>)> {
     // As RootlessKit: an empty value of these means "not given", so that
     // scripts passing `--state-dir="$UNSET"` get the default.
     let cidr = match non_empty(&cli.cidr) {
-        Some(c) => Some(parse_cidr(c)?.to_string_cidr()),
+        Some(c) => Some(parse_cidr(c)?),
         None => None,
     };
     let ifname = non_empty(&cli.ifname).map(str::to_owned);
@@ -256,39 +256,19 @@ pub fn parse_mtu(s: &str, ipv6: bool) -> Result<Option<u32>> {
     }
 }
 
-/// An IPv4 network given as `--cidr`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Cidr {
-    pub network: Ipv4Addr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    pub fn to_string_cidr(self) -> String {
-        format!("{}/{}", self.network, self.prefix)
-    }
-}
-
-pub fn parse_cidr(s: &str) -> Result<Cidr> {
-    let bad = || format!("--cidr={s:?} is not an IPv4 network like 10.0.2.0/24");
-    let (addr, prefix) = s.split_once('/').ok_or_else(bad)?;
-    let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
-    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
-    if prefix > 32 {
-        return Err(bad());
-    }
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - prefix)
-    };
-    let network = Ipv4Addr::from(u32::from(addr) & mask);
-    if network != addr {
+/// An IPv4 network given as `--cidr`: a network address (no host bits).
+/// How small a network may be is the driver's to say.
+pub fn parse_cidr(s: &str) -> Result<Ipv4Net> {
+    let net: Ipv4Net = s
+        .parse()
+        .map_err(|_| format!("--cidr={s:?} is not an IPv4 network like 10.0.2.0/24"))?;
+    if net.addr() != net.network() {
         return Err(format!(
-            "--cidr must be a network address like {network}/{prefix}, not like {s}"
+            "--cidr must be a network address like {}, not like {s}",
+            net.trunc()
         ));
     }
-    Ok(Cidr { network, prefix })
+    Ok(net)
 }
 
 pub fn check_ifname(name: &str) -> Result<()> {
@@ -433,10 +413,7 @@ mod tests {
     fn cidr_must_be_an_ipv4_network_address() {
         assert_eq!(
             parse_cidr("10.0.3.0/24"),
-            Ok(Cidr {
-                network: Ipv4Addr::new(10, 0, 3, 0),
-                prefix: 24
-            })
+            Ok("10.0.3.0/24".parse().unwrap())
         );
         assert!(parse_cidr("10.0.2.100/24")
             .unwrap_err()

@@ -431,13 +431,13 @@ pub fn assert_reaches_host_loopback(owner: Owner, pid: u32, config: &NetworkConf
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let dev = &config.interface;
-    let gateway = config.gateway4.as_deref().unwrap();
+    let gateway = config.gateway4.unwrap();
     let script = format!(
         "ip link set lo up && ip link set {dev} mtu {mtu} up && \
          ip addr add {addr} dev {dev} && ip route add default via {gateway} && \
          exec 3<>/dev/tcp/{gateway}/{port} && echo through-slirp4netns >&3",
         mtu = config.mtu,
-        addr = config.ipv4.as_deref().unwrap(),
+        addr = config.ipv4.unwrap(),
     );
     let mut nsenter = Command::new("nsenter");
     nsenter
