@@ -30,7 +30,9 @@ pub mod nsexec;
 pub mod plan;
 pub mod process;
 pub mod protocol;
+pub mod relay;
 pub mod sandbox;
+pub mod tap;
 mod serve;
 
 pub use channel::{Channel, ChannelError};
