@@ -22,6 +22,5 @@ pub mod implicit;
 pub mod manager;
 pub mod service;
 pub mod spec;
-mod sys;
 
 pub use spec::{PortSpec, PortStatus, Proto};

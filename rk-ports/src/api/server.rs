@@ -165,8 +165,8 @@ impl ApiServer {
     fn accept(&mut self, backend: &mut dyn Backend) {
         let mut evicted_for_fds = false;
         for _ in 0..ACCEPTS_PER_ROUND {
-            match crate::sys::accept_nonblocking(self.listener.as_fd()) {
-                Ok(fd) => {
+            match rk_driver::relay::accept(self.listener.as_fd()) {
+                Ok((fd, _)) => {
                     let stream = UnixStream::from(fd);
                     if self.conns.len() >= MAX_CONNECTIONS {
                         self.evict_one();

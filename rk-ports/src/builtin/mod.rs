@@ -15,12 +15,9 @@
 //! hands it the same listeners. See `docs/port-forwarding.md`.
 
 mod listen;
-mod pipes;
 mod relay;
 mod routing;
 mod source;
-mod tcp;
-mod udp;
 mod wire;
 pub mod worker;
 

@@ -12,9 +12,11 @@
 //! address, says so once, and the connection works anyway.
 
 use super::routing::LocalDelivery;
+use rk_driver::relay::{self, InsideSocket};
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
 
 /// Makes the sockets a worker connects inside with.
 pub struct Inside {
@@ -33,57 +35,6 @@ impl Inside {
         }
     }
 
-    /// A non-blocking TCP connect to `target`: the socket, whether the
-    /// connect is in progress, and the client address routed for it (to
-    /// [`release`](Self::release) when the connection ends).
-    pub fn connect_tcp(
-        &mut self,
-        target: SocketAddr,
-        source: Option<SocketAddr>,
-    ) -> io::Result<(Socket, bool, Option<IpAddr>)> {
-        let s = Socket::new(
-            Domain::for_address(target),
-            Type::STREAM.nonblocking().cloexec(),
-            None,
-        )?;
-        let _ = s.set_tcp_nodelay(true);
-        let routed = self.bind_source(&s, target, source);
-        match s.connect(&SockAddr::from(target)) {
-            Ok(()) => Ok((s, false, routed)),
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok((s, true, routed)),
-            Err(e) => {
-                if let Some(ip) = routed {
-                    self.release(ip);
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// A UDP socket for `target`, and the client address routed for it.
-    ///
-    /// Without a routed client the socket is connected to `target`. With one
-    /// it is left unconnected (send with `send_to`): a server bound to a
-    /// wildcard address answers a non-local client from the address routing
-    /// picks (the client's own, through the local table), not from
-    /// `target`, and a connected socket would refuse that answer.
-    pub fn connect_udp(
-        &mut self,
-        target: SocketAddr,
-        source: Option<SocketAddr>,
-    ) -> io::Result<(Socket, Option<IpAddr>)> {
-        let s = Socket::new(
-            Domain::for_address(target),
-            Type::DGRAM.nonblocking().cloexec(),
-            None,
-        )?;
-        let routed = self.bind_source(&s, target, source);
-        if routed.is_none() {
-            s.connect(&SockAddr::from(target))?;
-        }
-        Ok((s, routed))
-    }
-
     /// Opens the routing (netlink) socket now, while the worker may still
     /// make one: its confinement allows TCP and UDP sockets only.
     pub fn prepare_routing(&mut self) {
@@ -98,12 +49,6 @@ impl Inside {
                     "[rootlesskit:port-worker] warning: cannot keep client addresses (netlink: {e}); servers inside see the relay's address"
                 );
             }
-        }
-    }
-
-    pub fn release(&mut self, client: IpAddr) {
-        if let Some(r) = self.routing.as_mut() {
-            r.release(client);
         }
     }
 
@@ -158,6 +103,62 @@ impl Inside {
         }
         Ok(())
     }
+}
+
+impl relay::Inside for Inside {
+    fn connect_tcp(
+        &mut self,
+        target: SocketAddr,
+        client: Option<SocketAddr>,
+    ) -> io::Result<InsideSocket> {
+        let s = new_socket(target, Type::STREAM)?;
+        let routed = self.bind_source(&s, target, client);
+        match relay::connect(s.as_fd(), target) {
+            Ok(connecting) => Ok(InsideSocket {
+                fd: s.into(),
+                connecting,
+                routed,
+            }),
+            Err(e) => {
+                if let Some(ip) = routed {
+                    self.release(ip);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Without a routed client the socket is connected to `target`.
+    fn connect_udp(
+        &mut self,
+        target: SocketAddr,
+        client: Option<SocketAddr>,
+    ) -> io::Result<InsideSocket> {
+        let s = new_socket(target, Type::DGRAM)?;
+        let routed = self.bind_source(&s, target, client);
+        if routed.is_none() {
+            relay::connect(s.as_fd(), target)?;
+        }
+        Ok(InsideSocket {
+            fd: s.into(),
+            connecting: false,
+            routed,
+        })
+    }
+
+    fn release(&mut self, client: IpAddr) {
+        if let Some(r) = self.routing.as_mut() {
+            r.release(client);
+        }
+    }
+}
+
+fn new_socket(target: SocketAddr, ty: Type) -> io::Result<Socket> {
+    Socket::new(
+        Domain::for_address(target),
+        ty.nonblocking().cloexec(),
+        None,
+    )
 }
 
 /// The client's port if free, else any port: the address is what servers

@@ -5,7 +5,7 @@
 //! ([`policy`]), tells the parent how many connections it can hold, and
 //! relays until the parent closes the channel (or dies: PDEATHSIG).
 
-use super::relay::Relay;
+use super::relay::Worker;
 use super::source::Inside;
 use super::wire::{FromWorker, ToWorker, RELAY_BINARY};
 use nix::sched::{setns, CloneFlags};
@@ -112,7 +112,7 @@ pub fn main() -> i32 {
     if preserve_source {
         inside.prepare_routing();
     }
-    let mut relay = match Relay::new(channel, capacity, inside) {
+    let mut relay = match Worker::new(channel, capacity, inside) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("[rootlesskit:port-worker] error: {e}");
