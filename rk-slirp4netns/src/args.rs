@@ -1,7 +1,8 @@
 //! The slirp4netns command line.
 
-use crate::network::{Ipv4Cidr, Network};
+use crate::network::Network;
 use crate::plan::Plan;
+use rk_driver::Ipv4Net;
 use std::ffi::OsString;
 use std::os::fd::RawFd;
 use std::path::Path;
@@ -26,7 +27,7 @@ pub struct ChildFds {
 pub struct Invocation<'a> {
     pub mtu: u32,
     /// `None`: slirp4netns's default network (10.0.2.0/24).
-    pub cidr: Option<Ipv4Cidr>,
+    pub cidr: Option<Ipv4Net>,
     pub disable_host_loopback: bool,
     pub sandbox: bool,
     pub seccomp: bool,
@@ -46,11 +47,11 @@ impl<'a> Invocation<'a> {
     ) -> Self {
         Invocation {
             mtu: net.mtu,
-            cidr: net.custom_cidr.then_some(net.cidr),
+            cidr: net.custom_cidr.then_some(net.plan.network),
             disable_host_loopback,
             sandbox: plan.sandbox,
             seccomp: plan.seccomp,
-            ipv6: net.ipv6,
+            ipv6: net.ipv6.is_some(),
             api_socket,
             ifname: &net.ifname,
             fds,
@@ -97,7 +98,7 @@ impl<'a> Invocation<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::DEFAULT_CIDR;
+    use crate::network::SHAPE;
 
     const FDS: ChildFds = ChildFds {
         netns: 4,
@@ -148,7 +149,7 @@ mod tests {
         let socket = Path::new("/run/user/1000/rk/.s4nn.sock");
         let inv = Invocation {
             mtu: 1500,
-            cidr: Some(DEFAULT_CIDR),
+            cidr: Some("10.0.2.0/24".parse().unwrap()),
             disable_host_loopback: true,
             sandbox: true,
             seccomp: true,
@@ -181,13 +182,7 @@ mod tests {
 
     #[test]
     fn cidr_goes_on_the_command_line_only_when_asked_for() {
-        let net = Network {
-            ifname: "tap0".into(),
-            mtu: 65520,
-            cidr: DEFAULT_CIDR,
-            custom_cidr: false,
-            ipv6: false,
-        };
+        let net = Network::from_request(&Default::default(), &SHAPE).unwrap();
         let plan = Plan {
             sandbox: false,
             seccomp: true,
@@ -203,7 +198,7 @@ mod tests {
         };
         assert_eq!(
             Invocation::new(&custom, &plan, false, None, FDS).cidr,
-            Some(DEFAULT_CIDR)
+            Some(net.plan.network)
         );
     }
 }

@@ -4,12 +4,12 @@
 use crate::host::Host;
 use crate::hostfwd::{HostForwards, PORT_DRIVER};
 use crate::launch::{Launch, Slirp};
-use crate::network::Network;
+use crate::network::{Network, SHAPE};
 use crate::options::DriverOptions;
 use crate::plan::{self, Plan, Wants};
 use crate::probe::{self, Probe};
 use rk_driver::{
-    debug_enabled, ConfigureRequest, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig,
+    ConfigureRequest, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig,
     PortDriverOffer, PortRule,
 };
 use std::collections::BTreeMap;
@@ -35,12 +35,7 @@ pub struct Slirp4netns {
     forwards: Option<HostForwards>,
 }
 
-fn debug(message: impl std::fmt::Display) {
-    if debug_enabled() {
-        eprintln!("rk-slirp4netns: {message}");
-    }
-}
-
+/// An error whose message is already the user's: it names the fix.
 fn user_error(e: impl std::fmt::Display) -> DriverError {
     DriverError::new(e.to_string())
 }
@@ -70,25 +65,27 @@ impl Driver for Slirp4netns {
         // Cheap checks first: a bad flag never starts anything.
         let options = DriverOptions::parse(&request.options).map_err(user_error)?;
         for key in &options.ignored {
-            debug(format_args!("ignoring --{key}: not a slirp4netns option"));
+            log::debug!("ignoring --{key}: not a slirp4netns option");
         }
-        let network = Network::from_request(&request).map_err(user_error)?;
+        let network = Network::from_request(&request, &SHAPE).map_err(user_error)?;
         let probe = probe::probe(&options.binary).map_err(user_error)?;
-        debug(format_args!(
+        log::debug!(
             "{} is slirp4netns {} (libslirp {})",
             probe.path.display(),
             probe.version_label(),
             probe.version.libslirp.as_deref().unwrap_or("unknown"),
-        ));
+        );
         let wants = Wants {
             disable_host_loopback: request.disable_host_loopback,
             detach_netns: request.detach_netns,
         };
         let plan = plan::resolve(&network, wants, &options, &probe, &Host::detect())
             .map_err(user_error)?;
-        plan.notes.iter().for_each(debug);
+        for note in &plan.notes {
+            log::debug!("{note}");
+        }
         for warning in &plan.warnings {
-            eprintln!("rk-slirp4netns: warning: {warning}");
+            log::warn!("{warning}");
         }
         let slirp = Launch {
             binary: &probe.path,
@@ -96,11 +93,10 @@ impl Driver for Slirp4netns {
             plan: &plan,
             disable_host_loopback: request.disable_host_loopback,
             api_socket: options.api_socket.as_deref(),
-            debug: debug_enabled(),
         }
         .start(&namespaces)
         .map_err(user_error)?;
-        debug(format_args!("slirp4netns (pid {}) is ready", slirp.pid()));
+        log::debug!("slirp4netns (pid {}) is ready", slirp.pid());
         self.running = Some(slirp);
 
         let mut config = network.config();
@@ -113,15 +109,15 @@ impl Driver for Slirp4netns {
         // after this, inside the Landlock domain.
         let started = std::time::Instant::now();
         let sandbox = crate::confinement::confine();
-        debug(format_args!(
+        log::debug!(
             "sandbox: {sandbox} (applied in {:.2} ms)",
             started.elapsed().as_secs_f64() * 1000.0
-        ));
+        );
         config.info.insert("sandbox".to_owned(), sandbox);
         if let Some(slirp) = self.running.as_mut() {
             if let Err(e) = slirp.follow_output() {
-                eprintln!(
-                    "rk-slirp4netns: warning: cannot start the thread that drains slirp4netns's output ({e}): \
+                log::warn!(
+                    "cannot start the thread that drains slirp4netns's output ({e}): \
                      slirp4netns may stall once it has written 64 KiB to stderr"
                 );
             }
@@ -195,7 +191,7 @@ fn info_map(probe: &Probe, plan: &Plan, options: &DriverOptions) -> BTreeMap<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::{Features, VersionInfo};
+    use crate::probe::VersionInfo;
     use std::path::PathBuf;
 
     #[test]
@@ -228,7 +224,7 @@ mod tests {
     fn info_map_reports_version_choices_and_api_socket() {
         let probe = Probe {
             path: PathBuf::from("/usr/bin/slirp4netns"),
-            features: Features::default(),
+            options: Default::default(),
             version: VersionInfo {
                 version: Some("1.2.0".into()),
                 libslirp: Some("4.7.0".into()),

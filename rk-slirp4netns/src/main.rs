@@ -6,7 +6,6 @@
 //! addresses the core then configures over netlink.
 
 mod args;
-mod binary;
 mod confinement;
 mod driver;
 mod host;
@@ -14,7 +13,6 @@ mod hostfwd;
 mod launch;
 mod network;
 mod options;
-mod output;
 mod plan;
 mod probe;
 

@@ -4,7 +4,8 @@
 use crate::host::Host;
 use crate::network::Network;
 use crate::options::{DriverOptions, Mode, API_SOCKET, SANDBOX, SECCOMP};
-use crate::probe::{Flag, Probe, Version};
+use crate::probe::{Flag, Probe};
+use rk_driver::helper::Version;
 use std::path::PathBuf;
 
 /// The first release whose sandbox also binds an `/etc/resolv.conf` that
@@ -59,7 +60,7 @@ pub fn resolve(
     host: &Host,
 ) -> Result<Plan, PlanError> {
     let require = |flag: Flag, wanted_by: &str, remedy: &str| {
-        if probe.features.has(flag) {
+        if probe.has(flag) {
             Ok(())
         } else {
             Err(PlanError::Unsupported {
@@ -84,7 +85,7 @@ pub fn resolve(
     if net.custom_cidr {
         require(Flag::Cidr, "--cidr", " or drop --cidr")?;
     }
-    if net.ipv6 {
+    if net.ipv6.is_some() {
         require(Flag::EnableIpv6, "--ipv6", " or drop --ipv6")?;
     }
     if wants.disable_host_loopback {
@@ -117,7 +118,7 @@ pub fn resolve(
             }
             true
         }
-        Mode::Auto if !probe.features.has(Flag::EnableSandbox) => {
+        Mode::Auto if !probe.has(Flag::EnableSandbox) => {
             notes.push(format!(
                 "sandbox off: slirp4netns {} lacks --enable-sandbox",
                 probe.version_label()
@@ -155,7 +156,7 @@ pub fn resolve(
             }
             true
         }
-        Mode::Auto if !probe.features.has(Flag::EnableSeccomp) => {
+        Mode::Auto if !probe.has(Flag::EnableSeccomp) => {
             notes.push(format!(
                 "seccomp off: slirp4netns {} lacks --enable-seccomp",
                 probe.version_label()
@@ -195,20 +196,7 @@ fn sandbox_breaks_dns(probe: &Probe, host: &Host) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::DEFAULT_CIDR;
-    use crate::probe::tests::{HELP_0_3_0, HELP_1_2_0};
-    use crate::probe::{Features, VersionInfo};
-
-    fn probe_of(help: &str, version: &str) -> Probe {
-        Probe {
-            path: PathBuf::from("/usr/bin/slirp4netns"),
-            features: Features::from_help(help),
-            version: VersionInfo {
-                version: Some(version.to_owned()),
-                ..Default::default()
-            },
-        }
-    }
+    use crate::probe::tests::{probe_of, HELP_0_3_0, HELP_1_2_0};
 
     /// A 0.4.0 whose help lacks the given flags.
     fn probe_without(flag: &str) -> Probe {
@@ -231,13 +219,7 @@ mod tests {
 
     fn case() -> Case {
         Case {
-            net: Network {
-                ifname: "tap0".into(),
-                mtu: 65520,
-                cidr: DEFAULT_CIDR,
-                custom_cidr: false,
-                ipv6: false,
-            },
+            net: Network::from_request(&Default::default(), &crate::network::SHAPE).unwrap(),
             wants: Wants::default(),
             options: DriverOptions::parse(&Default::default()).unwrap(),
             probe: probe_of(HELP_1_2_0, "1.2.0"),
@@ -335,7 +317,7 @@ mod tests {
     fn requested_features_must_be_present() {
         let mut ipv6 = case().probe(probe_without("--enable-ipv6"));
         assert!(ipv6.result().is_ok());
-        ipv6.net.ipv6 = true;
+        ipv6.net.ipv6 = Some(rk_driver::plan::Ipv6Plan::new(2, 3));
         assert!(ipv6
             .error()
             .contains("lacks --enable-ipv6, which --ipv6 needs"));

@@ -1,10 +1,17 @@
-//! Learning what a slirp4netns binary can do from its `--help` and
-//! `--version`.
+//! The slirp4netns program: finding it, and learning what it can do from
+//! its `--help` and `--version` (through the SDK's helper module).
 
-use crate::binary::{self, BinaryError};
-use std::collections::BTreeSet;
-use std::fmt;
+use rk_driver::helper::{Env, FindError, LongOptions, Program, RunError, Version};
 use std::path::PathBuf;
+
+/// slirp4netns as the user knows it; it gets only the locale, `PATH` and
+/// its own debugging variables.
+pub const SLIRP4NETNS: Program = Program {
+    name: "slirp4netns",
+    flag: crate::options::BINARY,
+    install: "install slirp4netns ≥ 0.4",
+    env: Env::Only(&["G_MESSAGES_DEBUG", "SLIRP_DEBUG"]),
+};
 
 /// The command-line flags this driver cares about, with the slirp4netns
 /// release that introduced each.
@@ -51,55 +58,6 @@ impl Flag {
     }
 }
 
-/// The long options a slirp4netns binary lists in its `--help`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Features {
-    long_options: BTreeSet<String>,
-}
-
-impl Features {
-    pub fn from_help(text: &str) -> Self {
-        let long_options = text
-            .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']')
-            .filter_map(|word| {
-                let name = word.strip_prefix("--")?;
-                let name: String = name
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-                    .collect();
-                (!name.is_empty()).then(|| format!("--{name}"))
-            })
-            .collect();
-        Features { long_options }
-    }
-
-    pub fn has(&self, flag: Flag) -> bool {
-        self.long_options.contains(flag.name())
-    }
-}
-
-/// A release number, e.g. 1.2.0 of `1.2.0-beta.1+dev`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Version(pub u32, pub u32, pub u32);
-
-impl Version {
-    /// Reads the leading `MAJOR.MINOR[.PATCH]`, ignoring any suffix.
-    pub fn parse(text: &str) -> Option<Self> {
-        let core = text.split(['-', '+', '~']).next()?;
-        let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
-        let major = parts.next()??;
-        let minor = parts.next()??;
-        let patch = parts.next().unwrap_or(Some(0))?;
-        Some(Version(major, minor, patch))
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.0, self.1, self.2)
-    }
-}
-
 /// What `slirp4netns --version` says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VersionInfo {
@@ -111,23 +69,22 @@ pub struct VersionInfo {
 
 impl VersionInfo {
     pub fn from_output(text: &str) -> Self {
-        let mut info = VersionInfo::default();
-        for line in text.lines() {
-            let line = line.trim();
-            if let Some(rest) = line.strip_prefix("slirp4netns version") {
-                info.version = first_word(rest);
-            } else if let Some(rest) = line.strip_prefix("libslirp:") {
-                info.libslirp = first_word(rest);
-            } else if let Some(rest) = line.strip_prefix("libseccomp:") {
-                info.libseccomp = first_word(rest);
-            }
+        use rk_driver::helper::probe::value_after;
+        VersionInfo {
+            version: value_after(text, "slirp4netns version"),
+            libslirp: value_after(text, "libslirp:"),
+            libseccomp: value_after(text, "libseccomp:"),
         }
-        info
     }
 }
 
-fn first_word(text: &str) -> Option<String> {
-    text.split_whitespace().next().map(str::to_owned)
+/// Why slirp4netns cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Find(#[from] FindError),
+    #[error(transparent)]
+    Run(#[from] RunError),
 }
 
 /// Everything learnt about one slirp4netns binary.
@@ -135,11 +92,15 @@ fn first_word(text: &str) -> Option<String> {
 pub struct Probe {
     /// The resolved path that is run.
     pub path: PathBuf,
-    pub features: Features,
+    pub options: LongOptions,
     pub version: VersionInfo,
 }
 
 impl Probe {
+    pub fn has(&self, flag: Flag) -> bool {
+        self.options.has(flag.name())
+    }
+
     /// The release for messages: `1.2.0`, or `(unknown version)`.
     pub fn version_label(&self) -> &str {
         self.version
@@ -155,24 +116,18 @@ impl Probe {
 
 /// Finds `binary` (a path, or a name looked up in `$PATH`) and asks it what
 /// it supports.
-pub fn probe(binary: &str) -> Result<Probe, BinaryError> {
-    let path = binary::resolve(binary)?;
-    // Both questions at once: each is a process start, and start-up time
-    // is what users notice.
-    let (help, version) = std::thread::scope(|s| {
-        let version = s.spawn(|| binary::run(&path, "--version"));
-        let help = binary::run(&path, "--help");
-        (help, version.join())
-    });
-    let help = help?;
+pub fn probe(binary: &str) -> Result<Probe, ProbeError> {
+    let path = SLIRP4NETNS.find(binary)?;
+    let (help, version) = SLIRP4NETNS.help_and_version(&path);
+    let help = help?.success()?;
     // A slirp4netns without --version still works; its version is unknown.
     let version = version
         .ok()
-        .and_then(Result::ok)
+        .and_then(|v| v.success().ok())
         .map(|text| VersionInfo::from_output(&text))
         .unwrap_or_default();
     Ok(Probe {
-        features: Features::from_help(&help),
+        options: LongOptions::from_help(&help),
         version,
         path,
     })
@@ -201,27 +156,31 @@ pub(crate) mod tests {
         Flag::EnableSeccomp,
     ];
 
+    pub fn probe_of(help: &str, version: &str) -> Probe {
+        Probe {
+            path: PathBuf::from("/usr/bin/slirp4netns"),
+            options: LongOptions::from_help(help),
+            version: VersionInfo {
+                version: Some(version.to_owned()),
+                ..Default::default()
+            },
+        }
+    }
+
     #[test]
     fn help_of_1_2_0_offers_every_flag() {
-        let f = Features::from_help(HELP_1_2_0);
+        let p = probe_of(HELP_1_2_0, "1.2.0");
         for flag in ALL_FLAGS {
-            assert!(f.has(flag), "{}", flag.name());
+            assert!(p.has(flag), "{}", flag.name());
         }
     }
 
     #[test]
     fn help_of_0_3_0_lacks_the_0_4_flags() {
-        let f = Features::from_help(HELP_0_3_0);
+        let p = probe_of(HELP_0_3_0, "0.3.0");
         for flag in ALL_FLAGS {
-            assert_eq!(f.has(flag), flag.since() != "0.4", "{}", flag.name());
+            assert_eq!(p.has(flag), flag.since() != "0.4", "{}", flag.name());
         }
-    }
-
-    #[test]
-    fn a_flag_is_matched_whole_not_as_a_prefix() {
-        let f = Features::from_help("--outbound-addr6=IPv6  --enable-sandboxing\n");
-        assert!(!f.has(Flag::EnableSandbox));
-        assert!(Features::from_help("--mtu").has(Flag::Mtu));
     }
 
     #[test]
@@ -244,15 +203,15 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn release_numbers_compare_and_ignore_suffixes() {
-        assert_eq!(Version::parse("1.2.0"), Some(Version(1, 2, 0)));
-        assert_eq!(Version::parse("1.1.0-beta.1"), Some(Version(1, 1, 0)));
-        assert_eq!(Version::parse("1.2.3+dev"), Some(Version(1, 2, 3)));
-        assert_eq!(Version::parse("0.4"), Some(Version(0, 4, 0)));
-        assert_eq!(Version::parse("unknown"), None);
-        assert_eq!(Version::parse(""), None);
-        assert!(Version(1, 2, 0) < Version(1, 2, 1));
-        assert!(Version(0, 4, 9) < Version(1, 0, 0));
+    fn a_missing_binary_names_what_was_looked_for_and_the_fix() {
+        let e = probe("no-such-slirp4netns").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "slirp4netns not found (looked for \"no-such-slirp4netns\" in the absolute \
+             directories of $PATH): install slirp4netns ≥ 0.4 or pass --slirp4netns-binary=PATH"
+        );
+        let e = probe("/nonexistent/slirp4netns").unwrap_err();
+        assert!(e.to_string().contains("fix --slirp4netns-binary"), "{e}");
     }
 
     #[test]
@@ -267,7 +226,7 @@ pub(crate) mod tests {
     fn installed_slirp4netns_is_probed_for_real() {
         let p = probe("slirp4netns").expect("slirp4netns ≥ 0.4 is installed on test machines");
         for flag in ALL_FLAGS {
-            assert!(p.features.has(flag), "{}", flag.name());
+            assert!(p.has(flag), "{}", flag.name());
         }
         assert!(p.numeric_version().unwrap() >= Version(0, 4, 0));
         assert!(p.version.libslirp.is_some());

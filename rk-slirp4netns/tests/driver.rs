@@ -164,7 +164,8 @@ fn slirp4netns_dying_is_reported_to_the_core() {
     driver.slirp4netns().kill();
     match driver.recv(Duration::from_secs(5)) {
         DriverMessage::Error { message } => assert!(
-            message.starts_with("slirp4netns exited unexpectedly: signal: 9"),
+            message.starts_with("slirp4netns (pid ")
+                && message.contains(") exited unexpectedly (signal: 9"),
             "{message}"
         ),
         other => panic!("expected an error, got {other:?}"),
@@ -187,8 +188,8 @@ fn missing_binary_is_a_clear_error_and_starts_nothing() {
     );
     assert_eq!(
         message,
-        "slirp4netns not found (looked for \"rk-no-such-slirp4netns\" in PATH): \
-         install slirp4netns ≥ 0.4 or pass --slirp4netns-binary"
+        "slirp4netns not found (looked for \"rk-no-such-slirp4netns\" in the absolute \
+         directories of $PATH): install slirp4netns ≥ 0.4 or pass --slirp4netns-binary=PATH"
     );
     assert!(driver.wait_exit(EXIT_WAIT).is_some(), "driver lingers");
     assert!(interfaces(ns.pid()).iter().all(|i| i != "tap0"));
@@ -238,7 +239,10 @@ fn output_stays_quiet_unless_debug_is_on() {
         assert!(driver.wait_exit(EXIT_WAIT).is_some_and(|s| s.success()));
         let stderr = driver.stderr();
         if debug {
-            assert!(stderr.contains("rk-slirp4netns: running"), "{stderr}");
+            assert!(
+                stderr.contains("rk-slirp4netns: debug: running"),
+                "{stderr}"
+            );
             // slirp4netns's own stderr reaches the log too (it is killed at
             // shutdown, so its buffered stdout may not).
             assert!(stderr.contains("slirp4netns: sent tapfd"), "{stderr}");

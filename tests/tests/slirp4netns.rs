@@ -286,7 +286,8 @@ fn a_driver_dying_while_cmd_runs_is_reported() {
     unsafe { libc::kill(slirp[0].0 as i32, libc::SIGKILL) };
     let out = child.wait_with_output().unwrap();
     let err = stderr(&out);
-    assert!(err.contains("slirp4netns exited unexpectedly"), "{err}");
+    assert!(err.contains("slirp4netns (pid "), "{err}");
+    assert!(err.contains("exited unexpectedly (signal: 9"), "{err}");
     assert!(err.contains("the network inside is gone"), "{err}");
     assert!(
         out.status.success(),
@@ -571,7 +572,7 @@ fn the_driver_is_confined_while_cmd_runs_unless_rk_sandbox_is_off() {
     );
     finish_with_stderr(child, |err| {
         assert!(
-            err.contains("rk-slirp4netns: sandbox: seccomp on, no_new_privs on, landlock "),
+            err.contains("rk-slirp4netns: debug: sandbox: seccomp on, no_new_privs on, landlock "),
             "{err}"
         );
         assert!(
