@@ -12,26 +12,24 @@
 //! `/proc/net` tables twice a second and forwards each listening port
 //! through sockets made inside the namespace.
 
-mod epoll;
 mod nshelper;
 mod procnet;
 mod relay;
 mod sockdiag;
 mod sockets;
-mod splice;
 
 use crate::contain::Contained;
 use crate::probe::{Probe, TCP_AUTO_SCAN, UDP_AUTO_SCAN};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nshelper::{Kind, NsSockets};
 use procnet::{Bound, TCP_LISTEN, UDP_UNCONNECTED};
-use relay::{Forwarded, Relay};
+use relay::{Forwarded, Forwarder};
+use rk_driver::fdio::{self, EventFd};
 use rk_driver::NamespaceFds;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::{self, Read, Seek};
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -142,8 +140,8 @@ impl TcpSource {
 pub struct AutoForwarder {
     ns: Arc<NsSockets>,
     forwarding: Forwarding,
-    /// Written to stop the thread.
-    stop: Arc<OwnedFd>,
+    /// Signalled to stop the thread.
+    stop: Arc<EventFd>,
     thread: Option<Contained>,
 }
 
@@ -174,13 +172,7 @@ impl AutoForwarder {
             namespaces.userns.as_fd(),
             namespaces.netns.as_fd(),
         )?);
-        // SAFETY: plain syscall; on success the descriptor is new and ours.
-        let stop = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if stop < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: just created, owned by nothing else.
-        let stop = Arc::new(unsafe { OwnedFd::from_raw_fd(stop) });
+        let stop = Arc::new(EventFd::new()?);
         Ok(AutoForwarder {
             ns,
             forwarding,
@@ -210,7 +202,7 @@ impl AutoForwarder {
 
 /// Runs the forwarding loop; when it panics (and can be unwound), reports
 /// it and starts it again, a few times.
-fn supervise(first: Scanner, ns: &Arc<NsSockets>, forwarding: Forwarding, stop: &OwnedFd) {
+fn supervise(first: Scanner, ns: &Arc<NsSockets>, forwarding: Forwarding, stop: &EventFd) {
     let mut scanner = Some(first);
     let failed = Arc::new(AtomicBool::new(false));
     for attempt in 0..=RESTARTS {
@@ -235,8 +227,7 @@ fn supervise(first: Scanner, ns: &Arc<NsSockets>, forwarding: Forwarding, stop: 
             Err(()) if attempt < RESTARTS => {
                 eprintln!("rk-pasta: port forwarding starts again");
                 // A second's pause, unless told to stop.
-                let mut fds = [PollFd::new(stop.as_fd(), PollFlags::POLLIN)];
-                if poll(&mut fds, PollTimeout::from(1000u16)).unwrap_or(0) > 0 {
+                if fdio::wait_readable(stop.as_fd(), Duration::from_secs(1)).unwrap_or(true) {
                     return;
                 }
             }
@@ -247,44 +238,23 @@ fn supervise(first: Scanner, ns: &Arc<NsSockets>, forwarding: Forwarding, stop: 
 
 /// The loop: relays until `stop` turns readable, scanning for bound ports
 /// every [`SCAN_INTERVAL`].
-fn forward(mut scanner: Scanner, stop: &OwnedFd) -> io::Result<()> {
+fn forward(mut scanner: Scanner, stop: &EventFd) -> io::Result<()> {
     const STOP: u64 = 0;
-    let mut relay = Relay::new()?;
-    relay
-        .epoll()
-        .add(stop.as_fd(), libc::EPOLLIN as u32, STOP)?;
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut forwarder = Forwarder::new(Arc::clone(&scanner.ns))?;
+    forwarder.relay().watch(stop.as_fd(), STOP)?;
     let mut next_scan = Instant::now();
-    let mut next_sweep = Instant::now() + relay::FLOW_IDLE / 36;
     loop {
         let now = Instant::now();
         if now >= next_scan {
-            scanner.scan(&mut relay);
+            scanner.scan(&mut forwarder);
             #[cfg(debug_assertions)]
             fault_injection();
             next_scan = now + SCAN_INTERVAL;
         }
-        if now >= next_sweep {
-            relay.sweep_flows(relay::FLOW_IDLE);
-            next_sweep = now + relay::FLOW_IDLE / 36;
+        let wait = next_scan.saturating_duration_since(Instant::now());
+        if forwarder.relay().turn(Some(wait))?.contains(STOP) {
+            return Ok(());
         }
-        relay.resume_listeners();
-        let wake = relay.next_resume().map_or(next_scan, |r| r.min(next_scan));
-        let timeout = if relay.has_more() {
-            0
-        } else {
-            wake.saturating_duration_since(Instant::now()).as_millis() as i32 + 1
-        };
-        let n = relay.epoll().wait(&mut events, timeout)?;
-        for ev in &events[..n] {
-            if ev.u64 == STOP {
-                return Ok(());
-            }
-            if ev.u64 >= relay::FIRST_TOKEN {
-                relay.on_event(ev.u64, ev.events, &scanner.ns);
-            }
-        }
-        relay.run_leftovers(&scanner.ns);
     }
 }
 
@@ -311,8 +281,7 @@ impl AutoForwarder {
 
 impl Drop for AutoForwarder {
     fn drop(&mut self) {
-        let one = 1u64.to_ne_bytes();
-        let _ = nix::unistd::write(&*self.stop, &one);
+        self.stop.signal();
         // The loop wakes at once and closes every socket it holds before
         // the driver exits.
         if let Some(t) = self.thread.take() {
@@ -365,7 +334,7 @@ fn read_table(file: &mut std::fs::File, state: u8) -> Vec<Bound> {
 }
 
 impl Scanner {
-    fn scan(&mut self, relay: &mut Relay) {
+    fn scan(&mut self, relay: &mut Forwarder) {
         if let Some(bound) = self.tcp.as_mut().and_then(TcpSource::listening) {
             let wanted = procnet::targets(&bound);
             reconcile(
@@ -376,7 +345,7 @@ impl Scanner {
                 "tcp",
                 relay,
                 |r, port, target| r.forward_tcp(port, target),
-                Relay::stop,
+                Forwarder::stop,
             );
         }
         if let Some(tables) = self.udp.as_mut() {
@@ -393,7 +362,7 @@ impl Scanner {
                 "udp",
                 relay,
                 |r, port, target| r.forward_udp(port, target),
-                Relay::stop,
+                Forwarder::stop,
             );
         }
     }

@@ -1,12 +1,11 @@
-//! Socket set-up shared by the TCP and UDP forwarders.
+//! The host side of a forwarded port.
 
 use nix::sys::socket::{
-    bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
-    SockaddrIn6,
+    bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6,
 };
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// Where the host side listens for `port`: every IPv4 and every IPv6
 /// address, as pasta's own `-t auto` does.
@@ -39,28 +38,4 @@ pub fn bound(ty: SockType, addr: SocketAddr) -> io::Result<OwnedFd> {
         SocketAddr::V6(a) => bind(fd.as_raw_fd(), &SockaddrIn6::from(a))?,
     }
     Ok(fd)
-}
-
-/// Connects `fd` to `addr`.
-pub fn connect_to(fd: &impl AsFd, addr: SocketAddr) -> io::Result<()> {
-    let raw = fd.as_fd().as_raw_fd();
-    loop {
-        let r = match addr {
-            SocketAddr::V4(a) => connect(raw, &SockaddrIn::from(a)),
-            SocketAddr::V6(a) => connect(raw, &SockaddrIn6::from(a)),
-        };
-        match r {
-            Err(nix::Error::EINTR) => continue,
-            r => return Ok(r?),
-        }
-    }
-}
-
-/// Makes the next close send a reset, as a refused connection would.
-pub fn reset_on_close(fd: &impl AsFd) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    let _ = setsockopt(fd, sockopt::Linger, &linger);
 }
