@@ -26,6 +26,7 @@ pub mod logger;
 pub mod lookup;
 pub mod mac;
 pub mod memory;
+pub mod netlink;
 pub mod nsexec;
 pub mod plan;
 pub mod process;
@@ -33,6 +34,8 @@ pub mod protocol;
 pub mod relay;
 pub mod sandbox;
 pub mod tap;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod serve;
 
 pub use channel::{Channel, ChannelError};
