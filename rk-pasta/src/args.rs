@@ -65,15 +65,15 @@ impl Invocation<'_> {
         push(&["--ns-ifname", &n.ifname]);
         push(&["--mtu", &n.mtu.to_string()]);
         push(&["--config-net"]);
-        push(&["--address", &n.address().to_string()]);
-        push(&["--netmask", &n.cidr.prefix().to_string()]);
-        push(&["--gateway", &n.gateway().to_string()]);
-        push(&["--dns-forward", &n.dns().to_string()]);
+        push(&["--address", &n.plan.guest.to_string()]);
+        push(&["--netmask", &n.plan.network.prefix_len().to_string()]);
+        push(&["--gateway", &n.plan.gateway.to_string()]);
+        push(&["--dns-forward", &n.plan.dns.to_string()]);
         if self.disable_host_loopback {
             probe.require(Opt::NoMapGw, " (needed for --disable-host-loopback)")?;
             push(&["--no-map-gw"]);
         }
-        if !n.ipv6 {
+        if n.ipv6.is_none() {
             probe.require(Opt::Ipv4Only, "")?;
             push(&["--ipv4-only"]);
         }
@@ -111,13 +111,13 @@ mod tests {
     use std::path::PathBuf;
 
     fn network(ipv6: bool) -> Network {
-        Network::from_request(&ConfigureRequest {
+        let request = ConfigureRequest {
             child_pid: 42,
             state_dir: "/s".into(),
             ipv6,
             ..Default::default()
-        })
-        .unwrap()
+        };
+        Network::from_request(&request, &crate::network::SHAPE).unwrap()
     }
 
     fn paths() -> NsPaths {

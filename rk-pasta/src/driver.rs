@@ -3,13 +3,13 @@
 
 use crate::args::{Invocation, PastaPorts};
 use crate::launch::Pasta;
-use crate::network::Network;
+use crate::network::{Network, SHAPE};
 use crate::options::{DriverOptions, Ports};
 use crate::portfwd::{self, AutoForwarder, Forwarding};
 use crate::probe::{self, Probe};
 use rk_driver::{
-    debug_enabled, ConfigureRequest, Context, Driver, DriverError, DriverInfo, Ipv4Net, Ipv6Net,
-    NamespaceFds, NetworkConfig,
+    ConfigureRequest, Context, Driver, DriverError, DriverInfo, Ipv6Net, NamespaceFds,
+    NetworkConfig,
 };
 use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
@@ -44,12 +44,7 @@ struct Running {
 /// How long shutdown waits for processes that were killed to be reaped.
 const REAP_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn debug(message: impl std::fmt::Display) {
-    if debug_enabled() {
-        eprintln!("rk-pasta: {message}");
-    }
-}
-
+/// An error whose message is already the user's: it names the fix.
 fn user_error(e: impl std::fmt::Display) -> DriverError {
     DriverError::new(e.to_string())
 }
@@ -110,18 +105,14 @@ impl PastaDriver {
         }
         // Cheap checks first: a bad flag never starts anything.
         let options = DriverOptions::parse(&request.options).map_err(user_error)?;
-        let network = Network::from_request(&request).map_err(user_error)?;
+        let network = Network::from_request(&request, &SHAPE).map_err(user_error)?;
         let probe = probe::probe(&options.binary).map_err(user_error)?;
-        debug(format_args!(
-            "{} is {}",
-            probe.path.display(),
-            probe.version_label()
-        ));
+        log::debug!("{} is {}", probe.path.display(), probe.version_label());
         let forwarding = match options.ports {
             Ports::None => Forwarding::default(),
             Ports::Implicit => Forwarding::for_pasta(&probe),
         };
-        debug(format_args!("port forwarding: {forwarding}"));
+        log::debug!("port forwarding: {forwarding}");
         let ns_paths = crate::nspaths::resolve(
             request.child_pid,
             &request.state_dir,
@@ -140,23 +131,20 @@ impl PastaDriver {
         };
         let ready = invocation.ready;
         let args = invocation.args(&probe).map_err(user_error)?;
-        crate::launch::become_subreaper()
-            .map_err(|e| user_error(format_args!("PR_SET_CHILD_SUBREAPER: {e}")))?;
-        let starting =
-            Pasta::spawn(&probe.path, &args, ready, debug_enabled()).map_err(user_error)?;
+        crate::launch::become_subreaper().context("PR_SET_CHILD_SUBREAPER")?;
+        let starting = Pasta::spawn(&probe.path, &args, ready).map_err(user_error)?;
         // While pasta sets the namespace up: the forwarder's helper is
         // forked now, with this process still single-threaded.
         let forwarder = forwarding
             .needs_driver()
             .then(|| AutoForwarder::prepare(&namespaces, forwarding))
             .transpose()
-            .map_err(|e| user_error(format_args!("preparing port forwarding: {e}")))?;
+            .context("preparing port forwarding")?;
         // From here on this process starts no program: the threads it makes
         // next inherit no_new_privs.
-        rk_driver::sandbox::no_new_privs()
-            .map_err(|e| user_error(format_args!("setting no_new_privs: {e}")))?;
+        rk_driver::sandbox::no_new_privs().context("setting no_new_privs")?;
         let mut pasta = starting.wait_ready().map_err(user_error)?;
-        debug(format_args!("pasta (pid {}) is ready", pasta.pid()));
+        log::debug!("pasta (pid {}) is ready", pasta.pid());
         // The answer reads the host's addresses and routes: before the
         // sandbox, which forbids both.
         let mut config = answer(&network, &pasta, &probe, &forwarding)?;
@@ -165,18 +153,18 @@ impl PastaDriver {
         // and forward ports start after this, inside the Landlock domain.
         let started = std::time::Instant::now();
         let sandbox = crate::confinement::confine_driver(forwarder.is_some());
-        debug(format_args!(
+        log::debug!(
             "sandbox: {sandbox} (applied in {:.2} ms)",
             started.elapsed().as_secs_f64() * 1000.0
-        ));
+        );
         config.info.insert("sandbox".to_owned(), sandbox);
         pasta
             .follow_output()
-            .map_err(|e| user_error(format_args!("setting up pasta: log reader thread: {e}")))?;
+            .context("setting up pasta: log reader thread")?;
         let forwarder = forwarder
             .map(AutoForwarder::start)
             .transpose()
-            .map_err(|e| user_error(format_args!("starting port forwarding: {e}")))?;
+            .context("starting port forwarding")?;
 
         self.running = Some(Running {
             pasta,
@@ -201,22 +189,22 @@ impl PastaDriver {
                 f.kill_helper();
             }
             drop(forwarder);
-            debug(format_args!(
+            log::debug!(
                 "forwarder stopped, helper reaped after {:.1} ms",
                 started.elapsed().as_secs_f64() * 1000.0
-            ));
+            );
             pasta.stop();
-            debug(format_args!(
+            log::debug!(
                 "pasta reaped after {:.1} ms",
                 started.elapsed().as_secs_f64() * 1000.0
-            ));
+            );
         }
         // pasta's own helpers, orphaned by its death, came back to us.
         crate::launch::reap_orphans(REAP_LIMIT);
-        debug(format_args!(
+        log::debug!(
             "stopped and reaped everything in {:.1} ms",
             started.elapsed().as_secs_f64() * 1000.0
-        ));
+        );
     }
 }
 
@@ -227,21 +215,18 @@ fn answer(
     probe: &Probe,
     forwarding: &Forwarding,
 ) -> Result<NetworkConfig, DriverError> {
-    let facts = pasta.output().facts();
+    let facts = pasta.facts();
     let mut config = NetworkConfig {
-        interface: network.ifname.clone(),
-        ipv4: Some(
-            Ipv4Net::new(network.address(), network.cidr.prefix())
-                .context("the child's address")?,
-        ),
-        gateway4: Some(network.gateway()),
-        dns: vec![network.dns().into()],
-        mtu: network.mtu,
         configured_by_driver: true,
         info: info_map(probe, pasta, forwarding),
-        ..Default::default()
+        // pasta copies IPv6 from the host (below), and its DNS forwarder
+        // listens on IPv4 only.
+        ipv6: None,
+        gateway6: None,
+        dns: vec![network.plan.dns.into()],
+        ..network.config()
     };
-    if network.ipv6 {
+    if network.ipv6.is_some() {
         match (facts.ipv6_address, facts.ipv6_router) {
             (Some(address), router) => {
                 config.ipv6 = Some(
@@ -250,14 +235,14 @@ fn answer(
                 );
                 config.gateway6 = router;
             }
-            (None, _) if !host_has_ipv6_default_route() => eprintln!(
-                "rk-pasta: warning: --ipv6: the host has no IPv6 default route for \
+            (None, _) if !host_has_ipv6_default_route() => log::warn!(
+                "--ipv6: the host has no IPv6 default route for \
                  pasta to copy, so the namespace has IPv4 only"
             ),
             // pasta configured IPv6 but did not say so in the words this
             // driver reads: the interface is right, only the facts for
             // `rootlessctl info` are missing.
-            (None, _) => debug("pasta did not report the IPv6 address it assigned"),
+            (None, _) => log::debug!("pasta did not report the IPv6 address it assigned"),
         }
     }
     Ok(config)

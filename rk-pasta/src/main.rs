@@ -5,7 +5,6 @@
 //! reachable on the host.
 
 mod args;
-mod binary;
 mod confinement;
 mod contain;
 mod driver;

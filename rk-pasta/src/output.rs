@@ -1,5 +1,6 @@
-//! pasta's output: kept for error messages and for the facts pasta prints
-//! about the network it built, echoed to our stderr only in debug mode.
+//! What pasta prints: which lines are worth keeping (for error messages
+//! and for the facts pasta prints about the network it built). Collecting
+//! and logging them is the SDK's ([`OutputTail`]).
 //!
 //! pasta writes to its log file (here: its own stderr, see `args`) and,
 //! until it has finished starting, also to stderr directly: every early
@@ -8,31 +9,22 @@
 //! Without `--log-file`, a pasta with no syslog daemon to talk to adds
 //! "Failed to send N bytes to syslog" lines, which are dropped too.
 
-use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use rk_driver::helper::tail::LineFilter;
+use rk_driver::helper::OutputTail;
+use std::io;
 use std::net::Ipv6Addr;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 /// Lines kept from the start (they describe the network).
 const HEAD_LINES: usize = 48;
 /// Lines kept from the end, for error messages.
 const TAIL_LINES: usize = 10;
-/// A longer line is cut to this many characters.
-const MAX_LINE: usize = 300;
-/// A line without newline is cut here rather than growing without bound.
-const MAX_PENDING: usize = 4096;
 
-/// The lines of pasta's output that are worth keeping.
-#[derive(Debug, Default)]
-pub struct Collector {
-    pending: Vec<u8>,
-    /// The message of the last log-file line, to drop its plain echo.
-    last_logged: Option<String>,
-    head: Vec<String>,
-    tail: VecDeque<String>,
-    echo: bool,
+/// pasta's output pipe, collected with pasta's filter.
+pub fn collect(reader: OwnedFd) -> io::Result<OutputTail> {
+    Ok(OutputTail::new(reader, "pasta")?
+        .keeping(HEAD_LINES, TAIL_LINES)
+        .filtered(filter()))
 }
 
 /// How one line of pasta's output is treated.
@@ -46,9 +38,6 @@ enum Line<'a> {
 }
 
 fn classify(line: &str) -> Line<'_> {
-    if line.trim().is_empty() {
-        return Line::Noise;
-    }
     if line.starts_with("Failed to send ") && line.ends_with(" bytes to syslog") {
         return Line::Noise;
     }
@@ -82,76 +71,22 @@ fn classify(line: &str) -> Line<'_> {
     Line::Plain(line)
 }
 
-impl Collector {
-    pub fn new(echo: bool) -> Self {
-        Collector {
-            echo,
-            ..Default::default()
+/// Keeps a log-file line as `LEVEL: message` (or the message), drops
+/// noise and the plain echo that follows a log-file line.
+pub fn filter() -> LineFilter {
+    let mut last_logged: Option<String> = None;
+    Box::new(move |line| match classify(line) {
+        Line::Noise => None,
+        Line::Logged(level, message) => {
+            last_logged = Some(message.to_owned());
+            Some(if level.is_empty() {
+                message.to_owned()
+            } else {
+                format!("{level}: {message}")
+            })
         }
-    }
-
-    /// Takes raw bytes as they come.
-    pub fn feed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if b == b'\n' || self.pending.len() >= MAX_PENDING {
-                let raw = std::mem::take(&mut self.pending);
-                self.line(&String::from_utf8_lossy(&raw));
-                if b == b'\n' {
-                    continue;
-                }
-            }
-            self.pending.push(b);
-        }
-    }
-
-    /// The output ended: a last line without newline still counts.
-    pub fn finish(&mut self) {
-        if !self.pending.is_empty() {
-            let raw = std::mem::take(&mut self.pending);
-            self.line(&String::from_utf8_lossy(&raw));
-        }
-    }
-
-    fn line(&mut self, raw: &str) {
-        let line = raw.trim_end();
-        let kept = match classify(line) {
-            Line::Noise => return,
-            Line::Logged(level, message) => {
-                self.last_logged = Some(message.to_owned());
-                if level.is_empty() {
-                    message.to_owned()
-                } else {
-                    format!("{level}: {message}")
-                }
-            }
-            Line::Plain(text) => {
-                if self.last_logged.take().as_deref() == Some(text) {
-                    return;
-                }
-                text.to_owned()
-            }
-        };
-        let kept: String = kept.chars().take(MAX_LINE).collect();
-        if self.echo {
-            let _ = writeln!(io::stderr().lock(), "rk-pasta: pasta: {kept}");
-        }
-        if self.head.len() < HEAD_LINES {
-            self.head.push(kept.clone());
-        }
-        if self.tail.len() == TAIL_LINES {
-            self.tail.pop_front();
-        }
-        self.tail.push_back(kept);
-    }
-
-    pub fn tail(&self) -> Vec<String> {
-        self.tail.iter().cloned().collect()
-    }
-
-    /// What pasta said about the network it built.
-    pub fn facts(&self) -> Facts {
-        Facts::from_lines(&self.head)
-    }
+        Line::Plain(text) => (last_logged.take().as_deref() != Some(text)).then(|| text.to_owned()),
+    })
 }
 
 /// Facts pasta prints when it starts (the "NDP/DHCPv6:" block tells the
@@ -188,115 +123,11 @@ impl Facts {
     }
 }
 
-#[derive(Debug, Default)]
-struct State {
-    collector: Collector,
-    eof: bool,
-}
-
-#[derive(Debug, Default)]
-struct Shared {
-    state: Mutex<State>,
-    changed: Condvar,
-}
-
-/// pasta's collected output, shared with the thread that drains it.
-#[derive(Debug, Clone, Default)]
-pub struct Output {
-    shared: Arc<Shared>,
-}
-
-impl Output {
-    pub fn new(echo: bool) -> Self {
-        let state = State {
-            collector: Collector::new(echo),
-            eof: false,
-        };
-        Output {
-            shared: Arc::new(Shared {
-                state: Mutex::new(state),
-                changed: Condvar::new(),
-            }),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves plain data behind; keep going.
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn feed(&self, bytes: &[u8]) {
-        self.lock().collector.feed(bytes);
-    }
-
-    pub fn end(&self) {
-        let mut state = self.lock();
-        state.collector.finish();
-        state.eof = true;
-        drop(state);
-        self.shared.changed.notify_all();
-    }
-
-    /// Reads `reader` (blocking) until EOF on a new thread, so that pasta
-    /// never blocks on a full pipe.
-    pub fn drain_in_background(&self, reader: OwnedFd) -> io::Result<()> {
-        let output = self.clone();
-        let consequence = "pasta's later messages are not collected";
-        crate::contain::spawn("pasta-output", 64 * 1024, consequence, move || {
-            let mut file = std::fs::File::from(reader);
-            let mut buf = [0u8; 4096];
-            loop {
-                match file.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => output.feed(&buf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
-                }
-            }
-            output.end();
-        })?;
-        Ok(())
-    }
-
-    /// The last lines, after waiting up to `wait` for the output to end (a
-    /// program that just exited may still have output in the pipe).
-    pub fn last_lines(&self, wait: Duration) -> Vec<String> {
-        let deadline = Instant::now() + wait;
-        let mut state = self.lock();
-        while !state.eof {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            state = match self.shared.changed.wait_timeout(state, left) {
-                Ok((guard, _)) => guard,
-                Err(e) => e.into_inner().0,
-            };
-        }
-        state.collector.tail()
-    }
-
-    pub fn facts(&self) -> Facts {
-        self.lock().collector.facts()
-    }
-}
-
-/// `lines` as an indented block after a colon, or nothing.
-pub fn format_block(lines: &[String]) -> String {
-    if lines.is_empty() {
-        return String::new();
-    }
-    let mut out = String::from(":");
-    for line in lines {
-        out.push_str("\n  ");
-        out.push_str(line);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::time::Duration;
 
     /// The start of pasta 2023_03_09's output with `--log-file` pointing at
     /// its own stderr, as recorded.
@@ -315,38 +146,44 @@ mod tests {
         0.0460: info:        router: fd00::1\n    router: fd00::1\n\
         0.0460: info:        our link-local: fe80::fc:ff:fe00:1\n    our link-local: fe80::fc:ff:fe00:1\n";
 
+    /// What the collector keeps of `bytes` (head, tail).
+    fn kept(bytes: &[u8]) -> (Vec<String>, Vec<String>) {
+        let (r, w) = rk_driver::helper::spawn::pipe().unwrap();
+        let tail = collect(r).unwrap();
+        let mut w = std::fs::File::from(w);
+        w.write_all(bytes).unwrap();
+        drop(w);
+        let last = tail.last_lines(Duration::from_secs(5));
+        (tail.head(), last)
+    }
+
     #[test]
     fn log_file_lines_are_kept_once_and_the_header_dropped() {
-        let mut c = Collector::new(false);
-        c.feed(STARTUP.as_bytes());
-        assert_eq!(c.head[0], "Template interface: eth0 (IPv4), eth0 (IPv6)");
-        assert_eq!(c.head[1], "Namespace interface: tap0");
-        assert_eq!(c.head[3], "    assign: 10.0.2.100");
-        assert_eq!(c.head.len(), 9, "{:#?}", c.head);
+        let (head, _) = kept(STARTUP.as_bytes());
+        assert_eq!(head[0], "Template interface: eth0 (IPv4), eth0 (IPv6)");
+        assert_eq!(head[1], "Namespace interface: tap0");
+        assert_eq!(head[3], "    assign: 10.0.2.100");
+        assert_eq!(head.len(), 9, "{head:#?}");
     }
 
     #[test]
     fn ipv6_facts_come_from_the_ndp_block_only() {
-        let mut c = Collector::new(false);
-        c.feed(STARTUP.as_bytes());
-        let f = c.facts();
+        let (head, _) = kept(STARTUP.as_bytes());
+        let f = Facts::from_lines(&head);
         assert_eq!(f.ipv6_address, Some("fd00::2".parse().unwrap()));
         assert_eq!(f.ipv6_router, Some("fd00::1".parse().unwrap()));
-        let mut c = Collector::new(false);
-        c.feed(b"DHCP:\n    assign: 10.0.2.100\n    router: 10.0.2.2\n");
-        assert_eq!(c.facts(), Facts::default());
+        let (head, _) = kept(b"DHCP:\n    assign: 10.0.2.100\n    router: 10.0.2.2\n");
+        assert_eq!(Facts::from_lines(&head), Facts::default());
     }
 
     #[test]
     fn errors_keep_their_level_and_syslog_complaints_go() {
-        let mut c = Collector::new(false);
-        c.feed(
-            b"Failed to send 54 bytes to syslog\nCouldn't open network namespace /proc/1/ns/net\n",
+        let (_, tail) = kept(
+            b"Failed to send 54 bytes to syslog\nCouldn't open network namespace /proc/1/ns/net\n\
+              3.0001: ERROR:   Namespace x is gone\nlast words",
         );
-        c.feed(b"3.0001: ERROR:   Namespace x is gone\nlast words");
-        c.finish();
         assert_eq!(
-            c.tail(),
+            tail,
             [
                 "Couldn't open network namespace /proc/1/ns/net",
                 "ERROR: Namespace x is gone",
@@ -357,44 +194,16 @@ mod tests {
 
     #[test]
     fn a_plain_line_is_dropped_only_right_after_its_logged_twin() {
-        let mut c = Collector::new(false);
-        c.feed(b"1.0000: info:    a\nb\na\n");
-        assert_eq!(c.tail(), ["a", "b", "a"]);
+        let (_, tail) = kept(b"1.0000: info:    a\nb\na\n");
+        assert_eq!(tail, ["a", "b", "a"]);
     }
 
     #[test]
-    fn tail_is_bounded_and_long_lines_cut() {
-        let mut c = Collector::new(false);
-        for i in 0..50 {
-            c.feed(format!("line {i}\n").as_bytes());
-        }
-        c.feed(&[b'x'; 5000]);
-        c.finish();
-        let tail = c.tail();
+    fn only_the_last_lines_are_kept_for_errors() {
+        let text: String = (0..50).map(|i| format!("line {i}\n")).collect();
+        let (head, tail) = kept(text.as_bytes());
+        assert_eq!(head.len(), HEAD_LINES);
         assert_eq!(tail.len(), TAIL_LINES);
-        // The line without end is cut at MAX_PENDING bytes into two.
-        assert_eq!(tail[0], "line 42");
-        assert_eq!(tail[TAIL_LINES - 2].len(), MAX_LINE);
-        assert_eq!(tail[TAIL_LINES - 1].len(), MAX_LINE);
-    }
-
-    #[test]
-    fn background_drain_collects_until_eof() {
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-        let out = Output::new(false);
-        out.drain_in_background(r).unwrap();
-        let mut w = std::fs::File::from(w);
-        writeln!(w, "hello").unwrap();
-        drop(w);
-        assert_eq!(out.last_lines(Duration::from_secs(5)), ["hello"]);
-    }
-
-    #[test]
-    fn block_is_indented_and_empty_output_adds_nothing() {
-        assert_eq!(format_block(&[]), "");
-        assert_eq!(
-            format_block(&["a".to_owned(), "b".to_owned()]),
-            ":\n  a\n  b"
-        );
+        assert_eq!(tail[0], "line 40");
     }
 }

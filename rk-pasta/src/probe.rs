@@ -5,10 +5,18 @@
 //! as Debian 12's, print "unknown version"; the options a release added
 //! then still give a lower bound.
 
-use crate::binary::{self, BinaryError};
-use std::collections::BTreeSet;
+use rk_driver::helper::probe::quote_tail;
+use rk_driver::helper::{Env, FindError, LongOptions, Program, RunError};
 use std::fmt;
 use std::path::PathBuf;
+
+/// pasta as the user knows it.
+pub const PASTA: Program = Program {
+    name: "pasta",
+    flag: crate::options::BINARY,
+    install: "install passt (e.g. apt-get install passt)",
+    env: Env::Inherit,
+};
 
 /// A passt release date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -171,7 +179,9 @@ pub const RECOMMENDED: Release = UDP_AUTO_SCAN;
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error(transparent)]
-    Binary(#[from] BinaryError),
+    Find(#[from] FindError),
+    #[error(transparent)]
+    Run(#[from] RunError),
     #[error(
         "\"{} --help\" printed no options: is it pasta (from passt)? fix --pasta-binary{}",
         path.display(), quote_tail(output)
@@ -191,38 +201,20 @@ pub enum ProbeError {
     },
 }
 
-/// The last three lines of `output`, quoted, after a colon.
-fn quote_tail(output: &str) -> String {
-    let lines: Vec<&str> = output.trim().lines().collect();
-    if lines.is_empty() {
-        return String::new();
-    }
-    format!(": {:?}", lines[lines.len().saturating_sub(3)..].join("\n"))
-}
-
 /// Everything learnt about one pasta binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
     /// The resolved path that is run.
     pub path: PathBuf,
     /// Long option names (with dashes) that `--help` mentions.
-    options: BTreeSet<String>,
+    options: LongOptions,
     /// The first line of `--version`, e.g. "pasta unknown version".
     pub version_line: Option<String>,
 }
 
 impl Probe {
     pub fn from_outputs(path: PathBuf, help: &str, version: Option<&str>) -> Self {
-        let mut options = BTreeSet::new();
-        for word in help.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
-            let name = word.trim_end_matches('-');
-            if name.len() > 2
-                && name.starts_with("--")
-                && name[2..].starts_with(|c: char| c.is_ascii_lowercase())
-            {
-                options.insert(name.to_owned());
-            }
-        }
+        let options = LongOptions::from_help(help);
         let version_line = version
             .and_then(|v| v.lines().map(str::trim).find(|l| !l.is_empty()))
             .map(str::to_owned);
@@ -234,7 +226,7 @@ impl Probe {
     }
 
     pub fn has(&self, opt: Opt) -> bool {
-        self.options.contains(opt.name())
+        self.options.has(opt.name())
     }
 
     /// For messages: "pasta 2024_10_30.ee7d0b6" or "pasta unknown version".
@@ -271,27 +263,15 @@ impl Probe {
 /// Finds `binary` (a path, or a name looked up in `$PATH`) and asks it what
 /// it supports.
 pub fn probe(binary: &str) -> Result<Probe, ProbeError> {
-    let path = binary::resolve(binary)?;
-    // Both questions at once: each is a process start, and start-up time
-    // is what users notice.
-    let (help, version) = std::thread::scope(|s| {
-        let version = s.spawn(|| binary::run(&path, "--version"));
-        let help = binary::run(&path, "--help");
-        (help, version.join())
-    });
-    let help = help?;
-    let version = version.ok().and_then(Result::ok);
-    let probe = Probe::from_outputs(
-        path.clone(),
-        &help.text,
-        version.as_ref().map(|v| v.text.as_str()),
-    );
-    let lower = help.text.to_ascii_lowercase();
+    let path = PASTA.find(binary)?;
+    let (help, version) = PASTA.help_and_version(&path);
+    // pasta 2023_03_09 exits 1 after printing its --help.
+    let help = help?.exited()?;
+    let version = version.ok().and_then(|v| v.exited().ok());
+    let probe = Probe::from_outputs(path.clone(), &help, version.as_deref());
+    let lower = help.to_ascii_lowercase();
     if probe.options.is_empty() || !(lower.contains("pasta") || lower.contains("passt")) {
-        return Err(ProbeError::NotPasta {
-            path,
-            output: help.text,
-        });
+        return Err(ProbeError::NotPasta { path, output: help });
     }
     for opt in REQUIRED {
         probe.require(opt, "")?;
@@ -327,8 +307,8 @@ pub(crate) mod tests {
         for opt in [Opt::HostLoToNsLo, Opt::NoCopyRoutes, Opt::MapHostLoopback] {
             assert!(!p.has(opt), "{}", opt.name());
         }
-        assert!(!p.options.contains("--netns-"), "{:?}", p.options);
-        assert!(p.options.contains("--netns-only"));
+        assert!(!p.options.has("--netns-"), "{:?}", p.options);
+        assert!(p.options.has("--netns-only"));
     }
 
     #[test]
@@ -391,9 +371,11 @@ pub(crate) mod tests {
         let e = probe("/bin/true").unwrap_err();
         assert!(e.to_string().contains("printed no options"), "{e}");
         let e = probe("/nonexistent").unwrap_err();
-        assert!(
-            matches!(e, ProbeError::Binary(BinaryError::NoSuchFile(_))),
-            "{e}"
+        assert!(matches!(e, ProbeError::Find(_)), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "pasta not found at /nonexistent: install passt (e.g. apt-get install passt) \
+             or fix --pasta-binary"
         );
     }
 
