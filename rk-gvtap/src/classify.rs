@@ -4,9 +4,9 @@
 
 use smoltcp::wire::{
     ArpOperation, ArpPacket, EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet,
-    IpProtocol, Ipv4Packet, TcpPacket, UdpPacket,
+    Icmpv6Message, Icmpv6Packet, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket,
 };
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Frame {
@@ -41,7 +41,127 @@ pub enum Frame {
     Other,
 }
 
-/// Classifies `frame` and returns the sender's MAC with it.
+/// What the NAT needs to know about a frame, IPv4 or IPv6: the variants
+/// of [`Frame`] with addresses of either family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packet {
+    TcpSyn {
+        src: SocketAddr,
+        dst: SocketAddr,
+    },
+    Tcp {
+        src: SocketAddr,
+        dst: SocketAddr,
+    },
+    Udp {
+        src: SocketAddr,
+        dst: SocketAddr,
+    },
+    /// An ICMP or ICMPv6 echo request; the message starts at `icmp_offset`.
+    EchoRequest {
+        src: IpAddr,
+        dst: IpAddr,
+        ident: u16,
+        icmp_offset: usize,
+        icmp_len: usize,
+    },
+    ArpRequest {
+        target: Ipv4Addr,
+    },
+    /// Anything else (neighbour discovery, later fragments, ...): the
+    /// stack decides.
+    Other,
+}
+
+/// Classifies `frame`, IPv4 or IPv6, and returns the sender's MAC with it.
+pub fn inspect(frame: &[u8]) -> (Packet, [u8; 6]) {
+    let (v4, mac) = classify(frame);
+    let packet = match v4 {
+        Frame::TcpSyn { src, dst } => Packet::TcpSyn {
+            src: src.into(),
+            dst: dst.into(),
+        },
+        Frame::Tcp { src, dst } => Packet::Tcp {
+            src: src.into(),
+            dst: dst.into(),
+        },
+        Frame::Udp { src, dst } => Packet::Udp {
+            src: src.into(),
+            dst: dst.into(),
+        },
+        Frame::EchoRequest {
+            src,
+            dst,
+            ident,
+            icmp_offset,
+            icmp_len,
+            ..
+        } => Packet::EchoRequest {
+            src: src.into(),
+            dst: dst.into(),
+            ident,
+            icmp_offset,
+            icmp_len,
+        },
+        Frame::ArpRequest { target } => Packet::ArpRequest { target },
+        Frame::Other => match EthernetFrame::new_checked(frame) {
+            Ok(eth) if eth.ethertype() == EthernetProtocol::Ipv6 => {
+                classify_ipv6(eth.payload(), frame.len() - eth.payload().len())
+            }
+            _ => Packet::Other,
+        },
+    };
+    (packet, mac)
+}
+
+/// An IPv6 packet whose next header is TCP, UDP or ICMPv6 right away (the
+/// guest's kernel adds no extension headers to these; a fragment header
+/// goes to the stack, which reassembles).
+fn classify_ipv6(payload: &[u8], ip_offset: usize) -> Packet {
+    let Ok(ip) = Ipv6Packet::new_checked(payload) else {
+        return Packet::Other;
+    };
+    if ip.version() != 6 {
+        return Packet::Other;
+    }
+    let (src_ip, dst_ip) = (ip.src_addr(), ip.dst_addr());
+    let v6 = |a, port| SocketAddr::V6(SocketAddrV6::new(a, port, 0, 0));
+    match ip.next_header() {
+        IpProtocol::Tcp => match TcpPacket::new_checked(ip.payload()) {
+            Ok(tcp) => {
+                let src = v6(src_ip, tcp.src_port());
+                let dst = v6(dst_ip, tcp.dst_port());
+                if tcp.syn() && !tcp.ack() && !tcp.rst() {
+                    Packet::TcpSyn { src, dst }
+                } else {
+                    Packet::Tcp { src, dst }
+                }
+            }
+            Err(_) => Packet::Other,
+        },
+        IpProtocol::Udp => match UdpPacket::new_checked(ip.payload()) {
+            Ok(udp) => Packet::Udp {
+                src: v6(src_ip, udp.src_port()),
+                dst: v6(dst_ip, udp.dst_port()),
+            },
+            Err(_) => Packet::Other,
+        },
+        IpProtocol::Icmpv6 => match Icmpv6Packet::new_checked(ip.payload()) {
+            Ok(icmp) if icmp.msg_type() == Icmpv6Message::EchoRequest => Packet::EchoRequest {
+                src: src_ip.into(),
+                dst: dst_ip.into(),
+                ident: icmp.echo_ident(),
+                icmp_offset: ip_offset + 40,
+                icmp_len: ip.payload().len(),
+            },
+            _ => Packet::Other,
+        },
+        _ => Packet::Other,
+    }
+}
+
+/// Classifies `frame` (IPv4 and ARP; IPv6 is [`Frame::Other`] here, see
+/// [`inspect`]) and returns the sender's MAC with it.
 pub fn classify(frame: &[u8]) -> (Frame, [u8; 6]) {
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return (Frame::Other, [0; 6]);

@@ -21,6 +21,7 @@ const OFFLOAD_FRAME_MAX: usize = 65535 + ETHERNET_HEADER;
 
 const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
+const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
 
 pub struct TapDevice {
     fd: OwnedFd,
@@ -169,7 +170,11 @@ fn finish_and_write(fd: RawFd, buf: &mut [u8], hdr: usize, guest_mtu: usize, dro
             head[8..10].copy_from_slice(&16u16.to_ne_bytes());
             let seg = guest_mtu.saturating_sub(tcp.l4 - tcp.ip + tcp.header_len);
             if seg > 0 && frame.len() - headers > seg {
-                head[1] = VIRTIO_NET_HDR_GSO_TCPV4;
+                head[1] = if tcp.v6 {
+                    VIRTIO_NET_HDR_GSO_TCPV6
+                } else {
+                    VIRTIO_NET_HDR_GSO_TCPV4
+                };
                 head[2..4].copy_from_slice(&(headers as u16).to_ne_bytes());
                 head[4..6].copy_from_slice(&(seg as u16).to_ne_bytes());
             }
@@ -236,17 +241,38 @@ fn fold(mut sum: u32) -> u16 {
     sum as u16
 }
 
-/// Where the IPv4 and TCP headers of an ethernet frame start, the TCP
-/// header's and the whole segment's length.
+/// Where the IP (v4 or v6) and TCP headers of an ethernet frame start,
+/// the TCP header's and the whole segment's length.
 struct TcpOffsets {
     ip: usize,
     l4: usize,
     header_len: usize,
     tcp_len: usize,
+    v6: bool,
 }
 
 fn tcp_offsets(frame: &[u8]) -> Option<TcpOffsets> {
     let ip = ETHERNET_HEADER;
+    if frame.len() >= ip + 40 && frame[12..14] == [0x86, 0xdd] && frame[ip] >> 4 == 6 {
+        // IPv6 with TCP right after the fixed header (the stack and the
+        // guest's kernel add no extension headers to TCP).
+        let payload = usize::from(u16::from_be_bytes([frame[ip + 4], frame[ip + 5]]));
+        let l4 = ip + 40;
+        if frame[ip + 6] != 6 || payload < 20 || l4 + payload > frame.len() {
+            return None;
+        }
+        let header_len = usize::from(frame[l4 + 12] >> 4) * 4;
+        if header_len < 20 || header_len > payload {
+            return None;
+        }
+        return Some(TcpOffsets {
+            ip,
+            l4,
+            header_len,
+            tcp_len: payload,
+            v6: true,
+        });
+    }
     if frame.len() < ip + 20 || frame[12..14] != [0x08, 0x00] || frame[ip] >> 4 != 4 {
         return None;
     }
@@ -265,27 +291,37 @@ fn tcp_offsets(frame: &[u8]) -> Option<TcpOffsets> {
         l4,
         header_len,
         tcp_len: total - ihl,
+        v6: false,
     })
 }
 
-/// The folded (not complemented) sum of the TCP pseudo-header.
+/// The folded (not complemented) sum of the TCP pseudo-header (IPv4 or
+/// IPv6: the addresses, the protocol and the segment's length).
 fn pseudo_header_sum(frame: &[u8], ip: usize, tcp_len: usize) -> u16 {
-    let mut sum: u32 = 6 + tcp_len as u32;
-    for pair in frame[ip + 12..ip + 20].chunks_exact(2) {
+    let addresses = if frame[ip] >> 4 == 6 {
+        ip + 8..ip + 40
+    } else {
+        ip + 12..ip + 20
+    };
+    let mut sum: u32 = 6 + (tcp_len as u32 >> 16) + (tcp_len as u32 & 0xffff);
+    for pair in frame[addresses].chunks_exact(2) {
         sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
     }
     fold(sum)
 }
 
-/// Raises the MSS option of a SYN (or SYN-ACK) from the guest to `mss`, so
-/// that the stack sends super-segments the guest's kernel takes as GSO
-/// packets; what the guest's MTU allows per wire segment stays in the
-/// virtio-net header. Returns whether it changed the frame. The stack
-/// verifies no TCP checksums, and the frame goes nowhere else.
-pub fn raise_syn_mss(frame: &mut [u8], mss: u16) -> bool {
+/// Raises the MSS option of a SYN (or SYN-ACK) from the guest to what an
+/// IP packet of `stack_mtu` bytes carries, so that the stack sends
+/// super-segments the guest's kernel takes as GSO packets; what the
+/// guest's MTU allows per wire segment stays in the virtio-net header.
+/// Returns whether it changed the frame. The stack verifies no TCP
+/// checksums, and the frame goes nowhere else.
+pub fn raise_syn_mss(frame: &mut [u8], stack_mtu: u32) -> bool {
     let Some(t) = tcp_offsets(frame) else {
         return false;
     };
+    let ip_header = if t.v6 { 40 } else { 20 };
+    let mss = stack_mtu.saturating_sub(ip_header + 20).min(65535) as u16;
     if frame[t.l4 + 13] & 0x02 == 0 {
         return false;
     }
@@ -480,19 +516,19 @@ mod tests {
     fn the_mss_of_the_guests_syns_is_raised_and_nothing_else() {
         let mss = [2, 4, 0x05, 0xb4, 1, 1, 4, 2];
         let mut syn = frame(6, &tcp(0x02, &mss, 0));
-        assert!(raise_syn_mss(&mut syn, 65495));
+        assert!(raise_syn_mss(&mut syn, 65535));
         assert_eq!(&syn[34 + 22..34 + 24], &65495u16.to_be_bytes());
         let mut synack = frame(6, &tcp(0x12, &mss, 0));
-        assert!(raise_syn_mss(&mut synack, 65495));
+        assert!(raise_syn_mss(&mut synack, 65535));
         let mut ack = frame(6, &tcp(0x10, &mss, 0));
-        assert!(!raise_syn_mss(&mut ack, 65495));
+        assert!(!raise_syn_mss(&mut ack, 65535));
         let mut bare = frame(6, &tcp(0x02, &[], 0));
-        assert!(!raise_syn_mss(&mut bare, 65495));
+        assert!(!raise_syn_mss(&mut bare, 65535));
         let mut udp = frame(17, &[0u8; 12]);
-        assert!(!raise_syn_mss(&mut udp, 65495));
+        assert!(!raise_syn_mss(&mut udp, 65535));
         // Truncated option lists are left alone.
         let mut odd = frame(6, &tcp(0x02, &[2, 9, 0, 0], 0));
-        assert!(!raise_syn_mss(&mut odd, 65495));
+        assert!(!raise_syn_mss(&mut odd, 65535));
     }
 
     #[test]

@@ -13,9 +13,9 @@ use crate::slab::Slab;
 use crate::udp_nat::{connected_udp, new_smol_socket};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::udp::{self, UdpMetadata};
-use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
+use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,9 @@ pub const MAX_QUERIES: usize = 256;
 pub const SERVER_TIMEOUT: Duration = Duration::from_millis(1500);
 
 struct Query {
-    guest: SocketAddrV4,
+    guest: SocketAddr,
+    /// The stack socket (gateway address) the query came to, which answers.
+    via: usize,
     packet: Vec<u8>,
     servers: Vec<SocketAddr>,
     /// Index into `servers` of the one asked now, and how many were asked.
@@ -35,8 +37,9 @@ struct Query {
 }
 
 pub struct Dns {
-    handle: SocketHandle,
-    gateway: Ipv4Addr,
+    /// A stack socket on port 53 of each gateway address (IPv4, and IPv6
+    /// with `--ipv6`).
+    listeners: Vec<(SocketHandle, IpAddr)>,
     dirty: bool,
     queries: Slab<Query>,
     readable: Vec<u32>,
@@ -49,16 +52,24 @@ pub struct Dns {
 
 impl Dns {
     pub fn new(net: &mut Net, resolv: ResolvConf, max_queries: usize) -> Dns {
-        let mut sock = new_smol_socket();
-        sock.bind(IpListenEndpoint {
-            addr: Some(IpAddress::Ipv4(net.plan.gateway)),
-            port: 53,
-        })
-        .expect("binding a fresh socket");
-        let handle = net.sockets.add(sock);
+        let mut gateways = vec![IpAddr::V4(net.plan.gateway)];
+        if let Some(p6) = &net.plan.ipv6 {
+            gateways.push(IpAddr::V6(p6.gateway));
+        }
+        let listeners = gateways
+            .into_iter()
+            .map(|gateway| {
+                let mut sock = new_smol_socket();
+                sock.bind(IpListenEndpoint {
+                    addr: Some(gateway.into()),
+                    port: 53,
+                })
+                .expect("binding a fresh socket");
+                (net.sockets.add(sock), gateway)
+            })
+            .collect();
         Dns {
-            handle,
-            gateway: net.plan.gateway,
+            listeners,
             dirty: false,
             queries: Slab::default(),
             readable: Vec::new(),
@@ -109,13 +120,18 @@ impl Dns {
     }
 
     fn take_queries(&mut self, net: &mut Net, epoll: &Epoll) {
+        for via in 0..self.listeners.len() {
+            self.take_queries_from(net, epoll, via);
+        }
+    }
+
+    fn take_queries_from(&mut self, net: &mut Net, epoll: &Epoll, via: usize) {
         loop {
-            let sock = net.sockets.get_mut::<udp::Socket>(self.handle);
+            let sock = net.sockets.get_mut::<udp::Socket>(self.listeners[via].0);
             let Ok((payload, meta)) = sock.recv() else {
                 break;
             };
-            let IpAddress::Ipv4(gip) = meta.endpoint.addr;
-            let guest = SocketAddrV4::new(gip, meta.endpoint.port);
+            let guest = SocketAddr::new(meta.endpoint.addr.into(), meta.endpoint.port);
             if self.queries.len() >= self.max_queries {
                 self.log.log(format_args!(
                     "DNS query from {guest} dropped: {} queries in flight, the limit",
@@ -133,6 +149,7 @@ impl Dns {
             }
             let (index, _) = self.queries.insert(Query {
                 guest,
+                via,
                 packet,
                 servers,
                 current: 0,
@@ -190,10 +207,11 @@ impl Dns {
         let Some(host) = &q.host else { return };
         match host.recv(&mut self.scratch) {
             Ok(n) => {
-                let sock = net.sockets.get_mut::<udp::Socket>(self.handle);
+                let (handle, gateway) = self.listeners[q.via];
+                let sock = net.sockets.get_mut::<udp::Socket>(handle);
                 let meta = UdpMetadata {
-                    endpoint: IpEndpoint::new(IpAddress::Ipv4(*q.guest.ip()), q.guest.port()),
-                    local_address: Some(IpAddress::Ipv4(self.gateway)),
+                    endpoint: IpEndpoint::new(q.guest.ip().into(), q.guest.port()),
+                    local_address: Some(gateway.into()),
                     meta: Default::default(),
                 };
                 let _ = sock.send_slice(&self.scratch[..n], meta);

@@ -7,7 +7,7 @@
 //! and host sockets for the flows something happened to; let the stack send
 //! what it has; reap finished flows; once a second, expire idle flows.
 
-use crate::classify::{classify, Frame};
+use crate::classify::{inspect, Packet};
 use crate::dns::{self, Dns};
 use crate::epoll::{self, Epoll, Token};
 use crate::forward::{self, Control, Forwards, Ready};
@@ -15,14 +15,14 @@ use crate::frames::{self, Quote};
 use crate::net::Net;
 use crate::ping_nat::{self, PingNat};
 use crate::plan::NetPlan;
-use crate::policy::{ping_route, route, Route};
+use crate::policy::{ping_route_any, route_any, Route};
 use crate::resolv::ResolvConf;
 use crate::tcp_nat::{self, TcpNat};
 use crate::udp_nat::{self, UdpNat};
 use smoltcp::iface::PollIngressSingleResult;
 use smoltcp::time::Instant as SmolInstant;
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,8 +36,8 @@ const HOUSEKEEPING: Duration = Duration::from_secs(1);
 const MAX_REASSEMBLIES: usize = 64;
 
 /// Where the NAT sends UDP from the guest to `dst`, if anywhere.
-fn nat_target(plan: &NetPlan, guest: std::net::Ipv4Addr, dst: SocketAddrV4) -> Option<SocketAddr> {
-    match route(plan, guest, dst) {
+fn nat_target(plan: &NetPlan, guest: IpAddr, dst: SocketAddr) -> Option<SocketAddr> {
+    match route_any(plan, guest, dst) {
         Route::Host(to) => Some(to),
         _ => None,
     }
@@ -81,8 +81,6 @@ impl Limits {
 pub struct Engine {
     /// A copy of `net.plan`, borrowable while `net` is mutably borrowed.
     plan: NetPlan,
-    /// Declared before `tcp`: the stack's sockets borrow the flows' buffers
-    /// and must be dropped first.
     net: Net,
     epoll: Epoll,
     tcp: TcpNat,
@@ -97,7 +95,7 @@ pub struct Engine {
     events: Vec<(Token, u32)>,
     /// Where the datagrams being reassembled go: (source, destination,
     /// identification) of a fragmented UDP datagram → its flow's endpoint.
-    fragments: HashMap<(Ipv4Addr, Ipv4Addr, u16), SocketAddrV4>,
+    fragments: HashMap<(Ipv4Addr, Ipv4Addr, u16), SocketAddr>,
     control: Arc<Control>,
     forwards: Forwards,
     debug: bool,
@@ -145,7 +143,7 @@ impl Engine {
             fragments: HashMap::new(),
             control,
             forwards: Forwards::default(),
-            debug: rk_driver::debug_enabled(),
+            debug: log::log_enabled!(log::Level::Debug),
             next_stats: Instant::now(),
         })
     }
@@ -246,17 +244,17 @@ impl Engine {
             if self.net.dev.offloads() {
                 // The stack sends the guest super-segments (see
                 // `device::raise_syn_mss`).
-                let mss = (self.net.dev.stack_mtu() - 40) as u16;
-                crate::device::raise_syn_mss(self.net.dev.frame_mut(len), mss);
+                let mtu = self.net.dev.stack_mtu();
+                crate::device::raise_syn_mss(self.net.dev.frame_mut(len), mtu);
             }
-            let (frame, mac) = classify(self.net.dev.frame(len));
+            let (frame, mac) = inspect(self.net.dev.frame(len));
             let mut new_flow = None;
             let mut udp_dest = None;
             let pass = match frame {
-                Frame::ArpRequest { target } => target == self.net.plan.gateway,
-                Frame::TcpSyn { src, dst } => {
-                    self.note_guest_mac(src, mac);
-                    match route(&self.net.plan, *src.ip(), dst) {
+                Packet::ArpRequest { target } => target == self.net.plan.gateway,
+                Packet::TcpSyn { src, dst } => {
+                    self.note_guest_mac(src.ip(), mac);
+                    match route_any(&self.net.plan, src.ip(), dst) {
                         Route::Host(to) => {
                             new_flow = self.tcp.on_syn(&mut self.net, &self.epoll, src, dst, &[to]);
                             true
@@ -273,13 +271,13 @@ impl Engine {
                         Route::Drop => false,
                     }
                 }
-                Frame::Tcp { src, dst } => {
+                Packet::Tcp { src, dst } => {
                     self.tcp.mark(src, dst);
                     true
                 }
-                Frame::Udp { src, dst } => {
-                    self.note_guest_mac(src, mac);
-                    let r = route(&self.net.plan, *src.ip(), dst);
+                Packet::Udp { src, dst } => {
+                    self.note_guest_mac(src.ip(), mac);
+                    let r = route_any(&self.net.plan, src.ip(), dst);
                     let answerable = !matches!(r, Route::Drop | Route::Unreachable);
                     if answerable && self.udp.has_listener(dst) {
                         // A flow's endpoint already (an answer to a client
@@ -305,32 +303,32 @@ impl Engine {
                         }
                     }
                 }
-                Frame::EchoRequest {
+                Packet::EchoRequest {
                     src,
                     dst,
                     ident,
                     icmp_offset,
                     icmp_len,
-                    ..
                 } => {
-                    self.note_guest_mac(SocketAddrV4::new(src, 0), mac);
-                    match ping_route(&self.net.plan, src, dst) {
-                        Route::Host(SocketAddr::V4(target)) => {
+                    self.note_guest_mac(src, mac);
+                    let gateway = self.is_gateway(dst);
+                    match ping_route_any(&self.net.plan, src, dst) {
+                        Route::Host(target) => {
                             let icmp =
                                 &self.net.dev.frame(len)[icmp_offset..icmp_offset + icmp_len];
                             let handled =
                                 self.ping
-                                    .on_echo(&self.epoll, src, dst, ident, *target.ip(), icmp);
+                                    .on_echo(&self.epoll, src, dst, ident, target.ip(), icmp);
                             // The gateway answers itself when the host cannot.
-                            !handled && dst == self.net.plan.gateway
+                            !handled && gateway
                         }
                         Route::Unreachable => self.prohibit(len, mac),
                         // The stack answers for the gateway; nobody is
                         // behind the subnet's other addresses.
-                        _ => dst == self.net.plan.gateway,
+                        _ => gateway,
                     }
                 }
-                Frame::Other => {
+                Packet::Other => {
                     // A later fragment of a UDP datagram whose first one
                     // went to a flow: once the stack has put the datagram
                     // together, that flow must take it.
@@ -367,8 +365,8 @@ impl Engine {
             if let Some(dest) = udp_dest {
                 let plan = &self.plan;
                 self.udp
-                    .after_datagram(&mut self.net, &self.epoll, dest, |d| {
-                        nat_target(plan, plan.guest, d)
+                    .after_datagram(&mut self.net, &self.epoll, dest, |guest, d| {
+                        nat_target(plan, guest, d)
                     });
             }
         }
@@ -380,13 +378,26 @@ impl Engine {
     /// returns `false`: the stack must not see it either.
     fn prohibit(&mut self, len: usize, mac: [u8; 6]) -> bool {
         if let Some(quote) = Quote::of(self.net.dev.frame(len)) {
-            frames::prohibited(&mut self.net.dev, mac, self.plan.gateway, &quote);
+            let router6 = self.plan.ipv6.map(|p| p.gateway);
+            frames::prohibited(&mut self.net.dev, mac, self.plan.gateway, router6, &quote);
         }
         false
     }
 
-    fn note_guest_mac(&mut self, src: SocketAddrV4, mac: [u8; 6]) {
-        if self.net.plan.contains(*src.ip()) && self.net.guest_mac != Some(mac) {
+    /// Whether `ip` is the gateway's address (IPv4 or IPv6).
+    fn is_gateway(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => a == self.plan.gateway,
+            IpAddr::V6(a) => self.plan.ipv6.is_some_and(|p| p.gateway == a),
+        }
+    }
+
+    fn note_guest_mac(&mut self, src: IpAddr, mac: [u8; 6]) {
+        let guest = match src {
+            IpAddr::V4(a) => self.plan.contains(a),
+            IpAddr::V6(a) => self.plan.ipv6.is_some_and(|p| p.contains(a)),
+        };
+        if guest && self.net.guest_mac != Some(mac) {
             self.net.guest_mac = Some(mac);
         }
     }
@@ -420,8 +431,8 @@ impl Engine {
         self.net.iface.poll_maintenance(SmolInstant::now());
         if self.debug && now >= self.next_stats {
             let (tcp, udp, ping, dns) = self.flow_counts();
-            eprintln!(
-                "rk-gvtap: debug: open flows: {tcp} TCP, {udp} UDP, {ping} ping, {dns} DNS queries; frames the tap refused: {}",
+            log::debug!(
+                "open flows: {tcp} TCP, {udp} UDP, {ping} ping, {dns} DNS queries; frames the tap refused: {}",
                 self.net.dev.tx_dropped
             );
             self.next_stats = now + Duration::from_secs(10);

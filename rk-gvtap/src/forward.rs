@@ -108,7 +108,7 @@ impl Forwards {
                         HostSocket::Udp(u) => (u.as_raw_fd(), Socket::Udp(Arc::new(u))),
                     };
                     if let Err(e) = epoll.add(fd, epoll::IN | epoll::ET, token) {
-                        eprintln!("rk-gvtap: port {id}: epoll: {e}");
+                        log::warn!("port {id}: epoll: {e}");
                         continue;
                     }
                     self.listeners.insert(Forward { id, socket, target });
@@ -164,7 +164,7 @@ fn accept_all(
             Err(e) => {
                 // EMFILE and the like: the connection waits in the backlog;
                 // try again on the next event.
-                eprintln!("rk-gvtap: port {id}: accept: {e}");
+                log::warn!("port {id}: accept: {e}");
                 break;
             }
         }

@@ -3,7 +3,6 @@
 //! that relays the guest's TCP, UDP and ICMP echo through the host's own
 //! sockets. It needs no external program. See docs/gvisor-tap-vsock.md.
 
-mod buffers;
 mod confinement;
 mod device;
 mod dns;
@@ -11,6 +10,7 @@ mod engine;
 mod epoll;
 mod forward;
 mod frames;
+mod mapped_alloc;
 mod net;
 mod ping_nat;
 mod plan;
@@ -37,6 +37,10 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+
+/// Large blocks (the flows' socket buffers) come from mappings of their own.
+#[global_allocator]
+static ALLOCATOR: mapped_alloc::MappedAlloc = mapped_alloc::MappedAlloc;
 
 struct Running {
     thread: Option<JoinHandle<()>>,
@@ -68,6 +72,7 @@ impl Driver for Gvtap {
             "detach-netns",
             "ping",
             "dns",
+            "ipv6",
         ]
         .map(String::from)
         .to_vec();
@@ -151,7 +156,12 @@ impl Driver for Gvtap {
                     .map_err(|e| DriverError::new(format!("the guest's address: {e}")))?,
             ),
             gateway4: Some(plan.gateway),
-            dns: vec![plan.gateway.into()],
+            ipv6: plan.ipv6.map(|p| p.guest_net()),
+            gateway6: plan.ipv6.map(|p| p.gateway),
+            // Like slirp4netns's --ipv6 answer: the IPv6 nameserver second.
+            dns: std::iter::once(plan.gateway.into())
+                .chain(plan.ipv6.map(|p| p.dns.into()))
+                .collect(),
             mtu: plan.mtu,
             info,
             ..Default::default()

@@ -28,6 +28,14 @@ impl Net {
             addrs
                 .push(IpCidr::new(IpAddress::Ipv4(plan.gateway), plan.prefix))
                 .expect("room for one address");
+            if let Some(p6) = &plan.ipv6 {
+                addrs
+                    .push(IpCidr::new(
+                        IpAddress::Ipv6(p6.gateway),
+                        p6.network.prefix_len(),
+                    ))
+                    .expect("room for two addresses");
+            }
         });
         // With "any IP", smoltcp accepts packets to every destination routed
         // through one of its own addresses: the default route via the
@@ -37,6 +45,14 @@ impl Net {
             .routes_mut()
             .add_default_ipv4_route(plan.gateway)
             .expect("room for one route");
+        if let Some(p6) = &plan.ipv6 {
+            // The same for IPv6; neighbour solicitations for the gateway
+            // are answered by the stack.
+            iface
+                .routes_mut()
+                .add_default_ipv6_route(p6.gateway)
+                .expect("room for two routes");
+        }
         iface.set_any_ip(true);
         Net {
             iface,

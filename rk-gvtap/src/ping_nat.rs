@@ -1,5 +1,6 @@
 //! ICMP echo through the host's ping sockets (`SOCK_DGRAM`/`IPPROTO_ICMP`,
-//! allowed to the groups in net.ipv4.ping_group_range). The kernel picks the
+//! and `IPPROTO_ICMPV6` for IPv6, allowed to the groups in
+//! net.ipv4.ping_group_range, which governs both). The kernel picks the
 //! echo identifier of each host socket, so a flow is one (guest, destination,
 //! guest identifier) and replies get the guest's identifier back.
 
@@ -10,7 +11,7 @@ use crate::slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -19,9 +20,9 @@ pub const MAX_FLOWS: usize = 256;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Flow {
-    guest: Ipv4Addr,
+    guest: IpAddr,
     /// The address the guest pinged (the source of the replies it expects).
-    dest: Ipv4Addr,
+    dest: IpAddr,
     ident: u16,
     host: Socket,
     last: Instant,
@@ -29,7 +30,7 @@ struct Flow {
 
 pub struct PingNat {
     flows: Slab<Flow>,
-    by_key: HashMap<(Ipv4Addr, Ipv4Addr, u16), u32>,
+    by_key: HashMap<(IpAddr, IpAddr, u16), u32>,
     readable: Vec<u32>,
     scratch: Vec<u8>,
     /// Ping sockets are not allowed for this user: stop trying.
@@ -62,10 +63,10 @@ impl PingNat {
     pub fn on_echo(
         &mut self,
         epoll: &Epoll,
-        guest: Ipv4Addr,
-        dest: Ipv4Addr,
+        guest: IpAddr,
+        dest: IpAddr,
         ident: u16,
-        target: Ipv4Addr,
+        target: IpAddr,
         icmp: &[u8],
     ) -> bool {
         if self.denied {
@@ -87,7 +88,7 @@ impl PingNat {
                     Err(e) => {
                         if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) {
                             self.denied = true;
-                            eprintln!("rk-gvtap: ping through the host is not allowed ({e}): net.ipv4.ping_group_range does not include this user's group; pings to the gateway are answered locally, others dropped");
+                            log::warn!("ping through the host is not allowed ({e}): net.ipv4.ping_group_range does not include this user's group (as root: sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"); pings to the gateway are answered locally, others dropped");
                         } else {
                             self.log.log(format_args!("ping {guest} -> {dest}: {e}"));
                         }
@@ -142,8 +143,10 @@ impl PingNat {
             // read that reports them; more replies may follow.
             let mut errors = 0;
             while errors < 16 {
+                // Echo reply: ICMP type 0, ICMPv6 type 129.
+                let reply = if flow.guest.is_ipv4() { 0 } else { 129 };
                 match (&flow.host).read(&mut self.scratch) {
-                    Ok(n) if n >= 8 && self.scratch[0] == 0 => {
+                    Ok(n) if n >= 8 && self.scratch[0] == reply => {
                         flow.last = Instant::now();
                         let seq = u16::from_be_bytes([self.scratch[6], self.scratch[7]]);
                         if let Some(mac) = net.guest_mac {
@@ -183,15 +186,15 @@ impl PingNat {
     }
 }
 
-fn ping_socket(target: Ipv4Addr) -> io::Result<Socket> {
+fn ping_socket(target: IpAddr) -> io::Result<Socket> {
     if !crate::policy::host_may_reach(SocketAddr::from((target, 0))) {
         return Err(io::Error::from_raw_os_error(libc::EHOSTUNREACH));
     }
-    let s = Socket::new(
-        Domain::IPV4,
-        Type::DGRAM.nonblocking().cloexec(),
-        Some(Protocol::ICMPV4),
-    )?;
+    let (domain, protocol) = match target {
+        IpAddr::V4(_) => (Domain::IPV4, Protocol::ICMPV4),
+        IpAddr::V6(_) => (Domain::IPV6, Protocol::ICMPV6),
+    };
+    let s = Socket::new(domain, Type::DGRAM.nonblocking().cloexec(), Some(protocol))?;
     s.connect(&SocketAddr::from((target, 0)).into())?;
     Ok(s)
 }

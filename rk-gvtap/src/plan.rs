@@ -15,6 +15,16 @@ pub const DEFAULT_IFNAME: &str = "tap0";
 pub const DEFAULT_CIDR: &str = "10.0.2.0/24";
 /// The gateway's MAC (locally administered, like gvisor-tap-vsock's).
 pub const GATEWAY_MAC: [u8; 6] = [0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xdd];
+/// IPv6 needs links of at least this MTU (RFC 8200).
+pub const MIN_MTU_IPV6: u32 = 1280;
+
+/// The IPv6 network of `--ipv6`: RootlessKit's slirp4netns network
+/// (`fd00::/64`, the guest at `fd00::100`), with the gateway and DNS
+/// server at host number 1 (`fd00::1`), as this driver's IPv4 `.1`.
+pub use rk_driver::plan::Ipv6Plan;
+
+/// The gateway's and DNS server's host number in the IPv6 network.
+pub const GATEWAY6_HOST: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetPlan {
@@ -26,19 +36,23 @@ pub struct NetPlan {
     pub guest: Ipv4Addr,
     pub mtu: u32,
     pub ifname: String,
-    /// Connections to the gateway reach the host's 127.0.0.1.
+    /// Connections to the gateway reach the host's 127.0.0.1 (and `::1`).
     pub host_loopback: bool,
+    /// `--ipv6`: the IPv6 network as well.
+    pub ipv6: Option<Ipv6Plan>,
 }
 
 impl NetPlan {
     pub fn from_request(req: &ConfigureRequest) -> Result<NetPlan, String> {
-        if req.ipv6 {
-            return Err("--ipv6 is not supported by --net=gvisor-tap-vsock (RootlessKit's has none either): drop --ipv6, or use --net=slirp4netns or --net=pasta for IPv6".into());
-        }
         let mtu = req.mtu.unwrap_or(DEFAULT_MTU);
         if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
             return Err(format!(
                 "--mtu={mtu} is out of range for --net=gvisor-tap-vsock: give an MTU between {MIN_MTU} and {MAX_MTU} (default {DEFAULT_MTU})"
+            ));
+        }
+        if req.ipv6 && mtu < MIN_MTU_IPV6 {
+            return Err(format!(
+                "--mtu={mtu} is too small for --ipv6: IPv6 needs an MTU of at least {MIN_MTU_IPV6}"
             ));
         }
         let (network, prefix) = parse_cidr(
@@ -57,6 +71,9 @@ impl NetPlan {
                 .clone()
                 .unwrap_or_else(|| DEFAULT_IFNAME.to_owned()),
             host_loopback: !req.disable_host_loopback,
+            ipv6: req
+                .ipv6
+                .then(|| Ipv6Plan::new(GATEWAY6_HOST, GATEWAY6_HOST)),
         })
     }
 
@@ -116,6 +133,22 @@ mod tests {
         assert_eq!(p.ifname, "tap0");
         assert!(p.host_loopback);
         assert_eq!(p.broadcast(), Ipv4Addr::new(10, 0, 2, 255));
+        assert_eq!(p.ipv6, None);
+    }
+
+    #[test]
+    fn ipv6_is_slirp4netns_network_with_the_gateway_at_1() {
+        use std::net::Ipv6Addr;
+        let mut r = req();
+        r.ipv6 = true;
+        let p = NetPlan::from_request(&r).unwrap().ipv6.unwrap();
+        assert_eq!(p.guest, "fd00::100".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(p.gateway, "fd00::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(p.dns, p.gateway);
+        assert_eq!(p.guest_net().to_string(), "fd00::100/64");
+        assert!(p.contains("fd00::ffff:1".parse().unwrap()));
+        assert!(!p.contains("fd00:0:0:1::1".parse().unwrap()));
+        assert!(!p.contains("::1".parse().unwrap()));
     }
 
     #[test]
@@ -135,9 +168,10 @@ mod tests {
     fn bad_requests_name_the_fix() {
         let mut r = req();
         r.ipv6 = true;
+        r.mtu = Some(1000);
         assert!(NetPlan::from_request(&r)
             .unwrap_err()
-            .contains("drop --ipv6"));
+            .contains("at least 1280"));
         let mut r = req();
         r.mtu = Some(100);
         assert!(NetPlan::from_request(&r)

@@ -17,9 +17,17 @@
 //!
 //! The ICMP answer is "communication administratively prohibited" (type 3,
 //! code 13): the guest's `connect()` fails at once with EHOSTUNREACH.
+//!
+//! With `--ipv6` the same rules hold for IPv6: `::/128`, `::1` (other than
+//! through the gateway), the IPv4-mapped and -compatible `::/96` and
+//! `::ffff:0:0/96` (a host socket to `::ffff:127.0.0.1` would reach the
+//! host's IPv4 loopback) and link-local `fe80::/10` are answered with
+//! ICMPv6 "administratively prohibited"; multicast `ff00::/8` is dropped;
+//! the gateway `fd00::1` is the host's `::1` unless
+//! `--disable-host-loopback`.
 
-use crate::plan::NetPlan;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use crate::plan::{Ipv6Plan, NetPlan};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -106,6 +114,87 @@ pub fn ping_route(plan: &NetPlan, src: Ipv4Addr, dst: Ipv4Addr) -> Route {
     }
 }
 
+fn dest6(plan: &Ipv6Plan, ip: Ipv6Addr) -> Dest {
+    let first = ip.segments()[0];
+    if ip.is_multicast() {
+        Dest::Group
+    } else if u128::from(ip) >> 32 == 0 || ip.to_ipv4_mapped().is_some() || first & 0xffc0 == 0xfe80
+    {
+        // ::/96 holds ::, ::1 and the IPv4-compatible addresses.
+        Dest::Martian
+    } else if ip == plan.gateway {
+        Dest::Gateway
+    } else if plan.contains(ip) {
+        Dest::Subnet
+    } else {
+        Dest::Outside
+    }
+}
+
+fn guest_source6(plan: &Ipv6Plan, src: Ipv6Addr) -> bool {
+    plan.contains(src) && src != plan.gateway && src != plan.network.network()
+}
+
+/// Route for IPv6 TCP or UDP from `src` to `dst` (`Drop` without `--ipv6`).
+pub fn route6(plan: &NetPlan, src: Ipv6Addr, dst: SocketAddrV6) -> Route {
+    let Some(p6) = &plan.ipv6 else {
+        return Route::Drop;
+    };
+    if !guest_source6(p6, src) {
+        return Route::Drop;
+    }
+    match dest6(p6, *dst.ip()) {
+        Dest::Group => Route::Drop,
+        Dest::Martian => Route::Unreachable,
+        Dest::Gateway if dst.port() == 53 => Route::Dns,
+        Dest::Gateway if plan.host_loopback && dst.port() != 0 => {
+            Route::Host(SocketAddr::from((Ipv6Addr::LOCALHOST, dst.port())))
+        }
+        Dest::Gateway | Dest::Subnet => Route::Refuse,
+        Dest::Outside if dst.port() == 0 => Route::Refuse,
+        Dest::Outside => Route::Host(SocketAddr::V6(SocketAddrV6::new(
+            *dst.ip(),
+            dst.port(),
+            0,
+            0,
+        ))),
+    }
+}
+
+/// Route for TCP or UDP of either family.
+pub fn route_any(plan: &NetPlan, src: IpAddr, dst: SocketAddr) -> Route {
+    match (src, dst) {
+        (IpAddr::V4(s), SocketAddr::V4(d)) => route(plan, s, d),
+        (IpAddr::V6(s), SocketAddr::V6(d)) => route6(plan, s, d),
+        _ => Route::Drop,
+    }
+}
+
+/// [`ping_route`] for either family (ICMPv6 echo through the host's
+/// `::1` for the gateway).
+pub fn ping_route_any(plan: &NetPlan, src: IpAddr, dst: IpAddr) -> Route {
+    let (src, dst) = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => return ping_route(plan, s, d),
+        (IpAddr::V6(s), IpAddr::V6(d)) => (s, d),
+        _ => return Route::Drop,
+    };
+    let Some(p6) = &plan.ipv6 else {
+        return Route::Drop;
+    };
+    if !guest_source6(p6, src) {
+        return Route::Drop;
+    }
+    match dest6(p6, dst) {
+        Dest::Group => Route::Drop,
+        Dest::Martian => Route::Unreachable,
+        Dest::Gateway if plan.host_loopback => {
+            Route::Host(SocketAddr::from((Ipv6Addr::LOCALHOST, 0)))
+        }
+        Dest::Gateway | Dest::Subnet => Route::Refuse,
+        Dest::Outside => Route::Host(SocketAddr::from((dst, 0))),
+    }
+}
+
 /// How a host-side client of a forwarded port appears inside: as itself
 /// when the guest can answer it through the gateway (an IPv4 address
 /// outside the subnet, not loopback or special), so that the server inside
@@ -132,7 +221,10 @@ pub fn host_may_reach(to: SocketAddr) -> bool {
         }
         SocketAddr::V6(a) => {
             let ip = *a.ip();
-            !(ip.is_unspecified() || ip.is_multicast())
+            match ip.to_ipv4_mapped() {
+                Some(v4) => host_may_reach(SocketAddr::from((v4, a.port()))),
+                None => !(ip.is_unspecified() || ip.is_multicast()),
+            }
         }
     }
 }
@@ -336,6 +428,92 @@ mod tests {
                     "{src}"
                 );
             }
+        }
+    }
+
+    fn plan6(disable_host_loopback: bool) -> NetPlan {
+        NetPlan::from_request(&ConfigureRequest {
+            disable_host_loopback,
+            ipv6: true,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn v6(s: &str) -> SocketAddrV6 {
+        s.parse().unwrap()
+    }
+
+    const GUEST6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100);
+
+    #[test]
+    fn ipv6_gateway_is_host_loopback_unless_disabled_and_dns_either_way() {
+        assert_eq!(
+            route6(&plan6(false), GUEST6, v6("[fd00::1]:8080")),
+            Route::Host("[::1]:8080".parse().unwrap())
+        );
+        assert_eq!(
+            route6(&plan6(true), GUEST6, v6("[fd00::1]:8080")),
+            Route::Refuse
+        );
+        for p in [plan6(false), plan6(true)] {
+            assert_eq!(route6(&p, GUEST6, v6("[fd00::1]:53")), Route::Dns);
+            assert_eq!(route6(&p, GUEST6, v6("[fd00::7]:80")), Route::Refuse);
+            assert_eq!(
+                route6(&p, GUEST6, v6("[2001:db8::7]:443")),
+                Route::Host("[2001:db8::7]:443".parse().unwrap())
+            );
+        }
+        assert_eq!(
+            ping_route_any(&plan6(false), GUEST6.into(), "fd00::1".parse().unwrap()),
+            Route::Host("[::1]:0".parse().unwrap())
+        );
+        assert_eq!(
+            ping_route_any(&plan6(true), GUEST6.into(), "fd00::1".parse().unwrap()),
+            Route::Refuse
+        );
+        // Without --ipv6 nothing of IPv6 goes anywhere.
+        assert_eq!(
+            route6(&plan(false), GUEST6, v6("[2001:db8::7]:443")),
+            Route::Drop
+        );
+    }
+
+    #[test]
+    fn ipv6_loopback_mapped_link_local_and_multicast_are_never_connected() {
+        for p in [plan6(false), plan6(true)] {
+            for a in [
+                "::",
+                "::1",
+                "::127.0.0.1",
+                "::ffff:127.0.0.1",
+                "::ffff:10.0.2.1",
+                "fe80::1",
+                "febf::1",
+            ] {
+                let d = SocketAddrV6::new(a.parse().unwrap(), 80, 0, 0);
+                assert_eq!(route6(&p, GUEST6, d), Route::Unreachable, "{a}");
+                assert_eq!(
+                    ping_route_any(&p, GUEST6.into(), a.parse().unwrap()),
+                    Route::Unreachable,
+                    "{a}"
+                );
+            }
+            for a in ["ff02::1", "ff02::1:ff00:1", "ff05::2"] {
+                let d = SocketAddrV6::new(a.parse().unwrap(), 53, 0, 0);
+                assert_eq!(route6(&p, GUEST6, d), Route::Drop, "{a}");
+            }
+            // Only guest addresses of fd00::/64 may send.
+            for src in ["fe80::1", "fd00::1", "fd00::", "2001:db8::1", "::1"] {
+                assert_eq!(
+                    route6(&p, src.parse().unwrap(), v6("[2001:db8::7]:443")),
+                    Route::Drop,
+                    "{src}"
+                );
+            }
+        }
+        for bad in ["[::ffff:0.0.0.0]:80", "[::ffff:224.0.0.1]:80"] {
+            assert!(!host_may_reach(bad.parse().unwrap()), "{bad}");
         }
     }
 

@@ -27,13 +27,13 @@ impl RateLog {
             return;
         }
         if self.suppressed > 0 {
-            eprintln!(
-                "rk-gvtap: {what} (and {} more like it in the last {}s)",
+            log::warn!(
+                "{what} (and {} more like it in the last {}s)",
                 self.suppressed,
                 INTERVAL.as_secs()
             );
         } else {
-            eprintln!("rk-gvtap: {what}");
+            log::warn!("{what}");
         }
         self.last = Some(now);
         self.suppressed = 0;

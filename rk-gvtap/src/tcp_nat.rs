@@ -8,7 +8,6 @@
 //! SYN-ACK; if it fails, the guest gets a RST: "connection refused" inside
 //! means refused outside, and it comes as fast as the host's own answer.
 
-use crate::buffers::FlowBuffers;
 use crate::epoll::{self, Epoll, Token};
 use crate::net::Net;
 use crate::ratelog::RateLog;
@@ -33,14 +32,13 @@ const INBOUND_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Gateway ports for connections into the guest.
 const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
 
-type Key = (SocketAddrV4, SocketAddrV4);
+/// (the guest's end, the other end as the guest sees it).
+type Key = (SocketAddr, SocketAddr);
 
 struct Flow {
     key: Key,
     host: TcpStream,
     handle: SocketHandle,
-    /// The memory of the socket's buffers: dropped only after the socket.
-    buffers: FlowBuffers,
     connected: bool,
     /// Opened by the stack towards the guest (a forwarded port).
     inbound: bool,
@@ -58,12 +56,11 @@ struct Flow {
 }
 
 impl Flow {
-    fn new(key: Key, host: TcpStream, handle: SocketHandle, buffers: FlowBuffers) -> Flow {
+    fn new(key: Key, host: TcpStream, handle: SocketHandle) -> Flow {
         Flow {
             key,
             host,
             handle,
-            buffers,
             connected: false,
             inbound: false,
             started: Instant::now(),
@@ -112,7 +109,7 @@ impl TcpNat {
     }
 
     /// Notes that a segment of the flow `src → dst` arrived.
-    pub fn mark(&mut self, src: SocketAddrV4, dst: SocketAddrV4) {
+    pub fn mark(&mut self, src: SocketAddr, dst: SocketAddr) {
         if let Some(&i) = self.by_key.get(&(src, dst)) {
             self.mark_index(i);
         }
@@ -135,8 +132,8 @@ impl TcpNat {
         &mut self,
         net: &mut Net,
         epoll: &Epoll,
-        src: SocketAddrV4,
-        dst: SocketAddrV4,
+        src: SocketAddr,
+        dst: SocketAddr,
         targets: &[SocketAddr],
     ) -> Option<u32> {
         if let Some(&i) = self.by_key.get(&(src, dst)) {
@@ -169,16 +166,16 @@ impl TcpNat {
                 return None;
             }
         };
-        let (buffers, mut sock) = self.new_socket(src, dst)?;
+        let mut sock = self.new_socket(src, dst)?;
         sock.pause_synack(!connected);
         let listen = IpListenEndpoint {
-            addr: Some((*dst.ip()).into()),
+            addr: Some(dst.ip().into()),
             port: dst.port(),
         };
         if sock.listen(listen).is_err() {
             return None;
         }
-        let mut flow = Flow::new((src, dst), host, net.sockets.add(sock), buffers);
+        let mut flow = Flow::new((src, dst), host, net.sockets.add(sock));
         flow.connected = connected;
         flow.fallbacks = fallbacks;
         self.insert(net, epoll, flow)
@@ -205,12 +202,12 @@ impl TcpNat {
             return;
         }
         let shown = crate::policy::visible_client(&net.plan, client)
-            .filter(|c| !self.by_key.contains_key(&(target, *c)));
+            .filter(|c| !self.by_key.contains_key(&(target.into(), (*c).into())));
         let Some(local) = shown.or_else(|| self.free_local_endpoint(net.plan.gateway, target))
         else {
             return;
         };
-        let Some((buffers, mut sock)) = self.new_socket(local, target) else {
+        let Some(mut sock) = self.new_socket(local.into(), target.into()) else {
             return;
         };
         let remote = IpEndpoint::new((*target.ip()).into(), target.port());
@@ -224,7 +221,8 @@ impl TcpNat {
         {
             return;
         }
-        let mut flow = Flow::new((target, local), host, net.sockets.add(sock), buffers);
+        let key = (target.into(), local.into());
+        let mut flow = Flow::new(key, host, net.sockets.add(sock));
         flow.connected = true;
         flow.inbound = true;
         // The host may have sent already: look once the guest answers.
@@ -248,7 +246,7 @@ impl TcpNat {
                 self.next_port + 1
             };
             let local = SocketAddrV4::new(gateway, self.next_port);
-            if !self.by_key.contains_key(&(target, local)) {
+            if !self.by_key.contains_key(&(target.into(), local.into())) {
                 return Some(local);
             }
         }
@@ -256,26 +254,17 @@ impl TcpNat {
     }
 
     /// A stack socket with its buffers; `None` (logged) if memory is short.
-    fn new_socket(
-        &mut self,
-        a: SocketAddrV4,
-        b: SocketAddrV4,
-    ) -> Option<(FlowBuffers, tcp::Socket<'static>)> {
-        // SAFETY: the socket is removed from the set (and dropped) before
-        // the flow, which owns the buffers: see `remove`, `insert`, and the
-        // early returns of the callers, where the socket (declared after the
-        // buffers) is dropped first.
-        let (buffers, rx, tx) = match unsafe { FlowBuffers::new(self.buffer_size) } {
-            Ok(b) => b,
-            Err(e) => {
-                self.error_log
-                    .log(format_args!("TCP connection {a} -> {b} refused: {e}"));
-                return None;
-            }
+    fn new_socket(&mut self, a: SocketAddr, b: SocketAddr) -> Option<tcp::Socket<'static>> {
+        let buffer = || crate::mapped_alloc::zeroed_buffer(self.buffer_size);
+        let (Some(rx), Some(tx)) = (buffer(), buffer()) else {
+            self.error_log.log(format_args!(
+                "TCP connection {a} -> {b} refused: no memory for its buffers"
+            ));
+            return None;
         };
         let mut sock = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
         sock.set_nagle_enabled(false);
-        Some((buffers, sock))
+        Some(sock)
     }
 
     /// Registers the flow's host socket and files the flow.
@@ -308,7 +297,7 @@ impl TcpNat {
         let sock = net.sockets.get_mut::<tcp::Socket>(f.handle);
         let remote_ok = sock
             .remote_endpoint()
-            .is_some_and(|r| r.addr == (*f.key.0.ip()).into() && r.port == f.key.0.port());
+            .is_some_and(|r| r.addr == f.key.0.ip().into() && r.port == f.key.0.port());
         if sock.state() != State::SynReceived || !remote_ok {
             sock.abort();
             self.finish(i);
@@ -513,10 +502,8 @@ impl TcpNat {
             if !(f.host_eof && f.host_write_shut) {
                 let _ = SockRef::from(&f.host).set_linger(Some(Duration::ZERO));
             }
-            // The socket borrows the buffers: it goes first.
             drop(net.sockets.remove(f.handle));
             self.by_key.remove(&f.key);
-            drop(f.buffers);
         }
     }
 

@@ -12,17 +12,16 @@
 //! answers to that endpoint go back through the port's socket to the
 //! client.
 
-use crate::buffers::FlowBuffers;
 use crate::epoll::{self, Epoll, Token};
 use crate::net::Net;
 use crate::ratelog::RateLog;
 use crate::slab::Slab;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::udp::{self, UdpMetadata};
-use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
+use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,23 +57,16 @@ struct Listener {
     handle: SocketHandle,
     flows: usize,
     created: Instant,
-    /// The memory of the socket's payload buffers: dropped only after the
-    /// socket (removed from the set first, see `housekeeping`).
-    _buffers: FlowBuffers,
 }
 
-/// A stack UDP socket whose payload buffers live in one anonymous mapping,
-/// as a TCP flow's do: pages cost memory only once a datagram touches them,
-/// and a flood of new destinations costs a page or two per socket, not a
-/// malloc header page per buffer (measured: 18 MiB for 1024 flows
-/// through malloc).
-fn new_mapped_socket() -> io::Result<(FlowBuffers, udp::Socket<'static>)> {
-    // SAFETY: the socket is dropped before the buffers: the caller files
-    // both in one `Listener` and removes the socket from the set before
-    // dropping the listener; on early returns the socket, declared after
-    // the buffers, is dropped first; and `Engine` drops the stack (`net`)
-    // before the NAT that holds the listeners.
-    let (buffers, rx, tx) = unsafe { FlowBuffers::new(2 * LARGEST_DATAGRAM) }?;
+/// A stack UDP socket whose payload buffers are anonymous mappings, as a
+/// TCP flow's are (see `mapped_alloc`): pages cost memory only once a
+/// datagram touches them, and a flood of new destinations costs a page or
+/// two per socket, not a malloc header page per buffer (measured: 18 MiB
+/// for 1024 flows through malloc). `None` if there is no memory for it.
+fn new_mapped_socket() -> Option<udp::Socket<'static>> {
+    let buffer = || crate::mapped_alloc::zeroed_buffer(2 * LARGEST_DATAGRAM);
+    let (rx, tx) = (buffer()?, buffer()?);
     // Slots for datagrams: the guest's are relayed one at a time, as each
     // reaches the stack; the host's wait for the tap (reading stops when
     // the slots are full).
@@ -82,7 +74,7 @@ fn new_mapped_socket() -> io::Result<(FlowBuffers, udp::Socket<'static>)> {
         udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], rx),
         udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 32], tx),
     );
-    Ok((buffers, sock))
+    Some(sock)
 }
 
 enum HostSide {
@@ -98,9 +90,9 @@ enum HostSide {
 
 struct Flow {
     /// The guest's end.
-    guest: SocketAddrV4,
+    guest: SocketAddr,
     /// The other end as the guest sees it (the stack's endpoint).
-    dest: SocketAddrV4,
+    dest: SocketAddr,
     host: HostSide,
     last: Instant,
     idle_limit: Duration,
@@ -114,9 +106,9 @@ struct PendingForward {
 }
 
 pub struct UdpNat {
-    listeners: HashMap<SocketAddrV4, Listener>,
+    listeners: HashMap<SocketAddr, Listener>,
     flows: Slab<Flow>,
-    by_key: HashMap<(SocketAddrV4, SocketAddrV4), u32>,
+    by_key: HashMap<(SocketAddr, SocketAddr), u32>,
     /// Flows of forwarded ports, by (port id, client).
     by_client: HashMap<(i64, SocketAddr), u32>,
     pending: Vec<PendingForward>,
@@ -150,7 +142,7 @@ impl UdpNat {
     /// Whether a stack socket takes datagrams to `endpoint` already (the
     /// destination of a flow out, or the endpoint of a forwarded port's
     /// client).
-    pub fn has_listener(&self, endpoint: SocketAddrV4) -> bool {
+    pub fn has_listener(&self, endpoint: SocketAddr) -> bool {
         self.listeners.contains_key(&endpoint)
     }
 
@@ -158,7 +150,7 @@ impl UdpNat {
     /// takes it. `false` if the flow limit keeps it out: the caller drops
     /// it, so that a flood of new destinations makes no stack sockets
     /// either.
-    pub fn before_datagram(&mut self, net: &mut Net, dest: SocketAddrV4) -> bool {
+    pub fn before_datagram(&mut self, net: &mut Net, dest: SocketAddr) -> bool {
         if !self.listeners.contains_key(&dest)
             && (self.flows.len() >= self.max_flows || self.listeners.len() >= self.max_flows + 64)
         {
@@ -171,13 +163,13 @@ impl UdpNat {
         self.ensure_listener(net, dest)
     }
 
-    fn ensure_listener(&mut self, net: &mut Net, dest: SocketAddrV4) -> bool {
+    fn ensure_listener(&mut self, net: &mut Net, dest: SocketAddr) -> bool {
         if let std::collections::hash_map::Entry::Vacant(slot) = self.listeners.entry(dest) {
-            let Ok((buffers, mut sock)) = new_mapped_socket() else {
+            let Some(mut sock) = new_mapped_socket() else {
                 return false;
             };
             let endpoint = IpListenEndpoint {
-                addr: Some(IpAddress::Ipv4(*dest.ip())),
+                addr: Some(dest.ip().into()),
                 port: dest.port(),
             };
             if sock.bind(endpoint).is_err() {
@@ -187,7 +179,6 @@ impl UdpNat {
                 handle: net.sockets.add(sock),
                 flows: 0,
                 created: Instant::now(),
-                _buffers: buffers,
             });
         }
         true
@@ -253,8 +244,8 @@ impl UdpNat {
             };
             flow.last = now;
             let meta = UdpMetadata {
-                endpoint: IpEndpoint::new(IpAddress::Ipv4(*flow.guest.ip()), flow.guest.port()),
-                local_address: Some(IpAddress::Ipv4(*flow.dest.ip())),
+                endpoint: IpEndpoint::new(flow.guest.ip().into(), flow.guest.port()),
+                local_address: Some(flow.dest.ip().into()),
                 meta: Default::default(),
             };
             let _ = sock.send_slice(&self.scratch[..len], meta);
@@ -279,9 +270,11 @@ impl UdpNat {
             return None;
         }
         let gateway = net.plan.gateway;
-        let shown = crate::policy::visible_client(&net.plan, client)
+        let shown: SocketAddr = crate::policy::visible_client(&net.plan, client)
+            .map(SocketAddr::V4)
             .filter(|c| !self.listeners.contains_key(c))
             .or_else(|| self.free_gateway_port(gateway))?;
+        let target = SocketAddr::V4(target);
         if !self.ensure_listener(net, shown) {
             return None;
         }
@@ -305,7 +298,7 @@ impl UdpNat {
     }
 
     /// A gateway endpoint no stack socket uses.
-    fn free_gateway_port(&mut self, gateway: Ipv4Addr) -> Option<SocketAddrV4> {
+    fn free_gateway_port(&mut self, gateway: Ipv4Addr) -> Option<SocketAddr> {
         for _ in 0..EPHEMERAL_PORTS.len() {
             self.next_port = if self.next_port >= *EPHEMERAL_PORTS.end()
                 || self.next_port < *EPHEMERAL_PORTS.start()
@@ -314,7 +307,7 @@ impl UdpNat {
             } else {
                 self.next_port + 1
             };
-            let ep = SocketAddrV4::new(gateway, self.next_port);
+            let ep = SocketAddr::V4(SocketAddrV4::new(gateway, self.next_port));
             if !self.listeners.contains_key(&ep) {
                 return Some(ep);
             }
@@ -354,8 +347,8 @@ impl UdpNat {
         &mut self,
         net: &mut Net,
         epoll: &Epoll,
-        dest: SocketAddrV4,
-        target: impl Fn(SocketAddrV4) -> Option<SocketAddr>,
+        dest: SocketAddr,
+        target: impl Fn(IpAddr, SocketAddr) -> Option<SocketAddr>,
     ) {
         self.drain_guest(net, epoll, dest, &target, Instant::now());
     }
@@ -395,8 +388,8 @@ impl UdpNat {
         &mut self,
         net: &mut Net,
         epoll: &Epoll,
-        dest: SocketAddrV4,
-        target: &impl Fn(SocketAddrV4) -> Option<SocketAddr>,
+        dest: SocketAddr,
+        target: &impl Fn(IpAddr, SocketAddr) -> Option<SocketAddr>,
         now: Instant,
     ) {
         let Some(listener) = self.listeners.get(&dest) else {
@@ -408,8 +401,7 @@ impl UdpNat {
             let Ok((payload, meta)) = sock.recv() else {
                 break;
             };
-            let IpAddress::Ipv4(gip) = meta.endpoint.addr;
-            let guest = SocketAddrV4::new(gip, meta.endpoint.port);
+            let guest = SocketAddr::new(meta.endpoint.addr.into(), meta.endpoint.port);
             let key = (guest, dest);
             let index = match self.by_key.get(&key) {
                 Some(&i) => i,
@@ -442,11 +434,11 @@ impl UdpNat {
     fn open_flow(
         &mut self,
         epoll: &Epoll,
-        guest: SocketAddrV4,
-        dest: SocketAddrV4,
-        target: &impl Fn(SocketAddrV4) -> Option<SocketAddr>,
+        guest: SocketAddr,
+        dest: SocketAddr,
+        target: &impl Fn(IpAddr, SocketAddr) -> Option<SocketAddr>,
     ) -> Option<u32> {
-        let to = target(dest)?;
+        let to = target(guest.ip(), dest)?;
         if self.flows.len() >= self.max_flows {
             self.limit_log.log(format_args!(
                 "UDP flow {guest} -> {dest} dropped: {} flows open, the limit",
@@ -514,11 +506,8 @@ impl UdpNat {
                 Ok(n) => {
                     flow.last = now;
                     let meta = UdpMetadata {
-                        endpoint: IpEndpoint::new(
-                            IpAddress::Ipv4(*flow.guest.ip()),
-                            flow.guest.port(),
-                        ),
-                        local_address: Some(IpAddress::Ipv4(*flow.dest.ip())),
+                        endpoint: IpEndpoint::new(flow.guest.ip().into(), flow.guest.port()),
+                        local_address: Some(flow.dest.ip().into()),
                         meta: Default::default(),
                     };
                     let _ = sock.send_slice(&self.scratch[..n], meta);

@@ -206,7 +206,7 @@ fn cidr_moves_the_address_gateway_and_dns() {
 #[test]
 fn bad_options_fail_with_the_fix_named_and_leave_nothing_behind() {
     let cases: [(&[&str], &str); 4] = [
-        (&[NET, "--ipv6"], "drop --ipv6"),
+        (&[NET, "--net-opt", "offload=maybe"], "give true or false"),
         (&[NET, "--mtu=300"], "between 576"),
         (&[NET, "--net-opt", "colour=blue"], "max-tcp-flows"),
         (
