@@ -105,6 +105,22 @@ pub struct Shape {
     pub dns_offset: u32,
 }
 
+impl Shape {
+    /// slirp4netns's shape, which RootlessKit keeps for its user-mode
+    /// networks: `tap0`, MTU 65520, gateway `.2`, DNS `.3`; `max_mtu` is
+    /// the program's.
+    pub const fn user_mode(program: &'static str, max_mtu: u32) -> Shape {
+        Shape {
+            program,
+            default_ifname: "tap0",
+            default_mtu: 65520,
+            max_mtu,
+            gateway_offset: 2,
+            dns_offset: 3,
+        }
+    }
+}
+
 /// The network a `configure` asks for, checked against a [`Shape`], with
 /// the defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -356,14 +372,7 @@ mod tests {
         ));
     }
 
-    const SHAPE: Shape = Shape {
-        program: "slirp4netns",
-        default_ifname: "tap0",
-        default_mtu: 65520,
-        max_mtu: 65521,
-        gateway_offset: 2,
-        dns_offset: 3,
-    };
+    const SHAPE: Shape = Shape::user_mode("slirp4netns", 65521);
 
     fn request() -> ConfigureRequest {
         ConfigureRequest {

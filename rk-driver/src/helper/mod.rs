@@ -23,7 +23,7 @@ pub mod tail;
 
 pub use exit::Running;
 pub use find::{Env, FindError, Program};
-pub use probe::{LongOptions, RunError, RunOutput, Version};
-pub use ready::Wake;
+pub use probe::{Accept, Answers, LongOptions, ProgramError, RunError, RunOutput, Version};
+pub use ready::{Progress, StartError, Wake};
 pub use spawn::HelperCommand;
 pub use tail::{format_block, OutputTail};

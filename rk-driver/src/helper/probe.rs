@@ -2,7 +2,7 @@
 //! time limit, both at once, and reading their answers (long options,
 //! release numbers).
 
-use super::find::Program;
+use super::find::{FindError, Program};
 use super::spawn::pipe;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::collections::BTreeSet;
@@ -52,6 +52,35 @@ pub enum RunError {
         status: ExitStatus,
         output: String,
     },
+}
+
+/// A program that cannot be used: not found, or no answer to a probe.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramError {
+    #[error(transparent)]
+    Find(#[from] FindError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// Which exits of `--help` and `--version` count as answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    /// Status 0 only.
+    Success,
+    /// Any exit (some programs exit 1 after printing their `--help`);
+    /// killed by a signal is still a failure.
+    AnyExit,
+}
+
+/// What a program said about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answers {
+    /// The resolved path that was run.
+    pub path: PathBuf,
+    pub help: String,
+    /// `None` when `--version` gave no answer (the program may still work).
+    pub version: Option<String>,
 }
 
 /// The last three lines of `output`, quoted, after a colon.
@@ -104,6 +133,24 @@ impl RunOutput {
 }
 
 impl Program {
+    /// Finds the program (see [`Program::find`]) and asks it `--help` and
+    /// `--version` at once; only the help is required.
+    pub fn ask(&self, given: &str, accept: Accept) -> Result<Answers, ProgramError> {
+        let path = self.find(given)?;
+        let (help, version) = self.help_and_version(&path);
+        let answer = |out: RunOutput| match accept {
+            Accept::Success => out.success(),
+            Accept::AnyExit => out.exited(),
+        };
+        let help = answer(help?)?;
+        let version = version.ok().and_then(|v| answer(v).ok());
+        Ok(Answers {
+            path,
+            help,
+            version,
+        })
+    }
+
     /// Runs `path arg` with [`RUN_TIMEOUT`] and returns its output.
     pub fn run(&self, path: &Path, arg: &str) -> Result<RunOutput, RunError> {
         self.run_within(path, arg, RUN_TIMEOUT)
@@ -371,6 +418,22 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         let (help, _) = SH.help_and_version(Path::new("/nonexistent"));
         assert!(matches!(help, Err(RunError::Spawn { .. })));
+    }
+
+    #[test]
+    fn asking_finds_the_program_and_judges_its_exit() {
+        let e = SH.ask("/nonexistent/sh", Accept::Success).unwrap_err();
+        assert!(matches!(e, ProgramError::Find(_)), "{e}");
+        // `false --help` prints coreutils' help and exits 1.
+        let e = SH.ask("false", Accept::Success).unwrap_err();
+        assert!(
+            e.to_string().contains("--help\" failed (exit status: 1)"),
+            "{e}"
+        );
+        let a = SH.ask("false", Accept::AnyExit).unwrap();
+        assert!(a.help.contains("--help"), "{}", a.help);
+        assert!(a.version.is_some_and(|v| v.contains("false")));
+        assert!(a.path.is_absolute());
     }
 
     #[test]

@@ -4,11 +4,113 @@
 //! is drained meanwhile, so that it never blocks on a full pipe and its
 //! last words are at hand if it fails.
 
-use super::tail::OutputTail;
+use super::exit::Running;
+use super::tail::{format_block, OutputTail};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::io;
 use std::os::fd::BorrowedFd;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// A helper program that did not get the network going.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("setting up {name}: {what}: {source}")]
+    Setup {
+        name: String,
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Spawn(io::Error),
+    #[error(
+        "{name} ({}) exited before the network was up ({status}){}{hint}",
+        path.display(), format_block(output)
+    )]
+    EarlyExit {
+        name: String,
+        path: PathBuf,
+        status: String,
+        output: Vec<String>,
+        /// A fix the program's own words do not name (empty: none).
+        hint: &'static str,
+    },
+    #[error(
+        "{name} ({}) did not finish setting up the network within {}s{}",
+        path.display(), timeout.as_secs(), format_block(output)
+    )]
+    Timeout {
+        name: String,
+        path: PathBuf,
+        timeout: Duration,
+        output: Vec<String>,
+    },
+}
+
+/// What the caller's check made of a wake-up in [`Running::wait_ready`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Waiting,
+    Ready,
+    /// The program gave up without exiting yet (e.g. it closed its ready
+    /// pipe): the sentence says what it did.
+    GaveUp(&'static str),
+}
+
+impl Running {
+    /// Waits up to `timeout` until `check`, called whenever `ready` turns
+    /// readable (and every `tick`, if given), says the program is ready.
+    /// An exit, a program that gave up or the deadline is an error with
+    /// the program's last words; `path` is what was run.
+    pub fn wait_ready(
+        &mut self,
+        path: &Path,
+        ready: BorrowedFd<'_>,
+        timeout: Duration,
+        tick: Option<Duration>,
+        mut check: impl FnMut(Wake) -> io::Result<Progress>,
+    ) -> Result<(), StartError> {
+        let name = self.process.name().to_owned();
+        let deadline = Instant::now() + timeout;
+        let setup = |what: &'static str| {
+            let name = name.clone();
+            move |source| StartError::Setup { name, what, source }
+        };
+        let gave_up = loop {
+            let wake = wait(
+                Some(ready),
+                self.exit_fd(),
+                Some(&self.output),
+                deadline,
+                tick,
+            )
+            .map_err(setup("waiting for it to be ready"))?;
+            match wake {
+                Wake::TimedOut => {
+                    return Err(StartError::Timeout {
+                        name: name.clone(),
+                        path: path.to_owned(),
+                        timeout,
+                        output: self.output.last_lines(Duration::ZERO),
+                    })
+                }
+                Wake::Exited => break "it is still running",
+                Wake::Readable | Wake::Tick => match check(wake).map_err(setup("reading it"))? {
+                    Progress::Waiting => {}
+                    Progress::Ready => return Ok(()),
+                    Progress::GaveUp(what) => break what,
+                },
+            }
+        };
+        Err(StartError::EarlyExit {
+            name,
+            path: path.to_owned(),
+            status: self.early_exit_status(gave_up),
+            output: self.last_lines(),
+            hint: "",
+        })
+    }
+}
 
 /// Why [`wait`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +214,8 @@ mod tests {
 
     #[test]
     fn ready_is_seen_with_the_output_before_it() {
-        let (p, ready, out) = start("echo starting >&2; echo 1 >/proc/self/fd/READY; exec sleep 30");
+        let (p, ready, out) =
+            start("echo starting >&2; echo 1 >/proc/self/fd/READY; exec sleep 30");
         let wake = wait(Some(ready.as_fd()), p.exit_fd(), Some(&out), soon(), None).unwrap();
         assert_eq!(wake, Wake::Readable);
         assert_eq!(out.last_lines(Duration::ZERO), ["starting"]);
@@ -125,6 +228,40 @@ mod tests {
         let wake = wait(None, p.exit_fd(), Some(&out), soon(), None).unwrap();
         assert_eq!(wake, Wake::Exited);
         assert_eq!(out.last_lines(Duration::from_secs(5)), ["failing"]);
+    }
+
+    #[test]
+    fn waiting_ready_ends_in_ready_an_early_exit_or_a_timeout() {
+        let read_one = |fd: BorrowedFd<'_>| {
+            let mut buf = [0u8; 8];
+            Ok(match nix::unistd::read(fd, &mut buf) {
+                Ok(0) => Progress::GaveUp("it closed its ready pipe"),
+                Ok(_) => Progress::Ready,
+                Err(_) => Progress::Waiting,
+            })
+        };
+        let run = |script: &str, timeout: Duration| {
+            let (p, ready, out) = start(script);
+            let mut running = Running::new(p, out);
+            let result =
+                running.wait_ready(Path::new("/bin/sh"), ready.as_fd(), timeout, None, |_| {
+                    read_one(ready.as_fd())
+                });
+            (result, running)
+        };
+        let (ok, _r) = run("echo 1 >/proc/self/fd/READY; exec sleep 30", soon_timeout());
+        assert!(ok.is_ok(), "{ok:?}");
+        let (e, _r) = run("echo broken >&2; exit 4", soon_timeout());
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "sh (/bin/sh) exited before the network was up (exit status: 4):\n  broken"
+        );
+        let (e, _r) = run("exec sleep 30", Duration::from_millis(100));
+        assert!(matches!(e, Err(StartError::Timeout { .. })), "{e:?}");
+    }
+
+    fn soon_timeout() -> Duration {
+        Duration::from_secs(10)
     }
 
     #[test]
