@@ -24,6 +24,12 @@ use seccompiler::{
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod calls;
+pub mod probe;
+
+use calls::calls_of;
+pub use probe::run_confined;
+
 /// Set to `off` to run without confinement (debugging, benchmarks).
 pub const SANDBOX_ENV: &str = "RK_SANDBOX";
 
@@ -46,6 +52,9 @@ pub enum Calls {
     Namespaces,
     /// ioctl (tun/tap set-up, FIONREAD, terminal queries).
     Ioctl,
+    /// Killing (through a pidfd) and reaping the helper programs it
+    /// started, and nothing else of [`Calls::Spawn`].
+    Supervise,
 }
 
 /// What a refused system call does.
@@ -98,16 +107,26 @@ pub enum ConfineError {
     Landlock(String),
 }
 
+/// What a process may still do below a path (Landlock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathAccess {
+    Read,
+    /// Create, change and remove files.
+    Write,
+    /// Read and execute.
+    Exec,
+    /// Remove (empty) directories, nothing else.
+    RemoveDirs,
+}
+
 /// A process's policy, built with the methods below and applied once.
 #[derive(Debug, Clone)]
 pub struct Confinement {
     calls: Vec<Calls>,
     extra: Vec<i64>,
     families: Vec<i32>,
-    read: Vec<PathBuf>,
-    write: Vec<PathBuf>,
-    exec: Vec<PathBuf>,
-    remove_dirs: Vec<PathBuf>,
+    /// Landlock: what it may still do below each path.
+    paths: Vec<(PathAccess, PathBuf)>,
     landlock: bool,
     no_new_privs: bool,
     on_violation: OnViolation,
@@ -126,10 +145,7 @@ impl Confinement {
             calls: vec![Calls::Base],
             extra: Vec::new(),
             families: Vec::new(),
-            read: Vec::new(),
-            write: Vec::new(),
-            exec: Vec::new(),
-            remove_dirs: Vec::new(),
+            paths: Vec::new(),
             landlock: true,
             no_new_privs: true,
             on_violation: OnViolation::Deny,
@@ -156,29 +172,31 @@ impl Confinement {
         self.allow(Calls::Sockets)
     }
 
-    /// Paths (and what is below them) it may still read.
-    pub fn read(mut self, path: impl AsRef<Path>) -> Self {
-        self.read.push(path.as_ref().to_path_buf());
+    /// What it may still do below `path` (Landlock).
+    pub fn path(mut self, access: PathAccess, path: impl AsRef<Path>) -> Self {
+        self.paths.push((access, path.as_ref().to_path_buf()));
         self
+    }
+
+    /// Paths (and what is below them) it may still read.
+    pub fn read(self, path: impl AsRef<Path>) -> Self {
+        self.path(PathAccess::Read, path)
     }
 
     /// Paths it may still create, change and remove files in.
-    pub fn write(mut self, path: impl AsRef<Path>) -> Self {
-        self.write.push(path.as_ref().to_path_buf());
-        self
+    pub fn write(self, path: impl AsRef<Path>) -> Self {
+        self.path(PathAccess::Write, path)
     }
 
     /// Programs it may still execute (read and execute).
-    pub fn exec(mut self, path: impl AsRef<Path>) -> Self {
-        self.exec.push(path.as_ref().to_path_buf());
-        self
+    pub fn exec(self, path: impl AsRef<Path>) -> Self {
+        self.path(PathAccess::Exec, path)
     }
 
     /// Directories in which it may still remove (empty) directories, and
     /// nothing else: a state directory's parent, for the clean-up at exit.
-    pub fn remove_dirs_in(mut self, path: impl AsRef<Path>) -> Self {
-        self.remove_dirs.push(path.as_ref().to_path_buf());
-        self
+    pub fn remove_dirs_in(self, path: impl AsRef<Path>) -> Self {
+        self.path(PathAccess::RemoveDirs, path)
     }
 
     /// Leaves the filesystem to seccomp alone (a process that must still
@@ -326,7 +344,7 @@ impl Confinement {
         };
         let abi = ABI::V5;
         let err = |e: landlock::RulesetError| ConfineError::Landlock(e.to_string());
-        let status = Ruleset::default()
+        let mut ruleset = Ruleset::default()
             .handle_access(AccessFs::from_all(abi))
             .map_err(err)?
             // Abstract unix sockets made outside the sandbox (another
@@ -335,20 +353,19 @@ impl Confinement {
             .scope(Scope::AbstractUnixSocket)
             .map_err(err)?
             .create()
-            .map_err(err)?
-            .add_rules(path_beneath_rules(&self.read, AccessFs::from_read(abi)))
-            .map_err(err)?
-            .add_rules(path_beneath_rules(&self.write, AccessFs::from_all(abi)))
-            .map_err(err)?
-            .add_rules(path_beneath_rules(
-                &self.exec,
-                AccessFs::Execute | AccessFs::ReadFile,
-            ))
-            .map_err(err)?
-            .add_rules(path_beneath_rules(&self.remove_dirs, AccessFs::RemoveDir))
-            .map_err(err)?
-            .restrict_self()
             .map_err(err)?;
+        for (access, path) in &self.paths {
+            let rights = match access {
+                PathAccess::Read => AccessFs::from_read(abi),
+                PathAccess::Write => AccessFs::from_all(abi),
+                PathAccess::Exec => AccessFs::Execute | AccessFs::ReadFile,
+                PathAccess::RemoveDirs => AccessFs::RemoveDir.into(),
+            };
+            ruleset = ruleset
+                .add_rules(path_beneath_rules([path], rights))
+                .map_err(err)?;
+        }
+        let status = ruleset.restrict_self().map_err(err)?;
         Ok(match status.ruleset {
             RulesetStatus::NotEnforced => 0,
             _ => kernel_landlock_abi(),
@@ -369,222 +386,6 @@ pub fn kernel_landlock_abi() -> i32 {
         )
     };
     i32::try_from(r).unwrap_or(0).max(0)
-}
-
-/// The system calls of a group on this architecture.
-fn calls_of(group: Calls) -> &'static [libc::c_long] {
-    match group {
-        Calls::Base => BASE,
-        Calls::Files => FILES,
-        Calls::Sockets => SOCKETS,
-        Calls::Spawn => SPAWN,
-        Calls::Namespaces => &[libc::SYS_setns, libc::SYS_unshare],
-        Calls::Ioctl => &[libc::SYS_ioctl],
-    }
-}
-
-const BASE: &[libc::c_long] = &[
-    libc::SYS_read,
-    libc::SYS_write,
-    libc::SYS_readv,
-    libc::SYS_writev,
-    libc::SYS_pread64,
-    libc::SYS_pwrite64,
-    libc::SYS_close,
-    libc::SYS_fstat,
-    libc::SYS_newfstatat,
-    libc::SYS_statx,
-    libc::SYS_lseek,
-    libc::SYS_mmap,
-    libc::SYS_munmap,
-    libc::SYS_mprotect,
-    libc::SYS_mremap,
-    libc::SYS_madvise,
-    libc::SYS_brk,
-    libc::SYS_rt_sigaction,
-    libc::SYS_rt_sigprocmask,
-    libc::SYS_rt_sigreturn,
-    libc::SYS_sigaltstack,
-    libc::SYS_futex,
-    libc::SYS_sched_yield,
-    libc::SYS_sched_getaffinity,
-    libc::SYS_nanosleep,
-    libc::SYS_clock_nanosleep,
-    libc::SYS_clock_gettime,
-    libc::SYS_clock_getres,
-    libc::SYS_gettimeofday,
-    libc::SYS_getpid,
-    libc::SYS_gettid,
-    libc::SYS_getppid,
-    libc::SYS_getuid,
-    libc::SYS_geteuid,
-    libc::SYS_getgid,
-    libc::SYS_getegid,
-    libc::SYS_exit,
-    libc::SYS_exit_group,
-    libc::SYS_tgkill,
-    libc::SYS_ppoll,
-    libc::SYS_pselect6,
-    libc::SYS_epoll_create1,
-    libc::SYS_epoll_ctl,
-    libc::SYS_epoll_pwait,
-    libc::SYS_eventfd2,
-    libc::SYS_pipe2,
-    libc::SYS_dup,
-    libc::SYS_dup3,
-    libc::SYS_fcntl,
-    libc::SYS_getrandom,
-    libc::SYS_rseq,
-    libc::SYS_set_robust_list,
-    libc::SYS_set_tid_address,
-    libc::SYS_prlimit64,
-    libc::SYS_getrlimit,
-    libc::SYS_restart_syscall,
-    libc::SYS_timerfd_create,
-    libc::SYS_timerfd_settime,
-    libc::SYS_timerfd_gettime,
-    libc::SYS_signalfd4,
-    libc::SYS_uname,
-    libc::SYS_prctl,
-    libc::SYS_membarrier,
-    libc::SYS_sched_getparam,
-    libc::SYS_sched_getscheduler,
-    libc::SYS_getcwd,
-    // Threads are clone(CLONE_THREAD) or clone3. seccomp cannot read
-    // clone3's flags (they are in memory), so both stay; a process forked
-    // this way inherits the same filter, and exec, wait and signalling
-    // others need Spawn.
-    libc::SYS_clone,
-    libc::SYS_clone3,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_poll,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_select,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_epoll_wait,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_epoll_create,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_pipe,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_dup2,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_arch_prctl,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_stat,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_lstat,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_eventfd,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_time,
-];
-
-const FILES: &[libc::c_long] = &[
-    libc::SYS_openat,
-    libc::SYS_getdents64,
-    libc::SYS_readlinkat,
-    libc::SYS_faccessat,
-    libc::SYS_faccessat2,
-    libc::SYS_unlinkat,
-    libc::SYS_mkdirat,
-    libc::SYS_renameat2,
-    libc::SYS_fchmod,
-    libc::SYS_fchmodat,
-    libc::SYS_ftruncate,
-    libc::SYS_fsync,
-    libc::SYS_fdatasync,
-    libc::SYS_flock,
-    libc::SYS_statfs,
-    libc::SYS_fstatfs,
-    libc::SYS_umask,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_open,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_unlink,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_rmdir,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_mkdir,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_readlink,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_access,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_rename,
-];
-
-const SOCKETS: &[libc::c_long] = &[
-    libc::SYS_socket,
-    libc::SYS_socketpair,
-    libc::SYS_bind,
-    libc::SYS_listen,
-    libc::SYS_accept4,
-    libc::SYS_connect,
-    libc::SYS_getsockname,
-    libc::SYS_getpeername,
-    libc::SYS_setsockopt,
-    libc::SYS_getsockopt,
-    libc::SYS_sendto,
-    libc::SYS_recvfrom,
-    libc::SYS_sendmsg,
-    libc::SYS_recvmsg,
-    libc::SYS_sendmmsg,
-    libc::SYS_recvmmsg,
-    libc::SYS_shutdown,
-    libc::SYS_splice,
-    libc::SYS_tee,
-    libc::SYS_accept,
-];
-
-const SPAWN: &[libc::c_long] = &[
-    libc::SYS_execve,
-    libc::SYS_execveat,
-    libc::SYS_wait4,
-    libc::SYS_waitid,
-    libc::SYS_kill,
-    libc::SYS_pidfd_open,
-    libc::SYS_pidfd_send_signal,
-    libc::SYS_setsid,
-    libc::SYS_setpgid,
-    libc::SYS_getpgid,
-    libc::SYS_close_range,
-    libc::SYS_sched_setaffinity,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_fork,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_vfork,
-];
-
-/// For tests of a policy: forks; the child applies `policy` (exit status
-/// 100 if seccomp could not be installed) and runs `probe`, whose result
-/// is its exit status. Returns that status, or 1000 + the signal that
-/// killed the child (e.g. SIGSYS under [`OnViolation::Kill`]).
-pub fn run_confined(policy: &Confinement, probe: impl FnOnce() -> i32) -> i32 {
-    // SAFETY: the caller may be multi-threaded (a test harness); the child
-    // only applies the policy, runs the probe and _exits, without running
-    // the parent's destructors.
-    match unsafe { libc::fork() } {
-        0 => {
-            let code = match policy.apply() {
-                Ok(r) if r.seccomp => probe(),
-                _ => 100,
-            };
-            // SAFETY: leave without running the harness's code.
-            unsafe { libc::_exit(code) }
-        }
-        pid if pid > 0 => {
-            let mut status = 0;
-            // SAFETY: waiting for the child just forked.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
-            if libc::WIFEXITED(status) {
-                libc::WEXITSTATUS(status)
-            } else {
-                1000 + libc::WTERMSIG(status)
-            }
-        }
-        _ => panic!("fork failed: {}", std::io::Error::last_os_error()),
-    }
 }
 
 /// `Seccomp:` and `NoNewPrivs:` of every task of process `pid`, from
@@ -615,26 +416,17 @@ pub fn task_status(pid: u32) -> Vec<(u32, u32, u32)> {
 
 #[cfg(test)]
 mod tests {
+    use super::probe::{self, run_confined, KILLED};
     use super::*;
 
-    fn in_child(policy: Confinement, probe: fn() -> i32) -> i32 {
-        run_confined(&policy, probe)
-    }
-
-    fn errno() -> i32 {
-        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-    }
-
-    fn open_etc_hostname() -> i32 {
-        match std::fs::File::open("/etc/hostname") {
-            Ok(_) => 0,
-            Err(e) => e.raw_os_error().unwrap_or(1),
-        }
-    }
-
     #[test]
-    fn base_alone_refuses_opening_a_file() {
-        assert_eq!(in_child(Confinement::new(), open_etc_hostname), libc::EPERM);
+    fn base_alone_refuses_files_exec_ptrace_and_namespaces() {
+        let base = Confinement::new();
+        assert_eq!(run_confined(&base, probe::open_a_file), libc::EPERM);
+        assert_eq!(run_confined(&base, probe::exec_true), libc::EPERM);
+        assert_eq!(run_confined(&base, probe::ptrace_parent), libc::EPERM);
+        assert_eq!(run_confined(&base, probe::setns_net), libc::EPERM);
+        assert_eq!(run_confined(&base, probe::udp_socket), libc::EPERM);
     }
 
     #[test]
@@ -645,62 +437,30 @@ mod tests {
             return;
         }
         let only_proc = Confinement::new().allow(Calls::Files).read("/proc");
-        assert_eq!(in_child(only_proc, open_etc_hostname), libc::EACCES);
+        assert_eq!(run_confined(&only_proc, probe::open_a_file), libc::EACCES);
         let etc = Confinement::new().allow(Calls::Files).read("/etc");
-        assert_eq!(in_child(etc, open_etc_hostname), 0);
-    }
-
-    #[test]
-    fn exec_is_refused_without_spawn() {
-        fn exec_true() -> i32 {
-            let err = std::os::unix::process::CommandExt::exec(&mut std::process::Command::new(
-                "/bin/true",
-            ));
-            err.raw_os_error().unwrap_or(1)
-        }
-        assert_eq!(in_child(Confinement::new(), exec_true), libc::EPERM);
+        assert_eq!(run_confined(&etc, probe::open_a_file), 0);
     }
 
     #[test]
     fn only_the_listed_socket_families_are_allowed() {
-        fn unix_then_inet() -> i32 {
-            // SAFETY: socket(2) with constant arguments; closed below.
-            let u = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
-            if u < 0 {
-                return 50;
-            }
-            // SAFETY: closing the descriptor just made.
-            unsafe { libc::close(u) };
-            // SAFETY: as above.
-            let i = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
-            if i >= 0 {
-                return 0;
-            }
-            errno()
-        }
         let policy = Confinement::new().socket_families(&[libc::AF_UNIX]);
-        assert_eq!(in_child(policy, unix_then_inet), libc::EPERM);
+        assert_eq!(run_confined(&policy, || probe::socket_of(libc::AF_UNIX)), 0);
+        assert_eq!(
+            run_confined(&policy, || probe::socket_of(libc::AF_INET)),
+            libc::EPERM
+        );
     }
 
     #[test]
-    fn ptrace_is_refused() {
-        fn ptrace_parent() -> i32 {
-            // SAFETY: PTRACE_ATTACH on our parent; refused by the filter.
-            let r = unsafe {
-                libc::ptrace(
-                    libc::PTRACE_ATTACH,
-                    libc::getppid(),
-                    std::ptr::null_mut::<libc::c_void>(),
-                    std::ptr::null_mut::<libc::c_void>(),
-                )
-            };
-            if r == 0 {
-                0
-            } else {
-                errno()
-            }
-        }
-        assert_eq!(in_child(Confinement::new(), ptrace_parent), libc::EPERM);
+    fn supervising_signals_only_through_a_pidfd() {
+        let policy = Confinement::new().allow(Calls::Supervise);
+        assert_eq!(probe::signal_helpers(&policy).unwrap(), (0, libc::EPERM));
+        let unsupervised = Confinement::new();
+        assert_eq!(
+            probe::signal_helpers(&unsupervised).unwrap(),
+            (libc::EPERM, libc::EPERM)
+        );
     }
 
     #[test]
@@ -709,10 +469,7 @@ mod tests {
             // SAFETY: tgkill with signal 0 only checks permission.
             let other =
                 unsafe { libc::syscall(libc::SYS_tgkill, libc::getppid(), libc::getppid(), 0) };
-            if other == 0 {
-                return 0;
-            }
-            let e = errno();
+            let e = probe::errno_if_negative(other);
             // SAFETY: signal 0 to our own thread.
             let own = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::gettid(), 0) };
             if own != 0 {
@@ -721,7 +478,7 @@ mod tests {
             e
         }
         assert_eq!(
-            in_child(Confinement::new(), tgkill_parent_then_self),
+            run_confined(&Confinement::new(), tgkill_parent_then_self),
             libc::EPERM
         );
     }
@@ -729,7 +486,7 @@ mod tests {
     #[test]
     fn kill_mode_kills_the_process_on_a_refused_call() {
         let policy = Confinement::new().on_violation(OnViolation::Kill);
-        assert_eq!(in_child(policy, open_etc_hostname), 1000 + libc::SIGSYS);
+        assert_eq!(run_confined(&policy, probe::open_a_file), KILLED);
     }
 
     #[test]
@@ -739,7 +496,7 @@ mod tests {
             let (done_tx, done_rx) = std::sync::mpsc::channel::<i32>();
             std::thread::spawn(move || {
                 let _ = rx.recv();
-                let _ = done_tx.send(open_etc_hostname());
+                let _ = done_tx.send(probe::open_a_file());
             });
             if Confinement::new().apply().is_err() {
                 return 100;
@@ -748,23 +505,7 @@ mod tests {
             done_rx.recv().unwrap_or(101)
         }
         // The probe applies the policy itself, after its thread exists.
-        assert_eq!(in_child_unconfined(thread_then_filter), libc::EPERM);
-    }
-
-    /// Forks and runs `probe` without applying anything first.
-    fn in_child_unconfined(probe: fn() -> i32) -> i32 {
-        // SAFETY: as in in_child.
-        match unsafe { libc::fork() } {
-            // SAFETY: as in in_child.
-            0 => unsafe { libc::_exit(probe()) },
-            pid if pid > 0 => {
-                let mut status = 0;
-                // SAFETY: waiting for our child.
-                unsafe { libc::waitpid(pid, &mut status, 0) };
-                libc::WEXITSTATUS(status)
-            }
-            _ => panic!("fork failed"),
-        }
+        assert_eq!(probe::run_forked(thread_then_filter), libc::EPERM);
     }
 
     #[test]

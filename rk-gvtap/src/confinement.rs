@@ -46,18 +46,19 @@ pub fn apply() -> Result<Report, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rk_driver::confine::probe::{self, KILLED};
 
     fn in_child(probe: fn() -> i32) -> i32 {
-        rk_driver::confine::run_confined(&policy(), probe)
+        probe::run_confined(&policy(), probe)
     }
 
     #[test]
     fn resolv_conf_and_inet_sockets_work() {
         fn probe() -> i32 {
-            if std::fs::read_to_string("/etc/resolv.conf").is_err() {
+            if probe::open("/etc/resolv.conf") != 0 {
                 return 1;
             }
-            if std::net::UdpSocket::bind("127.0.0.1:0").is_err() {
+            if probe::udp_socket() != 0 {
                 return 2;
             }
             if std::net::TcpListener::bind("[::1]:0").is_err()
@@ -72,24 +73,13 @@ mod tests {
 
     #[test]
     fn a_netlink_socket_kills_the_process() {
-        fn probe() -> i32 {
-            // SAFETY: socket(2) with constant arguments.
-            unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, 0) };
-            0
-        }
-        assert_eq!(in_child(probe), 1000 + libc::SIGSYS);
+        assert_eq!(in_child(|| probe::socket_of(libc::AF_NETLINK)), KILLED);
     }
 
     #[test]
     fn files_outside_etc_are_refused() {
-        fn probe() -> i32 {
-            match std::fs::File::open("/proc/self/status") {
-                Ok(_) => 0,
-                Err(e) => e.raw_os_error().unwrap_or(1),
-            }
-        }
         if rk_driver::confine::kernel_landlock_abi() > 0 {
-            assert_eq!(in_child(probe), libc::EACCES);
+            assert_eq!(in_child(|| probe::open("/proc/self/status")), libc::EACCES);
         }
     }
 }

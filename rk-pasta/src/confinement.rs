@@ -27,24 +27,18 @@
 use rk_driver::confine::{Calls, Confinement, OnViolation};
 use std::path::Path;
 
-/// Supervising pasta and the helper: pasta's process group gets SIGKILL
-/// through kill(2) (its short-lived helpers are in it), pasta itself
-/// through its pidfd, the helper through kill(2); wait reaps them and the
-/// orphans that come back to this subreaper.
-const SUPERVISE: &[libc::c_long] = &[
-    libc::SYS_kill,
-    libc::SYS_pidfd_send_signal,
-    libc::SYS_wait4,
-    libc::SYS_waitid,
-];
-
 /// The driver's policy; `forwards`: it runs the forwarding loop.
+/// Supervising pasta and the helper: pasta itself gets SIGKILL through its
+/// pidfd, pasta's process group (its short-lived helpers are in it) and
+/// the namespace helper through kill(2); wait reaps them and the orphans
+/// that come back to this subreaper.
 pub fn driver_policy(forwards: bool) -> Confinement {
     // The socket calls, for the core's socket (sendmsg, recvmsg) and the
     // relay; without a family listed, socket(2) itself stays refused.
     let policy = Confinement::new()
         .allow(Calls::Sockets)
-        .allow_syscalls(SUPERVISE)
+        .allow(Calls::Supervise)
+        .allow_syscalls(&[libc::SYS_kill])
         .on_violation(OnViolation::Deny);
     if forwards {
         policy.socket_families(&[libc::AF_INET, libc::AF_INET6])
@@ -77,29 +71,8 @@ pub fn confine_driver(forwards: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rk_driver::confine::probe::{self, run_confined};
     use std::io::{Read, Write};
-    use std::os::fd::{FromRawFd, OwnedFd};
-
-    fn in_confined_child(policy: Confinement, probe: impl FnOnce() -> i32) -> i32 {
-        rk_driver::confine::run_confined(&policy, probe)
-    }
-
-    fn errno_of(e: std::io::Error) -> i32 {
-        e.raw_os_error().unwrap_or(99)
-    }
-
-    fn socket_errno(family: libc::c_int, ty: libc::c_int, proto: libc::c_int) -> i32 {
-        // SAFETY: socket(2) with integer arguments; the descriptor is
-        // owned right away.
-        let fd = unsafe { libc::socket(family, ty, proto) };
-        if fd >= 0 {
-            // SAFETY: just created, owned by nothing else.
-            drop(unsafe { OwnedFd::from_raw_fd(fd) });
-            0
-        } else {
-            errno_of(std::io::Error::last_os_error())
-        }
-    }
 
     #[test]
     fn the_driver_still_relays_a_tcp_connection_with_splice() {
@@ -111,7 +84,7 @@ mod tests {
             s.read_exact(&mut buf).unwrap();
             s.write_all(&buf).unwrap();
         });
-        let code = in_confined_child(driver_policy(true), move || {
+        let code = run_confined(&driver_policy(true), move || {
             // What the forwarding loop does: a host listener, a connection
             // to it, one to the target, bytes spliced through a pipe.
             let Ok(listener) = std::net::TcpListener::bind("127.0.0.1:0") else {
@@ -151,97 +124,56 @@ mod tests {
 
     #[test]
     fn the_driver_may_not_open_files_exec_or_make_other_sockets() {
-        let open = in_confined_child(driver_policy(true), || {
-            match std::fs::File::open("/etc/hostname") {
-                Ok(_) => 0,
-                Err(e) => errno_of(e),
-            }
-        });
-        assert_eq!(open, libc::EPERM, "opening a file");
-        let exec = in_confined_child(driver_policy(true), || {
-            errno_of(std::os::unix::process::CommandExt::exec(
-                &mut std::process::Command::new("/bin/true"),
-            ))
-        });
-        assert_eq!(exec, libc::EPERM, "exec");
-        for (family, what) in [(libc::AF_UNIX, "AF_UNIX"), (libc::AF_NETLINK, "AF_NETLINK")] {
-            let code = in_confined_child(driver_policy(true), || {
-                socket_errno(family, libc::SOCK_DGRAM, 0)
-            });
-            assert_eq!(code, libc::EPERM, "a socket of {what}");
+        for (what, check) in [
+            ("opening a file", probe::open_a_file as fn() -> i32),
+            ("exec", probe::exec_true),
+            ("an AF_UNIX socket", || probe::socket_of(libc::AF_UNIX)),
+            ("an AF_NETLINK socket", || {
+                probe::socket_of(libc::AF_NETLINK)
+            }),
+            ("ptrace", probe::ptrace_parent),
+        ] {
+            assert_eq!(
+                run_confined(&driver_policy(true), check),
+                libc::EPERM,
+                "{what}"
+            );
         }
-        let inet = in_confined_child(driver_policy(false), || {
-            match std::net::UdpSocket::bind("127.0.0.1:0") {
-                Ok(_) => 0,
-                Err(e) => errno_of(e),
-            }
-        });
+        let inet = run_confined(&driver_policy(false), probe::udp_socket);
         assert_eq!(inet, libc::EPERM, "AF_INET without forwarding");
-        let ptrace = in_confined_child(driver_policy(true), || {
-            // SAFETY: PTRACE_ATTACH on our parent; refused by the filter.
-            let r = unsafe {
-                libc::ptrace(
-                    libc::PTRACE_ATTACH,
-                    libc::getppid(),
-                    std::ptr::null_mut::<libc::c_void>(),
-                    std::ptr::null_mut::<libc::c_void>(),
-                )
-            };
-            if r == 0 {
-                0
-            } else {
-                errno_of(std::io::Error::last_os_error())
-            }
-        });
-        assert_eq!(ptrace, libc::EPERM, "ptrace");
     }
 
     #[test]
     fn the_helper_opens_the_net_tables_and_nothing_else() {
-        let code = in_confined_child(helper_policy(), || {
+        let code = run_confined(&helper_policy(), || {
             let tables = ["tcp", "tcp6", "udp", "udp6"];
             for (i, t) in tables.iter().enumerate() {
-                if std::fs::File::open(Path::new(NET_TABLES).join(t)).is_err() {
+                if probe::open(Path::new(NET_TABLES).join(t)) != 0 {
                     return 10 + i as i32;
                 }
             }
             let diag = libc::NETLINK_SOCK_DIAG;
-            if socket_errno(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, diag) != 0
-                || socket_errno(libc::AF_INET6, libc::SOCK_STREAM, 0) != 0
+            if probe::socket(libc::AF_NETLINK, libc::SOCK_RAW, diag) != 0
+                || probe::socket_of(libc::AF_INET6) != 0
             {
                 return 20;
             }
             0
         });
         assert_eq!(code, 0);
-        let landlocked = rk_driver::confine::kernel_landlock_abi() > 0;
-        let other_file = in_confined_child(helper_policy(), || {
-            match std::fs::File::open("/etc/hostname") {
-                Ok(_) => 0,
-                Err(e) => errno_of(e),
-            }
-        });
-        if landlocked {
+        if rk_driver::confine::kernel_landlock_abi() > 0 {
+            let other_file = run_confined(&helper_policy(), probe::open_a_file);
             assert_eq!(other_file, libc::EACCES, "a file outside the tables");
         }
-        let unix = in_confined_child(helper_policy(), || {
-            socket_errno(libc::AF_UNIX, libc::SOCK_STREAM, 0)
-        });
-        assert_eq!(unix, libc::EPERM, "an AF_UNIX socket");
-        let exec = in_confined_child(helper_policy(), || {
-            errno_of(std::os::unix::process::CommandExt::exec(
-                &mut std::process::Command::new("/bin/true"),
-            ))
-        });
-        assert_eq!(exec, libc::EPERM, "exec");
-        let kill = in_confined_child(helper_policy(), || {
-            // SAFETY: kill(2) with signal 0 only checks; refused here.
-            if unsafe { libc::kill(libc::getppid(), 0) } == 0 {
-                0
-            } else {
-                errno_of(std::io::Error::last_os_error())
-            }
-        });
-        assert_eq!(kill, libc::EPERM, "kill(2)");
+        for (what, check) in [
+            (
+                "an AF_UNIX socket",
+                (|| probe::socket_of(libc::AF_UNIX)) as fn() -> i32,
+            ),
+            ("exec", probe::exec_true),
+            ("kill(2)", probe::kill_parent),
+        ] {
+            assert_eq!(run_confined(&helper_policy(), check), libc::EPERM, "{what}");
+        }
     }
 }
