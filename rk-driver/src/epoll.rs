@@ -91,7 +91,7 @@ pub fn events(capacity: usize) -> Vec<Event> {
 pub fn timeout_ms(timeout: Option<Duration>) -> i32 {
     match timeout {
         None => -1,
-        Some(d) => d.as_micros().div_ceil(1000).min(60_000) as i32,
+        Some(d) => d.as_nanos().div_ceil(1_000_000).min(60_000) as i32,
     }
 }
 
@@ -127,7 +127,7 @@ mod tests {
     fn timeouts_round_up_and_cap() {
         assert_eq!(timeout_ms(None), -1);
         assert_eq!(timeout_ms(Some(Duration::ZERO)), 0);
-        assert_eq!(timeout_ms(Some(Duration::from_micros(1))), 1);
+        assert_eq!(timeout_ms(Some(Duration::from_nanos(1))), 1);
         assert_eq!(timeout_ms(Some(Duration::from_millis(5))), 5);
         assert_eq!(timeout_ms(Some(Duration::from_secs(3600))), 60_000);
     }

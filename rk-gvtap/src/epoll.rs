@@ -2,16 +2,12 @@
 //! edge-triggered for flows (the loop remembers readiness itself, so it
 //! never has to re-arm or change interest while data waits).
 
+use rk_driver::epoll::{self as sdk, Event};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, RawFd};
 use std::time::Duration;
 
-pub const IN: u32 = libc::EPOLLIN as u32;
-pub const OUT: u32 = libc::EPOLLOUT as u32;
-pub const RDHUP: u32 = libc::EPOLLRDHUP as u32;
-pub const ERR: u32 = libc::EPOLLERR as u32;
-pub const HUP: u32 = libc::EPOLLHUP as u32;
-pub const ET: u32 = libc::EPOLLET as u32;
+pub use rk_driver::epoll::{ERR, ET, HUP, IN, OUT, RDHUP};
 
 /// What an event is about: a kind and a slot with its generation, so that a
 /// stale event for a slot reused in the same batch is recognised.
@@ -44,35 +40,25 @@ impl Token {
     }
 }
 
+/// rk-driver's epoll with its own event buffer, and [`Token`]s.
 pub struct Epoll {
-    fd: OwnedFd,
-    events: Vec<libc::epoll_event>,
+    epoll: sdk::Epoll,
+    events: Vec<Event>,
 }
 
 impl Epoll {
     pub fn new(capacity: usize) -> io::Result<Epoll> {
-        // SAFETY: plain syscall; the result is checked.
-        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(Epoll {
-            // SAFETY: a new descriptor that nothing else owns.
-            fd: unsafe { OwnedFd::from_raw_fd(raw) },
-            events: vec![libc::epoll_event { events: 0, u64: 0 }; capacity],
+            epoll: sdk::Epoll::new()?,
+            events: sdk::events(capacity),
         })
     }
 
     pub fn add(&self, fd: RawFd, interest: u32, token: Token) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: interest,
-            u64: token.encode(),
-        };
-        // SAFETY: registering a descriptor the caller keeps open.
-        if unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        // SAFETY: the caller keeps `fd` open for the call (and until it
+        // closes the descriptor, which unregisters it).
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        self.epoll.add(fd, interest, token.encode())
     }
 
     /// Waits for events; `None` waits for ever.
@@ -80,30 +66,9 @@ impl Epoll {
         &mut self,
         timeout: Option<Duration>,
     ) -> io::Result<impl Iterator<Item = (Token, u32)> + '_> {
-        let ms = match timeout {
-            None => -1,
-            Some(d) => {
-                d.as_millis().min(60_000) as i32 + i32::from(d.subsec_nanos() % 1_000_000 != 0)
-            }
-        };
-        // SAFETY: the buffer holds `len` events and outlives the call.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.fd.as_raw_fd(),
-                self.events.as_mut_ptr(),
-                self.events.len() as i32,
-                ms,
-            )
-        };
-        let n = if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-            0
-        } else {
-            n as usize
-        };
+        let n = self
+            .epoll
+            .wait(&mut self.events, sdk::timeout_ms(timeout))?;
         Ok(self.events[..n]
             .iter()
             .map(|e| (Token::decode(e.u64), e.events)))

@@ -1,7 +1,7 @@
 //! Process-wide settings the driver makes once, and eventfds.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 // Raising the open-file limit (every flow holds a host socket) and
 // `no_new_privs` (the driver never needs to gain privileges: nothing it
@@ -37,18 +37,11 @@ pub fn random_u64() -> u64 {
     v
 }
 
+/// A non-blocking, close-on-exec eventfd (`rk_driver::fdio`).
 pub fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall; the result is checked.
-    let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    rk_driver::fdio::EventFd::new().map(rk_driver::fdio::EventFd::into_fd)
 }
 
 pub fn signal(fd: &OwnedFd) {
-    let one: u64 = 1;
-    // SAFETY: writing 8 bytes to an eventfd we own.
-    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    rk_driver::fdio::signal(fd.as_fd());
 }

@@ -15,27 +15,18 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub fn debug(msg: &str) {
-    if rk_driver::debug_enabled() {
-        eprintln!("rk-lxc-user-nic: debug: {msg}");
-    }
-}
-
 /// `true` if the datagram went out.
 fn send(socket: &UdpSocket, t: &Transmit) -> bool {
     let to = match t.destination {
         Destination::Broadcast => Ipv4Addr::BROADCAST,
         Destination::Server(ip) => ip,
     };
-    debug(&format!("DHCP: sending {} to {to}", t.message.name()));
+    log::debug!("DHCP: sending {} to {to}", t.message.name());
     // A failed send is retried by the client's own retransmission.
     match socket.send_to(&t.payload, (to, SERVER_PORT)) {
         Ok(_) => true,
         Err(e) => {
-            eprintln!(
-                "rk-lxc-user-nic: DHCP: sending {} to {to}: {e}",
-                t.message.name()
-            );
+            log::warn!("DHCP: sending {} to {to}: {e}", t.message.name());
             false
         }
     }
@@ -77,7 +68,7 @@ fn step(socket: &UdpSocket, client: &mut Client, stop: Option<BorrowedFd<'_>>) -
             match &out.ignored {
                 // Normal on a shared bridge, and many under load.
                 Some(ReplyError::OtherClient) | None => {}
-                Some(why) => debug(&format!("DHCP: ignored a datagram from {from}: {why}")),
+                Some(why) => log::debug!("DHCP: ignored a datagram from {from}: {why}"),
             }
             return Some(out);
         }
@@ -197,21 +188,21 @@ fn keep_lease(
 
 fn report(event: &Event, configured: Ipv4Addr) {
     match event {
-        Event::Renewed(l) => debug(&format!(
+        Event::Renewed(l) => log::debug!(
             "DHCP: renewed {} for {}",
             l.cidr(),
             l.lease_time.map_or("ever".into(), |t| format!("{}s", t.as_secs()))
-        )),
+        ),
         Event::Bound(l) if l.address == configured => {
-            eprintln!("rk-lxc-user-nic: DHCP: got the lease of {} back", l.address)
+            log::info!("DHCP: got the lease of {} back", l.address)
         }
-        Event::Bound(l) => eprintln!(
-            "rk-lxc-user-nic: DHCP: the server now gives {} instead of {configured}; the interface \
+        Event::Bound(l) => log::warn!(
+            "DHCP: the server now gives {} instead of {configured}; the interface \
              keeps {configured}, which the server may hand to someone else: restart to use the new address",
             l.cidr()
         ),
-        Event::Lost { lease, reason } => eprintln!(
-            "rk-lxc-user-nic: DHCP: the lease of {} ended ({}); asking for a new one",
+        Event::Lost { lease, reason } => log::warn!(
+            "DHCP: the lease of {} ended ({}); asking for a new one",
             lease.address,
             match reason {
                 LossReason::Nak(Some(m)) => format!("the server refused to extend it: {m}"),
@@ -219,8 +210,8 @@ fn report(event: &Event, configured: Ipv4Addr) {
                 LossReason::Expired => "no server extended it".into(),
             }
         ),
-        Event::NoAnswer { waited, attempt } => eprintln!(
-            "rk-lxc-user-nic: DHCP: no new lease yet ({}); still trying",
+        Event::NoAnswer { waited, attempt } => log::warn!(
+            "DHCP: no new lease yet ({}); still trying",
             attempt.describe(*waited)
         ),
     }

@@ -17,10 +17,13 @@ use crate::dhcp::{self, Renewer};
 use crate::guard::CleanupGuard;
 use crate::options::{self, Options};
 use crate::usernic::CreatedNic;
-use crate::{binary, bridge, confinement, holder, inside, link, mac, usernic};
+use crate::{binary, bridge, confinement, inside, mac, usernic};
 use rk_dhcp::{Client, ClientConfig, Lease};
+use rk_driver::netlink::{Link, NetlinkSocket};
+use rk_driver::nsexec::Resident;
 use rk_driver::{
-    ConfigureRequest, Driver, DriverError, DriverInfo, Ipv4Net, NamespaceFds, NetworkConfig,
+    ConfigureRequest, Context, Driver, DriverError, DriverInfo, Ipv4Net, NamespaceFds,
+    NetworkConfig,
 };
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
@@ -52,19 +55,27 @@ impl Running {
             // is reaped here, so that nothing of this driver outlives it.
             Some(g) => g.finish(released),
             None => {
-                if let Err(e) = link::delete(&self.netlink, self.nic.index) {
-                    eprintln!(
-                        "rk-lxc-user-nic: deleting {} (host side {}): {e}; the kernel removes it with the namespace",
-                        self.nic.name, self.nic.host_name
+                let mut netlink = NetlinkSocket::on(self.netlink.as_fd(), 0);
+                if let Err(e) = netlink.delete_link(&self.link()) {
+                    log::warn!(
+                        "{e} (host side {}); the kernel removes it with the namespace",
+                        self.nic.host_name
                     );
                 }
             }
         }
-        dhcp::debug(&format!(
+        log::debug!(
             "released the lease and deleted {} in {:.1} ms",
             self.nic.name,
             started.elapsed().as_secs_f64() * 1000.0
-        ));
+        );
+    }
+
+    fn link(&self) -> Link {
+        Link {
+            name: self.nic.name.clone(),
+            index: self.nic.index,
+        }
     }
 }
 
@@ -101,24 +112,33 @@ impl Driver for LxcUserNic {
         let chosen = mac::choose(opts.mac, nix::unistd::getuid().as_raw(), &opts.bridge);
 
         let nic = {
-            // lxc-user-nic needs a process in the namespace.
+            // lxc-user-nic names the namespace by a pid: the child's, or
+            // with --detach-netns (the namespace is only pinned by a bind
+            // mount) a process that joins it and waits while lxc-user-nic
+            // runs.
             let helper = if opts.detach_netns {
-                Some(holder::NetnsHolder::spawn(
-                    ns.userns.as_fd(),
-                    ns.netns.as_fd(),
-                )?)
+                let pause = || loop {
+                    // SAFETY: pause has no preconditions; dropping the
+                    // resident kills it.
+                    unsafe { libc::pause() };
+                };
+                let what = "a process in the detached network namespace";
+                Some(
+                    Resident::spawn(what, Some((&ns).into()), true, pause)
+                        .context("--detach-netns")?,
+                )
             } else {
                 None
             };
             let pid = helper.as_ref().map_or(request.child_pid, |h| h.pid());
             let started = Instant::now();
             let nic = usernic::create(&binary, pid, &opts.bridge, &opts.ifname)?;
-            dhcp::debug(&format!(
+            log::debug!(
                 "lxc-user-nic made {} (host side {}) in {} ms",
                 nic.name,
                 nic.host_name,
                 started.elapsed().as_millis()
-            ));
+            );
             nic
         };
         let (ifname, hwaddr) = (nic.name.clone(), chosen.mac);
@@ -149,12 +169,12 @@ impl Driver for LxcUserNic {
         let started = Instant::now();
         let lease = match dhcp::acquire(&socket, &mut client, &opts.bridge) {
             Ok(l) => {
-                dhcp::debug(&format!(
+                log::debug!(
                     "DHCP: {} from {} in {} ms",
                     l.cidr(),
                     l.server,
                     started.elapsed().as_millis()
-                ));
+                );
                 l
             }
             Err(e) => {
@@ -165,12 +185,13 @@ impl Driver for LxcUserNic {
         running.mac.remember(lease.address);
         let mut config = answer(&opts, &running, &lease, bridge_mtu);
         // Before the renewal thread: forking needs a single-threaded process.
-        match CleanupGuard::spawn(&socket, &running.netlink, running.nic.index, &client) {
+        match CleanupGuard::spawn(&socket, &running.netlink, &running.link(), &client) {
             Ok(g) => running.guard = Some(g),
-            Err(e) => eprintln!(
-                "rk-lxc-user-nic: cannot start the cleanup guard ({e}): if rootlesskit is killed, \
+            Err(e) => log::warn!(
+                "cannot start the cleanup guard ({e}): if rootlesskit is killed, \
                  {} stays on {} until the last process in the namespace exits",
-                running.nic.host_name, opts.bridge
+                running.nic.host_name,
+                opts.bridge
             ),
         }
         // Set-up is over, and the process still single-threaded: confine
@@ -178,17 +199,17 @@ impl Driver for LxcUserNic {
         let policy = confinement::driver_policy(running.mac.memory_dir());
         let started = Instant::now();
         let sandbox = confinement::confine(&policy);
-        dhcp::debug(&format!(
+        log::debug!(
             "sandbox: {sandbox} (applied in {:.2} ms)",
             started.elapsed().as_secs_f64() * 1000.0
-        ));
+        );
         config.info.insert("sandbox".to_owned(), sandbox);
         if let Some(g) = running.guard.as_mut() {
             g.wait_confined();
         }
         match Renewer::start(socket, client, lease.address, running.mac.memory()) {
             Ok(r) => running.renewer = Some(r),
-            Err(e) => eprintln!("rk-lxc-user-nic: cannot start the DHCP renewal thread: {e}"),
+            Err(e) => log::warn!("cannot start the DHCP renewal thread: {e}"),
         }
         self.running = Some(running);
         Ok(config)
@@ -208,15 +229,15 @@ fn answer(opts: &Options, running: &Running, lease: &Lease, bridge_mtu: u32) -> 
         .or(lease.mtu.map(u32::from))
         .unwrap_or(options::DEFAULT_MTU);
     if mtu > bridge_mtu {
-        eprintln!(
-            "rk-lxc-user-nic: warning: MTU {mtu} is larger than bridge {}'s {bridge_mtu}: \
+        log::warn!(
+            "MTU {mtu} is larger than bridge {}'s {bridge_mtu}: \
              larger frames are dropped on the bridge; use --mtu={bridge_mtu}",
             opts.bridge
         );
     }
     if lease.dns.is_empty() {
-        eprintln!(
-            "rk-lxc-user-nic: the DHCP server on {} named no DNS server; /etc/resolv.conf is left as it is",
+        log::warn!(
+            "the DHCP server on {} named no DNS server; /etc/resolv.conf is left as it is",
             opts.bridge
         );
     }

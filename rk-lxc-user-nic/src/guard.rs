@@ -19,28 +19,27 @@
 //! itself (`crate::confinement::guard_policy`): socket calls on the two
 //! sockets it holds, nothing else.
 
-use crate::link;
-use nix::sys::wait::waitpid;
-use nix::unistd::{fork, pipe2, read, write, ForkResult, Pid};
+use nix::unistd::{pipe2, read, write};
 use rk_dhcp::{Client, Destination, SERVER_PORT};
+use rk_driver::netlink::{Link, NetlinkSocket};
+use rk_driver::nsexec::{close_other_fds, Resident};
 use std::net::{Ipv4Addr, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::time::Instant;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 /// Written by the driver when it released the lease itself.
 const RELEASED: u8 = 1;
 
 /// How long an orderly shutdown waits for the guard (a release and a
 /// netlink request: milliseconds) before it kills it.
-const FINISH_TIMEOUT_MS: u16 = 2000;
+const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 pub struct CleanupGuard {
     pipe: OwnedFd,
-    pid: Pid,
-    /// Opened at once, while set-up may still open one: the confined driver
-    /// signals the guard only through it (no kill(2) of a pid).
-    pidfd: Option<OwnedFd>,
+    /// Signalled only through its pidfd: the confined driver may not
+    /// kill(2) a pid.
+    process: Resident,
     /// Reaches EOF once the guard has confined itself.
     confined: Option<OwnedFd>,
 }
@@ -51,61 +50,40 @@ impl CleanupGuard {
     pub fn spawn(
         socket: &UdpSocket,
         netlink: &OwnedFd,
-        index: u32,
+        link: &Link,
         client: &Client,
-    ) -> std::io::Result<Self> {
-        let (from_driver, to_guard) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let (confined_r, confined_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        // SAFETY: the process is single-threaded here (see above), so the
-        // child may run ordinary code.
-        match unsafe { fork() }? {
-            ForkResult::Child => {
-                drop((to_guard, confined_r));
-                let keep = [
-                    from_driver.as_raw_fd(),
-                    socket.as_raw_fd(),
-                    netlink.as_raw_fd(),
-                    confined_w.as_raw_fd(),
-                ];
-                detach(&keep);
-                // Its stderr is closed: what applied is not reported, and
-                // a kernel that refuses leaves it working unconfined.
-                let _ = crate::confinement::guard_policy().apply();
-                drop(confined_w);
-                let mut client = client.clone();
-                let mut byte = [0u8; 1];
-                let released = loop {
-                    match read(from_driver.as_fd(), &mut byte) {
-                        Ok(1) => break byte[0] == RELEASED,
-                        Ok(_) => break false,
-                        Err(nix::Error::EINTR) => continue,
-                        Err(_) => break false,
-                    }
-                };
-                if !released {
-                    if let Some(t) = client.release(Instant::now()) {
-                        let to = match t.destination {
-                            Destination::Broadcast => Ipv4Addr::BROADCAST,
-                            Destination::Server(ip) => ip,
-                        };
-                        let _ = socket.send_to(&t.payload, (to, SERVER_PORT));
-                    }
-                }
-                let _ = link::delete(netlink, index);
-                // SAFETY: ends the forked copy without running the driver's
-                // destructors (they would act on the driver's state).
-                unsafe { libc::_exit(0) }
-            }
-            ForkResult::Parent { child } => {
-                drop((from_driver, confined_w));
-                Ok(CleanupGuard {
-                    pipe: to_guard,
-                    pid: child,
-                    pidfd: rk_driver::process::pidfd_open(child.as_raw() as u32).ok(),
-                    confined: Some(confined_r),
-                })
-            }
-        }
+    ) -> Result<Self, rk_driver::nsexec::NsExecError> {
+        let pipe = |what| {
+            pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| rk_driver::nsexec::NsExecError::Helper(format!("{what}: {e}")))
+        };
+        let (from_driver, to_guard) = pipe("the guard's pipe")?;
+        let (confined_r, confined_w) = pipe("the guard's confinement pipe")?;
+        // In the guard, `detach` closes the driver's ends (`to_guard`,
+        // `confined_r`); in the driver, dropping the closure closes the
+        // guard's.
+        let guard = move || {
+            let keep = [
+                from_driver.as_raw_fd(),
+                socket.as_raw_fd(),
+                netlink.as_raw_fd(),
+                confined_w.as_raw_fd(),
+            ];
+            detach(&keep);
+            // Its stderr is closed: what applied is not reported, and
+            // a kernel that refuses leaves it working unconfined.
+            let _ = crate::confinement::guard_policy().apply();
+            drop(confined_w);
+            clean_up(&from_driver, socket, netlink, link, client.clone());
+            0
+        };
+        // The guard must outlive the driver: no PDEATHSIG.
+        let process = Resident::spawn("the cleanup guard", None, false, guard)?;
+        Ok(CleanupGuard {
+            pipe: to_guard,
+            process,
+            confined: Some(confined_r),
+        })
     }
 
     /// Waits (up to a second) until the guard has confined itself, so that
@@ -126,27 +104,50 @@ impl CleanupGuard {
             let _ = write(&self.pipe, &[RELEASED]);
         }
         drop(self.pipe);
-        let exited = match &self.pidfd {
-            Some(fd) => rk_driver::process::wait_exit(fd.as_fd(), FINISH_TIMEOUT_MS),
-            None => false,
-        };
-        if let (false, Some(fd)) = (exited, &self.pidfd) {
-            eprintln!(
-                "rk-lxc-user-nic: the cleanup guard (pid {}) did not finish within {} ms; killing it",
-                self.pid, FINISH_TIMEOUT_MS
+        let pid = self.process.pid();
+        if !self.process.finish(FINISH_TIMEOUT) {
+            log::warn!(
+                "the cleanup guard (pid {pid}) did not finish within {} ms; killed it",
+                FINISH_TIMEOUT.as_millis()
             );
-            let _ = rk_driver::process::pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
         }
-        // Without a pidfd (kernel before 5.3) this blocks until it is done.
-        let _ = waitpid(self.pid, None);
     }
+}
+
+/// The guard's work: wait until the driver is gone or done, release the
+/// lease (unless the driver did) and delete the veth.
+fn clean_up(
+    from_driver: &OwnedFd,
+    socket: &UdpSocket,
+    netlink: &OwnedFd,
+    link: &Link,
+    mut client: Client,
+) {
+    let mut byte = [0u8; 1];
+    let released = loop {
+        match read(from_driver.as_fd(), &mut byte) {
+            Ok(1) => break byte[0] == RELEASED,
+            Err(nix::Error::EINTR) => continue,
+            _ => break false,
+        }
+    };
+    if !released {
+        if let Some(t) = client.release(Instant::now()) {
+            let to = match t.destination {
+                Destination::Broadcast => Ipv4Addr::BROADCAST,
+                Destination::Server(ip) => ip,
+            };
+            let _ = socket.send_to(&t.payload, (to, SERVER_PORT));
+        }
+    }
+    let _ = NetlinkSocket::on(netlink.as_fd(), 0).delete_link(link);
 }
 
 /// Leaves the driver's session and descriptors: a Ctrl-C at the terminal
 /// must not kill the guard before it cleaned up, and it must keep neither
 /// the driver's protocol socket (the core would not see the driver go) nor
 /// its output open (whoever reads rootlesskit's output would wait for it).
-fn detach(keep: &[RawFd]) {
+fn detach(keep: &[std::os::fd::RawFd]) {
     // SAFETY: setsid and signal with constant arguments.
     unsafe {
         libc::setsid();
@@ -154,18 +155,5 @@ fn detach(keep: &[RawFd]) {
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    for fd in open {
-        if !keep.contains(&fd) {
-            // SAFETY: closing a descriptor of this forked copy that nothing
-            // in it uses (the directory listing's own is already closed).
-            unsafe { libc::close(fd) };
-        }
-    }
+    close_other_fds(keep);
 }

@@ -116,12 +116,7 @@ impl AddressMemory {
         let done = std::fs::write(&tmp, format!("{address}\n"))
             .and_then(|()| std::fs::rename(&tmp, &self.0));
         if let Err(e) = done {
-            if rk_driver::debug_enabled() {
-                eprintln!(
-                    "rk-lxc-user-nic: debug: remembering {address} in {}: {e}",
-                    self.0.display()
-                );
-            }
+            log::debug!("remembering {address} in {}: {e}", self.0.display());
         }
     }
 }
@@ -151,11 +146,13 @@ pub fn choose(choice: MacChoice, uid: u32, bridge: &str) -> ChosenMac {
                 _slot: Some(lock),
             },
             Ok(None) => {
-                eprintln!("rk-lxc-user-nic: all {SLOTS} stable MAC slots for {bridge} are in use; using a random MAC");
+                log::warn!(
+                    "all {SLOTS} stable MAC slots for {bridge} are in use; using a random MAC"
+                );
                 random()
             }
             Err(e) => {
-                eprintln!("rk-lxc-user-nic: cannot keep a stable MAC ({e}); using a random MAC");
+                log::warn!("cannot keep a stable MAC ({e}); using a random MAC");
                 random()
             }
         },

@@ -4,7 +4,6 @@ mod address;
 mod coalesce;
 mod confinement;
 mod driver;
-mod event;
 mod link;
 mod offload;
 mod pump;

@@ -19,10 +19,10 @@
 //! they start (`crate::confinement`).
 
 use crate::coalesce::{Coalescer, TapWriter};
-use crate::event::Event;
 use crate::framing::{FrameBatch, FrameReader};
 use crate::offload::{self, VnetHdr, VNET_HDR_LEN};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use rk_driver::fdio::EventFd as Event;
 use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::Shutdown;
