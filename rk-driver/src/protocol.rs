@@ -16,6 +16,9 @@ pub const MAX_FDS: usize = 8;
 pub const DRIVER_FD_ENV: &str = "RK_DRIVER_FD";
 /// Environment variable set to `1` when the core runs with `--debug`.
 pub const DRIVER_DEBUG_ENV: &str = "RK_DRIVER_DEBUG";
+/// How long the core waits for a driver to exit after `shutdown` (or
+/// closing the socket) before it kills the driver's process group.
+pub const SHUTDOWN_GRACE_MS: u16 = 500;
 
 /// Messages from the core to a driver.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

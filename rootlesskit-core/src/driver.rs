@@ -5,7 +5,7 @@ use nix::sys::signalfd::SignalFd;
 use rk_driver::process::kill_with_parent;
 use rk_driver::{
     Channel, ChannelError, ConfigureRequest, CoreMessage, DriverInfo, DriverMessage, NetworkConfig,
-    DRIVER_DEBUG_ENV, DRIVER_FD_ENV, PROTOCOL_VERSION,
+    DRIVER_DEBUG_ENV, DRIVER_FD_ENV, PROTOCOL_VERSION, SHUTDOWN_GRACE_MS,
 };
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -15,9 +15,6 @@ use std::time::Duration;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long a driver has to exit after `shutdown` before it is killed, as
-/// docs/driver-protocol.md says.
-pub const SHUTDOWN_GRACE_MS: u16 = 500;
 
 /// A running driver process.
 #[derive(Debug)]
