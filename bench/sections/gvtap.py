@@ -1,6 +1,7 @@
 """--net=gvisor-tap-vsock (rk-gvtap, the userspace stack with a NAT):
 start-up, iperf3 child->host at MTU 1500 and 65520 through the gateway
-mapping, and the driver's resident memory, idle and with 1000 TCP
+mapping (IPv4, and IPv6 with --ipv6 to the host's ::1), the driver's CPU
+seconds per gigabit moved, and its resident memory, idle and with 1000 TCP
 connections open.
 
 The mark is the kernel itself: a rootful veth pair. For each MTU, rounds
@@ -15,9 +16,9 @@ comparison that matters is with slirp4netns, the driver a user would
 otherwise pick: each MTU is also measured with our slirp4netns (and theirs)
 in the same run, and a ratio row gives ours gvtap / ours slirp4netns.
 
-All traffic goes to the host's 127.0.0.1: the iperf3 server and the
-connection holder listen there, and the client inside reaches them as the
-gateway 10.0.2.1 (slirp4netns: 10.0.2.2).
+All traffic goes to the host's 127.0.0.1 (or ::1): the iperf3 server and
+the connection holder listen there, and the client inside reaches them as
+the gateway 10.0.2.1 or fd00::1 (slirp4netns: 10.0.2.2).
 """
 
 import os
@@ -221,6 +222,83 @@ def driver_rss_idle(impl):
     return float(driver[0])
 
 
+def _cpu_seconds(pid):
+    """utime + stime of PID (all its threads), in seconds; None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _iperf6_server():
+    """A one-off iperf3 server as root on the host's ::1: (process, port)."""
+    port = b.free_loopback_port()
+    server = subprocess.Popen(
+        ["iperf3", "-s", "-B", "::1", "-1", "-p", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 5
+    while not _host_listening(port):
+        if time.monotonic() > deadline or server.poll() is not None:
+            b.stop_iperf_server(server)
+            raise b.MeasureError(f"iperf3 server did not listen on [::1]:{port}")
+        time.sleep(0.05)
+    return server, port
+
+
+def iperf_with_cpu(impl, rk_args, ipv6=False):
+    """iperf3 child->host through rk-gvtap (server as root on the host's
+    127.0.0.1, or ::1 with `ipv6`; the client inside sends to the gateway
+    for IPERF_SECONDS). Returns (bits per second, CPU seconds the driver
+    used while the client ran)."""
+    server, port = _iperf6_server() if ipv6 else b.start_iperf_server()
+    gateway = "fd00::1" if ipv6 else "10.0.2.1"
+    extra = ["--ipv6"] if ipv6 else []
+    script = (
+        f"echo START; iperf3 -c {gateway} -p {port} -t {b.IPERF_SECONDS} -J > \"$T/iperf.json\"; "
+        "echo END; cat \"$T/iperf.json\""
+    )
+    try:
+        argv = [impl.rootlesskit, *GVTAP, *extra, *rk_args, "--", "sh", "-c", f'T=$(mktemp -d); {script}; rm -rf "$T"']
+        proc = b.spawn_user(argv, stdout=subprocess.PIPE, text=True)
+        try:
+            driver, cpu0, cpu1, out = None, None, None, []
+            deadline = time.monotonic() + b.IPERF_SECONDS + b.RUN_TIMEOUT
+            for line in proc.stdout:
+                if time.monotonic() > deadline:
+                    raise b.MeasureError("iperf3 did not finish in time")
+                if line.startswith("START"):
+                    for pid in b.descendants(proc.pid):
+                        st = b.proc_status(pid)
+                        if st and st.get("Name") == "rk-gvtap":
+                            driver = pid
+                    cpu0 = _cpu_seconds(driver) if driver else None
+                elif line.startswith("END"):
+                    cpu1 = _cpu_seconds(driver) if driver else None
+                else:
+                    out.append(line)
+            proc.wait(timeout=b.RUN_TIMEOUT)
+        finally:
+            if proc.poll() is None:
+                b.kill_tree(proc.pid, proc)
+        try:
+            import json
+
+            bps = float(json.loads("".join(out))["end"]["sum_received"]["bits_per_second"])
+        except (ValueError, KeyError) as e:
+            raise b.MeasureError(f"iperf3 failed ({e}):\n{b.tail(''.join(out))}{b.tail(proc.stderr.read())}")
+        if cpu0 is None or cpu1 is None:
+            raise b.MeasureError("no rk-gvtap process to take CPU times from")
+        return bps, cpu1 - cpu0
+    finally:
+        b.stop_iperf_server(server)
+
+
 VETH_NETNS = "rk-bench-gvveth"
 VETH_HOST, VETH_NS = "rkbgv0", "rkbgv1"
 VETH_HOST_IP, VETH_NS_IP = "10.199.0.1", "10.199.0.2"
@@ -294,17 +372,21 @@ def against_veth(impl, mtu):
     """ROUNDS alternating runs of rk-gvtap (offloads on and off) and the
     rootful veth at `mtu`; returns the medians as a dict."""
     _probe_driver(impl)
-    samples = {"gvtap": [], "gvtap-no-offload": [], "veth": []}
+    samples = {"gvtap": [], "gvtap-no-offload": [], "gvtap-ipv6": [], "veth": [], "cpu-per-gbit": []}
     with Veth() as veth:
         for r in range(ROUNDS):
             b.log(f"  round {r + 1}/{ROUNDS} at MTU {mtu}")
             samples["veth"].append(veth.iperf(mtu))
-            samples["gvtap"].append(b.measure_iperf(impl, [*GVTAP, f"--mtu={mtu}"], "10.0.2.1"))
-            samples["gvtap-no-offload"].append(
-                b.measure_iperf(impl, [*GVTAP, f"--mtu={mtu}", "--net-opt", "offload=false"], "10.0.2.1")
-            )
+            bps, cpu = iperf_with_cpu(impl, [f"--mtu={mtu}"])
+            samples["gvtap"].append(bps)
+            # CPU seconds of the driver per gigabit moved.
+            samples["cpu-per-gbit"].append(cpu / (bps * b.IPERF_SECONDS / 1e9))
+            samples["gvtap-no-offload"].append(iperf_with_cpu(impl, [f"--mtu={mtu}", "--net-opt", "offload=false"])[0])
+            samples["gvtap-ipv6"].append(iperf_with_cpu(impl, [f"--mtu={mtu}"], ipv6=True)[0])
     for k, v in samples.items():
-        b.log(f"  {k}: " + " ".join(f"{x / 1e9:.2f}" for x in v) + " Gbit/s")
+        unit = "s/Gbit" if k == "cpu-per-gbit" else "Gbit/s"
+        scale = 1 if k == "cpu-per-gbit" else 1e9
+        b.log(f"  {k}: " + " ".join(f"{x / scale:.3f}" for x in v) + f" {unit}")
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
@@ -352,6 +434,8 @@ def section_gvtap(bench):
         label = f"child->host MTU {mtu}, alternating rounds (median of {ROUNDS})"
         g = _measure(bench, f"gvisor-tap-vsock {label}", "Gbit/s", False, lambda i: paired(i, "gvtap"))
         n = _measure(bench, f"gvisor-tap-vsock offload=false {label}", "Gbit/s", False, lambda i: paired(i, "gvtap-no-offload"))
+        _measure(bench, f"gvisor-tap-vsock --ipv6 (fd00::1 -> ::1) {label}", "Gbit/s", False, lambda i: paired(i, "gvtap-ipv6"))
+        _measure(bench, f"rk-gvtap CPU per Gbit moved, {label}", "s/Gbit", True, lambda i: paired(i, "cpu-per-gbit"))
         v = _measure(bench, f"rootful veth {label}", "Gbit/s", False, lambda i: paired(i, "veth"))
         for name, row in (("gvisor-tap-vsock", g), ("offload=false", n)):
 

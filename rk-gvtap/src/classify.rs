@@ -115,8 +115,8 @@ pub fn inspect(frame: &[u8]) -> (Packet, [u8; 6]) {
 }
 
 /// An IPv6 packet whose next header is TCP, UDP or ICMPv6 right away (the
-/// guest's kernel adds no extension headers to these; a fragment header
-/// goes to the stack, which reassembles).
+/// guest's kernel adds no extension headers to these; fragments were put
+/// together before, see `reassembly`).
 fn classify_ipv6(payload: &[u8], ip_offset: usize) -> Packet {
     let Ok(ip) = Ipv6Packet::new_checked(payload) else {
         return Packet::Other;

@@ -19,6 +19,9 @@ pub const VNET_HDR: usize = 10;
 /// super-segment of the guest's TSO) with its ethernet header.
 const OFFLOAD_FRAME_MAX: usize = 65535 + ETHERNET_HEADER;
 
+/// The largest IPv6 packet (a 65535-byte payload) with its ethernet header.
+const REASSEMBLED_FRAME_MAX: usize = ETHERNET_HEADER + 40 + 65535;
+
 const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
 const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
@@ -44,12 +47,17 @@ impl TapDevice {
     /// frames carry a virtio-net header both ways and the stack may send
     /// TCP super-segments (the guest's kernel takes them as GSO packets).
     pub fn new(fd: OwnedFd, mtu: u32, vnet: bool) -> TapDevice {
-        let guest_frame = mtu as usize + ETHERNET_HEADER;
-        let (hdr, frame_max, rx_max) = if vnet {
-            (VNET_HDR, OFFLOAD_FRAME_MAX, OFFLOAD_FRAME_MAX)
-        } else {
-            (0, guest_frame, guest_frame)
-        };
+        let hdr = if vnet { VNET_HDR } else { 0 };
+        // The stack sends packets up to 64 KiB whatever the MTU: TCP
+        // super-segments with offloads (without them, TCP segments follow
+        // the guest's MSS), and UDP answers and echo replies larger than
+        // the MTU, which `finish_and_write` cuts into fragments that fit
+        // (smoltcp fragments IPv4 only, and lost later fragments after a
+        // large one).
+        let frame_max = OFFLOAD_FRAME_MAX;
+        // Room for a whole IPv6 datagram put together from fragments (see
+        // `replace_frame`), whatever the MTU.
+        let rx_max = REASSEMBLED_FRAME_MAX;
         TapDevice {
             fd,
             hdr,
@@ -116,6 +124,15 @@ impl TapDevice {
     /// The frame last read, to change before the stack sees it.
     pub fn frame_mut(&mut self, len: usize) -> &mut [u8] {
         &mut self.rx[self.hdr..self.hdr + len]
+    }
+
+    /// Puts `frame` (a datagram put together from the fragments last read)
+    /// in place of the frame last read; returns its length, `None` if it
+    /// does not fit.
+    pub fn replace_frame(&mut self, frame: &[u8]) -> Option<usize> {
+        let room = self.rx.get_mut(self.hdr..self.hdr + frame.len())?;
+        room.copy_from_slice(frame);
+        Some(frame.len())
     }
 
     /// Hands the frame last read to smoltcp's next ingress poll.
@@ -188,6 +205,10 @@ fn finish_and_write(fd: RawFd, buf: &mut [u8], hdr: usize, guest_mtu: usize, dro
 /// written just before its data, over bytes of the fragment already sent.
 fn write_fragments(fd: RawFd, buf: &mut [u8], hdr: usize, guest_mtu: usize, dropped: &mut u64) {
     let ip = hdr + ETHERNET_HEADER;
+    if buf.len() >= ip + 40 && buf[ip - 2..ip] == [0x86, 0xdd] {
+        write_fragments6(fd, buf, hdr, guest_mtu, dropped);
+        return;
+    }
     if buf.len() < ip + 20 || buf[ip - 2..ip] != [0x08, 0x00] {
         return;
     }
@@ -231,6 +252,71 @@ fn write_fragments(fd: RawFd, buf: &mut [u8], hdr: usize, guest_mtu: usize, drop
         iph[10..12].copy_from_slice(&sum.to_be_bytes());
         write_frame(fd, f, dropped);
         done += len;
+    }
+}
+
+/// [`write_fragments`] for an IPv6 packet (no extension headers, as the
+/// stack sends them): each fragment is the packet's headers with a
+/// fragment header added, then its share of the payload, written with
+/// `writev` straight from the packet.
+fn write_fragments6(fd: RawFd, buf: &[u8], hdr: usize, guest_mtu: usize, dropped: &mut u64) {
+    const FRAGMENT: u8 = 44;
+    let ip = hdr + ETHERNET_HEADER;
+    let payload_len = usize::from(u16::from_be_bytes([buf[ip + 4], buf[ip + 5]]));
+    let next_header = buf[ip + 6];
+    let data = ip + 40;
+    let chunk = guest_mtu.saturating_sub(40 + 8) & !7;
+    if next_header == FRAGMENT || data + payload_len > buf.len() || chunk == 0 {
+        return;
+    }
+    static IDENT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let ident = IDENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut head = [0u8; VNET_HDR + ETHERNET_HEADER + 40 + 8];
+    let head_len = data + 8;
+    head[..data].copy_from_slice(&buf[..data]);
+    head[ip + 6] = FRAGMENT;
+    head[data] = next_header;
+    head[data + 4..data + 8].copy_from_slice(&ident.to_be_bytes());
+    let mut done = 0;
+    while done < payload_len {
+        let len = chunk.min(payload_len - done);
+        let more = u16::from(done + len < payload_len);
+        head[ip + 4..ip + 6].copy_from_slice(&((8 + len) as u16).to_be_bytes());
+        head[data + 2..data + 4].copy_from_slice(&(done as u16 | more).to_be_bytes());
+        write_frame_parts(
+            fd,
+            &head[..head_len],
+            &buf[data + done..data + done + len],
+            dropped,
+        );
+        done += len;
+    }
+}
+
+/// Writes one frame made of `head` and `body` (a `writev`: the tap takes
+/// it as one packet).
+fn write_frame_parts(fd: RawFd, head: &[u8], body: &[u8], dropped: &mut u64) {
+    let iov = [
+        libc::iovec {
+            iov_base: head.as_ptr() as *mut libc::c_void,
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            iov_base: body.as_ptr() as *mut libc::c_void,
+            iov_len: body.len(),
+        },
+    ];
+    loop {
+        // SAFETY: both iovecs point into live slices of their lengths,
+        // which the kernel only reads.
+        let n = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
+        if n >= 0 {
+            return;
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            *dropped += 1;
+            return;
+        }
     }
 }
 

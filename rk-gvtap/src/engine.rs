@@ -16,13 +16,14 @@ use crate::net::Net;
 use crate::ping_nat::{self, PingNat};
 use crate::plan::NetPlan;
 use crate::policy::{ping_route_any, route_any, Route};
+use crate::reassembly::{Outcome, Reassembly};
 use crate::resolv::ResolvConf;
 use crate::tcp_nat::{self, TcpNat};
 use crate::udp_nat::{self, UdpNat};
 use smoltcp::iface::PollIngressSingleResult;
 use smoltcp::time::Instant as SmolInstant;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,7 +96,9 @@ pub struct Engine {
     events: Vec<(Token, u32)>,
     /// Where the datagrams being reassembled go: (source, destination,
     /// identification) of a fragmented UDP datagram → its flow's endpoint.
-    fragments: HashMap<(Ipv4Addr, Ipv4Addr, u16), SocketAddr>,
+    fragments: HashMap<frames::FragmentKey, SocketAddr>,
+    /// The guest's fragmented IPv6 datagrams being put together.
+    reassembly: Reassembly,
     control: Arc<Control>,
     forwards: Forwards,
     debug: bool,
@@ -141,6 +144,7 @@ impl Engine {
             dns_deadline: None,
             events: Vec::with_capacity(256),
             fragments: HashMap::new(),
+            reassembly: Reassembly::default(),
             control,
             forwards: Forwards::default(),
             debug: log::log_enabled!(log::Level::Debug),
@@ -247,6 +251,14 @@ impl Engine {
                 let mtu = self.net.dev.stack_mtu();
                 crate::device::raise_syn_mss(self.net.dev.frame_mut(len), mtu);
             }
+            let len = match self.reassembly.add(self.net.dev.frame(len), Instant::now()) {
+                Outcome::NotFragment => len,
+                Outcome::Held => continue,
+                Outcome::Complete(whole) => match self.net.dev.replace_frame(&whole) {
+                    Some(len) => len,
+                    None => continue,
+                },
+            };
             let (frame, mac) = inspect(self.net.dev.frame(len));
             let mut new_flow = None;
             let mut udp_dest = None;
@@ -426,13 +438,15 @@ impl Engine {
         self.tcp.housekeeping(&mut self.net, now);
         self.udp.housekeeping(&mut self.net, now);
         self.ping.housekeeping(now);
+        self.reassembly.expire(now);
         self.dns_deadline = self.dns.housekeeping(&self.epoll, now);
         self.next_housekeeping = now + HOUSEKEEPING;
         self.net.iface.poll_maintenance(SmolInstant::now());
         if self.debug && now >= self.next_stats {
             let (tcp, udp, ping, dns) = self.flow_counts();
             log::debug!(
-                "open flows: {tcp} TCP, {udp} UDP, {ping} ping, {dns} DNS queries; frames the tap refused: {}",
+                "open flows: {tcp} TCP, {udp} UDP, {ping} ping, {dns} DNS queries; IPv6 datagrams in fragments: {}; frames the tap refused: {}",
+                self.reassembly.len(),
                 self.net.dev.tx_dropped
             );
             self.next_stats = now + Duration::from_secs(10);

@@ -248,12 +248,18 @@ pub fn prohibited(
     }
 }
 
-/// For an IPv4 UDP fragment (the first or a later one): (source,
-/// destination, identification), and whether more fragments follow.
-pub fn fragment_of(frame: &[u8]) -> Option<((Ipv4Addr, Ipv4Addr, u16), bool)> {
+/// Which IPv4 datagram a fragment belongs to: (source, destination,
+/// identification).
+pub type FragmentKey = (Ipv4Addr, Ipv4Addr, u16);
+
+/// For an IPv4 UDP fragment (the first or a later one): its datagram, and
+/// whether more fragments follow. (IPv6 fragments are put together before
+/// anything looks at them: see `reassembly`.)
+pub fn fragment_of(frame: &[u8]) -> Option<(FragmentKey, bool)> {
     let ip = Ipv4Packet::new_checked(frame.get(ETHERNET_HEADER..)?).ok()?;
     if ip.next_header() != IpProtocol::Udp || !(ip.more_frags() || ip.frag_offset() != 0) {
         return None;
     }
-    Some(((ip.src_addr(), ip.dst_addr(), ip.ident()), ip.more_frags()))
+    let key = (ip.src_addr(), ip.dst_addr(), ip.ident());
+    Some((key, ip.more_frags()))
 }

@@ -17,6 +17,7 @@ mod plan;
 mod policy;
 mod ports;
 mod ratelog;
+mod reassembly;
 mod resolv;
 mod slab;
 mod sys;
