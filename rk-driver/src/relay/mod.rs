@@ -44,40 +44,38 @@ pub const FIRST_TOKEN: u64 = 16;
 
 /// Where the relay's sockets inside come from.
 pub trait Inside {
-    /// A non-blocking TCP socket connecting to `target`, bound to `client`
-    /// where that can be done (the server inside then sees the client's
-    /// address).
-    fn connect_tcp(
-        &mut self,
-        target: SocketAddr,
-        client: Option<SocketAddr>,
-    ) -> io::Result<InsideSocket>;
+    /// A new socket inside for `target`'s family, non-blocking and
+    /// close-on-exec: TCP if `stream`, else UDP.
+    fn socket(&mut self, target: SocketAddr, stream: bool) -> io::Result<OwnedFd>;
 
-    /// A non-blocking UDP socket for `target`: connected to it, unless it
-    /// is bound to `client` (then `routed` is set and datagrams go out with
-    /// sendto: a server bound to a wildcard address answers a non-local
-    /// client from the address routing picks, which a connected socket
-    /// would refuse).
-    fn connect_udp(
+    /// Binds `fd`, about to connect to `target`, to the `client`'s address
+    /// where that can be done, so that the server inside sees the client.
+    /// Returns the client address when a route back to it was set up for
+    /// this socket, to [`release`](Self::release) when it closes; a UDP
+    /// socket with one stays unconnected and sends with sendto (a server
+    /// bound to a wildcard address answers a non-local client from the
+    /// address routing picks, which a connected socket would refuse).
+    fn bind_client(
         &mut self,
-        target: SocketAddr,
-        client: Option<SocketAddr>,
-    ) -> io::Result<InsideSocket>;
+        _fd: BorrowedFd<'_>,
+        _target: SocketAddr,
+        _client: SocketAddr,
+    ) -> Option<IpAddr> {
+        None
+    }
 
-    /// A socket with `routed` set is closed: the route back to that client
-    /// address may go.
+    /// A socket [`bind_client`](Self::bind_client) routed `client` for is
+    /// closed: the route back may go.
     fn release(&mut self, _client: IpAddr) {}
 }
 
-/// A socket inside, as [`Inside`] makes it.
-#[derive(Debug)]
-pub struct InsideSocket {
-    pub fd: OwnedFd,
+/// A socket inside, connected or connecting.
+struct InsideSocket {
+    fd: OwnedFd,
     /// TCP: the connect is still in progress.
-    pub connecting: bool,
-    /// The client address this socket is bound to through a route back
-    /// that [`Inside::release`] undoes.
-    pub routed: Option<IpAddr>,
+    connecting: bool,
+    /// The client address routed back to this socket.
+    routed: Option<IpAddr>,
 }
 
 /// A forwarded port: where its connections go.
@@ -86,7 +84,7 @@ pub struct Forward {
     /// The caller's name for the port (to [`Relay::stop`] it).
     pub tag: u64,
     pub target: SocketAddr,
-    /// Ask [`Inside`] to keep the client's address.
+    /// Ask [`Inside::bind_client`] to keep the client's address.
     pub keep_client_address: bool,
 }
 
@@ -453,6 +451,36 @@ impl<I: Inside> Relay<I> {
         }
     }
 
+    /// A socket inside to `target` (TCP if `stream`), bound to `client`
+    /// where the forward keeps client addresses and [`Inside`] can.
+    fn open_inside(
+        &mut self,
+        target: SocketAddr,
+        client: Option<SocketAddr>,
+        stream: bool,
+    ) -> io::Result<InsideSocket> {
+        let fd = self.inside.socket(target, stream)?;
+        let routed = client.and_then(|c| self.inside.bind_client(fd.as_fd(), target, c));
+        let connecting = if stream || routed.is_none() {
+            match net::connect(fd.as_fd(), target) {
+                Ok(c) => c,
+                Err(e) => {
+                    if let Some(ip) = routed {
+                        self.inside.release(ip);
+                    }
+                    return Err(e);
+                }
+            }
+        } else {
+            false
+        };
+        Ok(InsideSocket {
+            fd,
+            connecting,
+            routed,
+        })
+    }
+
     fn full(&self) -> bool {
         self.active >= self.limits.capacity
     }
@@ -488,7 +516,7 @@ impl<I: Inside> Relay<I> {
             }
             net::set_nodelay(host.as_fd());
             let client = peer.filter(|_| fwd.keep_client_address);
-            let inside = match self.inside.connect_tcp(fwd.target, client) {
+            let inside = match self.open_inside(fwd.target, client, true) {
                 Ok(s) => s,
                 Err(_) => {
                     // Nobody listens inside (any more): the client sees a
@@ -567,7 +595,7 @@ impl<I: Inside> Relay<I> {
             return None;
         }
         let source = Some(client).filter(|_| fwd.keep_client_address);
-        let inside = self.inside.connect_udp(fwd.target, source).ok()?;
+        let inside = self.open_inside(fwd.target, source, false).ok()?;
         let raw = inside.fd.as_raw_fd();
         let at = self.insert(Entry::Flow(Flow {
             tag: fwd.tag,

@@ -91,10 +91,17 @@ pub(crate) fn sockaddr(
     }
 }
 
+/// Room for any address the kernel returns, and its size.
+fn empty_sockaddr() -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    (storage, len)
+}
+
 /// `addr` as a sockaddr for the kernel, and its length.
 fn raw_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let (mut storage, _) = empty_sockaddr();
     let len = match addr {
         SocketAddr::V4(a) => {
             // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in.
@@ -123,9 +130,7 @@ fn raw_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 /// policies refuse), and the peer's address when the kernel gave one.
 pub fn accept(listener: BorrowedFd<'_>) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
     loop {
-        // SAFETY: all-zero is a valid sockaddr_storage.
-        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let (mut storage, mut len) = empty_sockaddr();
         // SAFETY: the address buffer is valid for `len` bytes; the returned
         // descriptor is new and owned by nobody else.
         let r = unsafe {
@@ -170,9 +175,7 @@ pub fn connect(fd: BorrowedFd<'_>, addr: SocketAddr) -> io::Result<bool> {
 /// recvfrom(2) without waiting: the datagram's length and sender, `None`
 /// for the sender when the kernel gave no usable address.
 pub fn recv_from(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Option<SocketAddr>)> {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let (mut storage, mut len) = empty_sockaddr();
     // SAFETY: the buffer and the address storage are valid for the sizes
     // passed; the kernel writes at most that much.
     let n = check(unsafe {
@@ -192,8 +195,7 @@ pub fn recv_from(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Optio
 pub fn send_to(fd: BorrowedFd<'_>, data: &[u8], to: Option<SocketAddr>) -> io::Result<usize> {
     let (storage, len) = match to {
         Some(a) => raw_sockaddr(a),
-        // SAFETY: all-zero is a valid sockaddr_storage (unused: length 0).
-        None => (unsafe { std::mem::zeroed() }, 0),
+        None => (empty_sockaddr().0, 0),
     };
     let addr: *const libc::sockaddr = if to.is_some() {
         (&storage as *const libc::sockaddr_storage).cast()
@@ -232,9 +234,7 @@ pub fn connect_finished(fd: BorrowedFd<'_>) -> io::Result<bool> {
     if err != 0 {
         return Err(io::Error::from_raw_os_error(err));
     }
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let (mut storage, mut len) = empty_sockaddr();
     // SAFETY: as for recvfrom's address. Still connecting: ENOTCONN.
     let r = unsafe {
         libc::getpeername(

@@ -7,10 +7,10 @@
 use super::nshelper::{Kind, NsSockets};
 use super::sockets;
 use nix::sys::socket::{listen, Backlog, SockType};
-use rk_driver::relay::{self, Forward, InsideSocket, Limits, Relay};
+use rk_driver::relay::{self, Forward, Limits, Relay};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,9 +20,9 @@ const FLOW_IDLE: Duration = Duration::from_secs(180);
 /// Sockets inside, made by the namespace helper.
 pub struct NsInside(Arc<NsSockets>);
 
-impl NsInside {
-    fn socket(&self, target: SocketAddr, tcp: bool) -> io::Result<(OwnedFd, bool)> {
-        let kind = match (tcp, target.is_ipv4()) {
+impl relay::Inside for NsInside {
+    fn socket(&mut self, target: SocketAddr, stream: bool) -> io::Result<OwnedFd> {
+        let kind = match (stream, target.is_ipv4()) {
             (true, true) => Kind::Tcp4,
             (true, false) => Kind::Tcp6,
             (false, true) => Kind::Udp4,
@@ -30,36 +30,7 @@ impl NsInside {
         };
         let fd = self.0.get(kind)?;
         rk_driver::fdio::set_nonblocking(&fd)?;
-        let connecting = relay::connect(fd.as_fd(), target)?;
-        Ok((fd, connecting))
-    }
-}
-
-impl relay::Inside for NsInside {
-    fn connect_tcp(
-        &mut self,
-        target: SocketAddr,
-        _: Option<SocketAddr>,
-    ) -> io::Result<InsideSocket> {
-        let (fd, connecting) = self.socket(target, true)?;
-        Ok(InsideSocket {
-            fd,
-            connecting,
-            routed: None,
-        })
-    }
-
-    fn connect_udp(
-        &mut self,
-        target: SocketAddr,
-        _: Option<SocketAddr>,
-    ) -> io::Result<InsideSocket> {
-        let (fd, _) = self.socket(target, false)?;
-        Ok(InsideSocket {
-            fd,
-            connecting: false,
-            routed: None,
-        })
+        Ok(fd)
     }
 }
 

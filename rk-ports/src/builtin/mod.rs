@@ -26,19 +26,29 @@ pub use wire::RELAY_BINARY;
 use crate::api::PortDriverInfo;
 use crate::manager::PortDriver;
 use crate::spec::{PortSpec, Proto};
+use rk_driver::helper::{Env, HelperCommand, Program};
+use rk_driver::process::Supervised;
 use rk_driver::Channel;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 use wire::{FromWorker, ToWorker};
 
 /// Most relay workers one rootlesskit starts.
 pub const MAX_WORKERS: usize = 8;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The relay as a helper program: rootlesskit's environment, without the
+/// protocol's variables but the channel's.
+const RELAY_PROGRAM: Program = Program {
+    name: RELAY_BINARY,
+    flag: "",
+    install: "install rootlesskit's builtin port relay next to rootlesskit",
+    env: Env::Inherit,
+};
 
 pub const PROTOS: [&str; 6] = ["tcp", "tcp4", "tcp6", "udp", "udp4", "udp6"];
 
@@ -75,7 +85,7 @@ struct Port {
 
 struct Worker {
     channel: Channel,
-    child: Child,
+    process: Supervised,
     busy: bool,
     /// At capacity: it accepts no more (unless told to refuse).
     full: bool,
@@ -85,8 +95,7 @@ struct Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 }
 
@@ -108,29 +117,20 @@ impl Builtin {
 
     fn spawn_worker(&self) -> Result<Worker, String> {
         let (ours, theirs) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
-        let theirs = theirs.into_fd();
-        let fd = theirs.as_raw_fd();
-        let mut cmd = Command::new(&self.opts.relay);
+        let mut helper = HelperCommand::new(RELAY_PROGRAM, &self.opts.relay);
+        // Exactly the channel gets through (the namespaces come as
+        // SCM_RIGHTS with `start`).
+        let fd = helper
+            .pass_fd(theirs.as_fd())
+            .map_err(|e| format!("port relay worker: {e}"))?;
+        let cmd = helper.command();
         cmd.arg(format!("--state-dir={}", self.opts.state_dir.display()));
         if self.opts.debug {
             cmd.arg("--debug");
         }
         cmd.env(rk_driver::DRIVER_FD_ENV, fd.to_string())
-            .stdin(Stdio::null())
             .stdout(Stdio::null());
-        rk_driver::process::kill_with_parent(&mut cmd);
-        // SAFETY: only fcntl, async-signal-safe, runs between fork and exec;
-        // it lets exactly the channel through (the namespaces come as
-        // SCM_RIGHTS with `start`).
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
-        };
-        let child = cmd.spawn().map_err(|e| {
+        let process = helper.spawn().map_err(|e| {
             format!(
                 "starting the port relay worker {}: {e}",
                 self.opts.relay.display()
@@ -139,7 +139,7 @@ impl Builtin {
         drop(theirs);
         let mut w = Worker {
             channel: ours,
-            child,
+            process,
             busy: false,
             full: false,
             ports: Vec::new(),
@@ -265,7 +265,7 @@ impl Builtin {
         let ports = std::mem::take(&mut self.workers[w].ports);
         eprintln!(
             "[rootlesskit:parent] error: port relay worker {} exited; starting a new one (its connections are lost)",
-            self.workers[w].child.id()
+            self.workers[w].process.pid()
         );
         match self.spawn_worker() {
             Ok(new) => {

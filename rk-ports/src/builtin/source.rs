@@ -12,11 +12,11 @@
 //! address, says so once, and the connection works anyway.
 
 use super::routing::LocalDelivery;
-use rk_driver::relay::{self, InsideSocket};
-use socket2::{Domain, SockAddr, Socket, Type};
+use rk_driver::relay;
+use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 /// Makes the sockets a worker connects inside with.
 pub struct Inside {
@@ -54,13 +54,7 @@ impl Inside {
 
     /// Binds to the client's address where that can work; otherwise leaves
     /// the socket to the kernel's choice.
-    fn bind_source(
-        &mut self,
-        s: &Socket,
-        target: SocketAddr,
-        source: Option<SocketAddr>,
-    ) -> Option<IpAddr> {
-        let src = source?;
+    fn bind_source(&mut self, s: &Socket, target: SocketAddr, src: SocketAddr) -> Option<IpAddr> {
         let src = SocketAddr::new(src.ip().to_canonical(), src.port());
         if src.is_ipv4() != target.is_ipv4() {
             return None;
@@ -106,44 +100,23 @@ impl Inside {
 }
 
 impl relay::Inside for Inside {
-    fn connect_tcp(
-        &mut self,
-        target: SocketAddr,
-        client: Option<SocketAddr>,
-    ) -> io::Result<InsideSocket> {
-        let s = new_socket(target, Type::STREAM)?;
-        let routed = self.bind_source(&s, target, client);
-        match relay::connect(s.as_fd(), target) {
-            Ok(connecting) => Ok(InsideSocket {
-                fd: s.into(),
-                connecting,
-                routed,
-            }),
-            Err(e) => {
-                if let Some(ip) = routed {
-                    self.release(ip);
-                }
-                Err(e)
-            }
-        }
+    fn socket(&mut self, target: SocketAddr, stream: bool) -> io::Result<OwnedFd> {
+        let ty = if stream { Type::STREAM } else { Type::DGRAM };
+        let s = Socket::new(
+            Domain::for_address(target),
+            ty.nonblocking().cloexec(),
+            None,
+        )?;
+        Ok(s.into())
     }
 
-    /// Without a routed client the socket is connected to `target`.
-    fn connect_udp(
+    fn bind_client(
         &mut self,
+        fd: BorrowedFd<'_>,
         target: SocketAddr,
-        client: Option<SocketAddr>,
-    ) -> io::Result<InsideSocket> {
-        let s = new_socket(target, Type::DGRAM)?;
-        let routed = self.bind_source(&s, target, client);
-        if routed.is_none() {
-            relay::connect(s.as_fd(), target)?;
-        }
-        Ok(InsideSocket {
-            fd: s.into(),
-            connecting: false,
-            routed,
-        })
+        client: SocketAddr,
+    ) -> Option<IpAddr> {
+        self.bind_source(&SockRef::from(&fd), target, client)
     }
 
     fn release(&mut self, client: IpAddr) {
@@ -151,14 +124,6 @@ impl relay::Inside for Inside {
             r.release(client);
         }
     }
-}
-
-fn new_socket(target: SocketAddr, ty: Type) -> io::Result<Socket> {
-    Socket::new(
-        Domain::for_address(target),
-        ty.nonblocking().cloexec(),
-        None,
-    )
 }
 
 /// The client's port if free, else any port: the address is what servers
