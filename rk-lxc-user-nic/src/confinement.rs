@@ -21,30 +21,17 @@
 use rk_driver::confine::{Calls, Confinement, OnViolation};
 use std::path::Path;
 
-/// The system calls of supervising the guard: SIGKILL through the pidfd
-/// opened when it was forked (no kill(2)), and reaping it (wait only ever
-/// reaps one's own children). The base group's tgkill, kept for raise and
-/// abort, still reaches other processes (docs/security.md).
-pub const SUPERVISE: &[libc::c_long] = &[
-    libc::SYS_pidfd_send_signal,
-    libc::SYS_wait4,
-    libc::SYS_waitid,
-];
-
 /// The driver's policy. `memory_dir`: where the MAC slot's last address is
 /// kept (the renewal thread rewrites it when the server hands out another
 /// one); the only path it may touch. Files stay allowed for that and for
 /// releasing the slot's lock (flock) at exit; Landlock allows nothing else.
+/// It supervises the guard (SIGKILL through its pidfd, reaping it).
 pub fn driver_policy(memory_dir: Option<&Path>) -> Confinement {
-    let mut c = Confinement::new()
-        .allow(Calls::Files)
-        .allow(Calls::Sockets)
-        .allow_syscalls(SUPERVISE)
-        .on_violation(OnViolation::Deny);
-    if let Some(dir) = memory_dir {
-        c = c.write(dir);
+    let c = guard_policy().allow(Calls::Files).allow(Calls::Supervise);
+    match memory_dir {
+        Some(dir) => c.write(dir),
+        None => c,
     }
-    c
 }
 
 /// The guard's policy: the base calls and the socket calls on what it
@@ -65,56 +52,30 @@ pub fn confine(policy: &Confinement) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rk_driver::confine::probe::{self, run_confined};
     use std::net::UdpSocket;
 
-    fn in_confined_child(policy: Confinement, probe: impl FnOnce() -> i32) -> i32 {
-        rk_driver::confine::run_confined(&policy, probe)
-    }
-
-    fn errno_of(e: std::io::Error) -> i32 {
-        e.raw_os_error().unwrap_or(99)
-    }
-
-    fn open(path: &Path) -> i32 {
-        match std::fs::File::open(path) {
-            Ok(_) => 0,
-            Err(e) => errno_of(e),
+    /// Landlock's refusal (best effort: a kernel without it allows).
+    fn landlock_refusal() -> i32 {
+        if rk_driver::confine::kernel_landlock_abi() > 0 {
+            libc::EACCES
+        } else {
+            0
         }
-    }
-
-    fn exec_true() -> i32 {
-        errno_of(std::os::unix::process::CommandExt::exec(
-            &mut std::process::Command::new("/bin/true"),
-        ))
-    }
-
-    fn new_udp_socket() -> i32 {
-        match UdpSocket::bind("127.0.0.1:0") {
-            Ok(_) => 0,
-            Err(e) => errno_of(e),
-        }
-    }
-
-    fn landlock() -> bool {
-        rk_driver::confine::kernel_landlock_abi() > 0
-    }
-
-    fn temp_dir(tag: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("rk-lxc-confine-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
     }
 
     #[test]
     fn the_driver_keeps_its_address_memory_and_sockets_and_nothing_else() {
-        let dir = temp_dir("driver");
+        let dir = std::env::temp_dir().join(format!("rk-lxc-confine-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
         let memory = crate::mac::AddressMemory::at(dir.join("lxcbr0.0.address"));
         let (a, b) = (
             UdpSocket::bind("127.0.0.1:0").unwrap(),
             UdpSocket::bind("127.0.0.1:0").unwrap(),
         );
         let to = b.local_addr().unwrap();
-        let code = in_confined_child(driver_policy(Some(&dir)), move || {
+        let policy = driver_policy(Some(&dir));
+        let code = run_confined(&policy, move || {
             // The renewal thread: a datagram on a socket it holds, and the
             // new address remembered.
             let t = std::thread::spawn(move || {
@@ -135,32 +96,29 @@ mod tests {
             std::fs::read_to_string(dir.join("lxcbr0.0.address")).unwrap(),
             "10.0.3.7\n"
         );
-        let outside = in_confined_child(driver_policy(Some(&dir)), || {
-            open(Path::new("/etc/hostname"))
-        });
-        // Landlock's refusal (best effort: a kernel without it opens).
-        let expected = if landlock() { libc::EACCES } else { 0 };
-        assert_eq!(outside, expected, "a file outside the memory directory");
-        let exec = in_confined_child(driver_policy(Some(&dir)), exec_true);
-        assert_eq!(exec, libc::EPERM, "exec, lxc-user-nic included");
-        let udp = in_confined_child(driver_policy(Some(&dir)), new_udp_socket);
-        assert_eq!(udp, libc::EPERM, "a new socket");
-        let signal = in_confined_child(driver_policy(Some(&dir)), || {
-            // SAFETY: kill(2) with signal 0 only checks; refused here.
-            if unsafe { libc::kill(libc::getppid(), 0) } == 0 {
-                0
-            } else {
-                errno_of(std::io::Error::last_os_error())
-            }
-        });
-        assert_eq!(signal, libc::EPERM, "kill(2) of another process");
+        let outside = run_confined(&policy, probe::open_a_file);
+        assert_eq!(
+            outside,
+            landlock_refusal(),
+            "a file outside the memory directory"
+        );
+        for (what, check) in [
+            (
+                "exec, lxc-user-nic included",
+                probe::exec_true as fn() -> i32,
+            ),
+            ("a new socket", probe::udp_socket),
+            ("kill(2) of another process", probe::kill_parent),
+        ] {
+            assert_eq!(run_confined(&policy, check), libc::EPERM, "{what}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn without_a_memory_the_driver_may_open_no_file() {
-        let code = in_confined_child(driver_policy(None), || open(&std::env::temp_dir()));
-        assert_eq!(code, if landlock() { libc::EACCES } else { 0 });
+        let code = run_confined(&driver_policy(None), || probe::open(std::env::temp_dir()));
+        assert_eq!(code, landlock_refusal());
     }
 
     #[test]
@@ -170,28 +128,21 @@ mod tests {
             UdpSocket::bind("127.0.0.1:0").unwrap(),
         );
         let to = b.local_addr().unwrap();
-        let code = in_confined_child(guard_policy(), move || {
-            i32::from(a.send_to(b"release", to).is_err())
+        let code = run_confined(&guard_policy(), move || {
+            probe::errno_of(a.send_to(b"release", to))
         });
         assert_eq!(code, 0);
         let mut buf = [0u8; 8];
         assert_eq!(b.recv_from(&mut buf).unwrap().0, 7);
-        let opened = in_confined_child(guard_policy(), || open(Path::new("/etc/hostname")));
-        assert_eq!(opened, libc::EPERM, "opening a file");
-        assert_eq!(in_confined_child(guard_policy(), exec_true), libc::EPERM);
-        assert_eq!(
-            in_confined_child(guard_policy(), new_udp_socket),
-            libc::EPERM
-        );
-        let netlink = in_confined_child(guard_policy(), || {
-            // SAFETY: socket(2) with constant arguments; only the result is read.
-            let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, 0) };
-            if fd >= 0 {
-                0
-            } else {
-                errno_of(std::io::Error::last_os_error())
-            }
-        });
-        assert_eq!(netlink, libc::EPERM, "a new netlink socket");
+        for (what, check) in [
+            ("opening a file", probe::open_a_file as fn() -> i32),
+            ("exec", probe::exec_true),
+            ("a new socket", probe::udp_socket),
+            ("a new netlink socket", || {
+                probe::socket_of(libc::AF_NETLINK)
+            }),
+        ] {
+            assert_eq!(run_confined(&guard_policy(), check), libc::EPERM, "{what}");
+        }
     }
 }
