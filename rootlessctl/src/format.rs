@@ -74,6 +74,9 @@ pub fn info_text(info: &Info) -> String {
         if let Some(ip) = &n.child_ip {
             s += &format!("  - IP: {ip}\n");
         }
+        for (k, v) in &n.info {
+            s += &format!("  - {k}: {v}\n");
+        }
     }
     if let Some(p) = &info.port_driver {
         s += &format!(
@@ -109,5 +112,28 @@ mod tests {
             "ID    PROTO    PARENTIP    PARENTPORT    CHILDIP    CHILDPORT    \n\
              1     tcp      0.0.0.0     8080                     80           \n"
         );
+    }
+
+    #[test]
+    fn info_shows_the_drivers_own_facts_after_its_address() {
+        let info = Info {
+            network_driver: Some(rk_ports::api::NetworkDriverInfo {
+                driver: "slirp4netns".into(),
+                dns: vec!["10.0.2.3".into()],
+                child_ip: Some("10.0.2.100".into()),
+                info: [("slirp4netns.version".to_owned(), "1.2.0".to_owned())].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = info_text(&info);
+        assert!(
+            text.ends_with(
+                "- Network Driver: slirp4netns\n  - DNS: [10.0.2.3]\n  - IP: 10.0.2.100\n  - slirp4netns.version: 1.2.0\n"
+            ),
+            "{text}"
+        );
+        let json = indented_json(&info);
+        assert!(json.contains(r#""slirp4netns.version": "1.2.0""#), "{json}");
     }
 }

@@ -90,6 +90,7 @@ pub fn network_info(
             .and_then(|c| c.ipv4)
             .map(|net| net.addr().to_string()),
         dynamic_child_ip: config.is_some_and(|c| c.dynamic),
+        info: config.map(|c| c.info.clone()).unwrap_or_default(),
     })
 }
 

@@ -50,6 +50,10 @@ pub struct NetworkDriverInfo {
     pub child_ip: Option<String>,
     #[serde(rename = "dynamicChildIP", default, skip_serializing_if = "is_false")]
     pub dynamic_child_ip: bool,
+    /// The driver's `info` (docs/driver-protocol.md §6.4); not in
+    /// RootlessKit's API, whose clients ignore members they do not know.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub info: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

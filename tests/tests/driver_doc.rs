@@ -1,0 +1,46 @@
+//! What docs/driver-protocol.md promises about the core's side, end to end:
+//! a driver's `info` reaches `rootlessctl info` and `GET /v1/info`, and a
+//! driver whose hello names another driver than its file is warned about.
+
+use rk_tests::*;
+use std::path::Path;
+
+#[test]
+fn the_drivers_info_appears_in_rootlessctl_info_and_the_api() {
+    let ctl = bin_dir().join("rootlessctl");
+    let script = format!(
+        "{ctl} --socket=$ROOTLESSKIT_STATE_DIR/api.sock info && \
+         {ctl} --socket=$ROOTLESSKIT_STATE_DIR/api.sock info --json",
+        ctl = ctl.display()
+    );
+    let out = expect_success(&run_sh(&["--net=slirp4netns"], &script));
+    // rk-slirp4netns answers the version of slirp4netns it runs in `info`.
+    assert!(
+        out.contains("  - slirp4netns.version: "),
+        "no info line in rootlessctl info:\n{out}"
+    );
+    assert!(
+        out.contains(r#""slirp4netns.version": ""#),
+        "no info member in GET /v1/info:\n{out}"
+    );
+}
+
+#[test]
+fn a_hello_naming_another_driver_is_warned_about() {
+    let dir = user_temp_dir("wrongname");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/drivers/rk-wrongname");
+    std::fs::copy(&source, dir.join("rk-wrongname")).unwrap();
+    chmod(&dir.join("rk-wrongname"), 0o755);
+    chmod(&dir, 0o755);
+    let out = rootlesskit_with_env(
+        &["--list-drivers"],
+        &[("ROOTLESSKIT_DRIVER_PATH", dir.to_str().unwrap())],
+    )
+    .output()
+    .unwrap();
+    let err = stderr(&out);
+    assert!(
+        err.contains(r#"calls itself "rightname" in its hello, but was found as rk-wrongname"#),
+        "{err}"
+    );
+}
