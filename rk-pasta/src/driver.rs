@@ -44,19 +44,7 @@ struct Running {
 /// How long shutdown waits for processes that were killed to be reaped.
 const REAP_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// An error whose message is already the user's: it names the fix.
-fn user_error(e: impl std::fmt::Display) -> DriverError {
-    DriverError::new(e.to_string())
-}
-
 impl Driver for PastaDriver {
-    fn info(&self) -> DriverInfo {
-        let mut info = DriverInfo::new("pasta", env!("CARGO_PKG_VERSION"));
-        info.capabilities = CAPABILITIES.iter().map(|c| c.to_string()).collect();
-        info.options = crate::options::ALL.iter().map(|o| o.to_string()).collect();
-        info
-    }
-
     fn configure(
         &mut self,
         request: ConfigureRequest,
@@ -73,6 +61,13 @@ impl Driver for PastaDriver {
 
     fn watch(&self) -> Option<BorrowedFd<'_>> {
         self.running.as_ref().map(|r| r.pasta.exit_fd())
+    }
+
+    fn info(&self) -> DriverInfo {
+        let mut hello = DriverInfo::new("pasta", env!("CARGO_PKG_VERSION"));
+        hello.capabilities.extend(CAPABILITIES.map(String::from));
+        hello.options.extend(crate::options::ALL.map(String::from));
+        hello
     }
 
     fn on_watch(&mut self) -> String {
@@ -206,6 +201,11 @@ impl PastaDriver {
             started.elapsed().as_secs_f64() * 1000.0
         );
     }
+}
+
+/// An error whose message is already the user's: it names the fix.
+fn user_error(e: impl std::fmt::Display) -> DriverError {
+    DriverError::new(e.to_string())
 }
 
 /// How the child's interface looks, for the core.

@@ -10,9 +10,8 @@
 use crate::args::Ready;
 use crate::output::Facts;
 use crate::probe::PASTA;
-use rk_driver::helper::ready::{self, Wake};
 use rk_driver::helper::spawn::pipe;
-use rk_driver::helper::{format_block, HelperCommand, Running};
+use rk_driver::helper::{HelperCommand, Progress, Running, StartError, Wake};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -53,33 +52,17 @@ fn seccomp_filters(pid: &str) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum LaunchError {
-    #[error("setting up pasta: {what}: {source}")]
-    Setup {
-        what: &'static str,
-        source: io::Error,
-    },
-    #[error(transparent)]
-    Spawn(io::Error),
-    #[error(
-        "pasta ({}) exited before the network was up ({status}){}{}",
-        path.display(), format_block(output), hint(output)
-    )]
-    EarlyExit {
-        path: PathBuf,
-        status: String,
-        output: Vec<String>,
-    },
-    #[error(
-        "pasta ({}) did not finish setting up the network within {}s{}",
-        path.display(), READY_TIMEOUT.as_secs(), format_block(output)
-    )]
-    Timeout { path: PathBuf, output: Vec<String> },
+/// Errors in setting pasta up.
+fn setup(what: &'static str) -> impl FnOnce(io::Error) -> StartError {
+    move |source| StartError::Setup {
+        name: PASTA.name.to_owned(),
+        what,
+        source,
+    }
 }
 
 /// A fix for the failures whose cause pasta's message does not name.
-fn hint(output: &[String]) -> &'static str {
+fn tap_hint(output: &[String]) -> &'static str {
     if output.iter().any(|l| l.contains("tun socket")) {
         "\n(pasta could not create the tap device: /dev/net/tun must be readable and \
          writable by you, and --ifname must not name an existing interface)"
@@ -111,7 +94,7 @@ pub struct Starting {
 
 impl Starting {
     /// Waits until the namespace is configured.
-    pub fn wait_ready(self) -> Result<Pasta, LaunchError> {
+    pub fn wait_ready(self) -> Result<Pasta, StartError> {
         let Starting {
             mut pasta,
             pid_reader,
@@ -126,12 +109,9 @@ impl Starting {
 impl Pasta {
     /// Starts `path ARGS` and waits until the namespace is configured.
     #[cfg(test)]
-    pub fn start(path: &Path, args: &[String]) -> Result<Pasta, LaunchError> {
+    pub fn start(path: &Path, args: &[String]) -> Result<Pasta, StartError> {
         let mut pasta = Pasta::spawn(path, args, Ready::PidLine)?.wait_ready()?;
-        pasta.follow_output().map_err(|source| LaunchError::Setup {
-            what: "log reader thread",
-            source,
-        })?;
+        pasta.follow_output().map_err(setup("log reader thread"))?;
         Ok(pasta)
     }
 
@@ -142,18 +122,17 @@ impl Pasta {
     }
 
     /// Starts `path ARGS`; [`Starting::wait_ready`] waits for it.
-    pub fn spawn(path: &Path, args: &[String], ready: Ready) -> Result<Starting, LaunchError> {
+    pub fn spawn(path: &Path, args: &[String], ready: Ready) -> Result<Starting, StartError> {
         // pasta starts with our filters; one more means it sandboxed itself.
         let sandboxed_above = match ready {
             Ready::PidLine => None,
             Ready::Sandboxed => {
-                Some(seccomp_filters("self").ok_or_else(|| LaunchError::Setup {
-                    what: "reading /proc/self/status",
-                    source: io::Error::other("no Seccomp_filters line (Linux 5.9 or later has it)"),
-                })?)
+                let none =
+                    || io::Error::other("no Seccomp_filters line (Linux 5.9 or later has it)");
+                let filters = seccomp_filters("self").ok_or_else(none);
+                Some(filters.map_err(setup("reading /proc/self/status"))?)
             }
         };
-        let setup = |what| move |source| LaunchError::Setup { what, source };
         let (pid_reader, pid_writer) = pipe().map_err(setup("pid pipe"))?;
         let (log_reader, log_writer) = pipe().map_err(setup("log pipe"))?;
         let mut helper = HelperCommand::new(PASTA, path);
@@ -164,7 +143,7 @@ impl Pasta {
             .stderr(Stdio::from(log_writer));
         // A session of its own, as pasta takes when it daemonizes.
         helper.new_session();
-        let process = helper.spawn().map_err(LaunchError::Spawn)?;
+        let process = helper.spawn().map_err(StartError::Spawn)?;
         let output = crate::output::collect(log_reader).map_err(setup("log pipe"))?;
         Ok(Starting {
             pasta: Pasta {
@@ -199,65 +178,44 @@ impl Pasta {
         pid_reader: OwnedFd,
         path: &Path,
         sandboxed_above: Option<u32>,
-    ) -> Result<(), LaunchError> {
-        let setup = |what| move |source| LaunchError::Setup { what, source };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let mut pid_pipe = std::fs::File::from(pid_reader);
+    ) -> Result<(), StartError> {
+        let pid_pipe = std::fs::File::from(pid_reader);
+        let pid = self.running.pid().to_string();
         let mut pid_text = Vec::new();
+        let check = |wake| {
+            if wake == Wake::Readable {
+                let mut buf = [0u8; 32];
+                match (&pid_pipe).read(&mut buf) {
+                    Ok(0) => return Ok(Progress::GaveUp("it closed its standard output")),
+                    Ok(n) => pid_text.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+                if pid_text.contains(&b'\n') {
+                    return Ok(Progress::Ready);
+                }
+            }
+            let sandboxed =
+                sandboxed_above.is_some_and(|ours| seccomp_filters(&pid).is_some_and(|n| n > ours));
+            Ok(if sandboxed {
+                Progress::Ready
+            } else {
+                Progress::Waiting
+            })
+        };
         let tick = sandboxed_above.map(|_| SANDBOX_POLL);
-        loop {
-            let running = &self.running;
-            let wake = ready::wait(
-                Some(pid_pipe.as_fd()),
-                running.exit_fd(),
-                Some(&running.output),
-                deadline,
-                tick,
-            )
-            .map_err(setup("waiting for pasta"))?;
-            match wake {
-                Wake::TimedOut => {
-                    return Err(LaunchError::Timeout {
-                        path: path.to_owned(),
-                        output: running.output.last_lines(Duration::ZERO),
-                    })
-                }
-                Wake::Exited => return Err(self.early_exit(path)),
-                Wake::Readable => {
-                    let mut buf = [0u8; 32];
-                    match pid_pipe.read(&mut buf) {
-                        Ok(0) => return Err(self.early_exit(path)),
-                        Ok(n) => pid_text.extend_from_slice(&buf[..n]),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(setup("reading pasta's pid")(e)),
-                    }
-                    if pid_text.contains(&b'\n') {
-                        break;
-                    }
-                }
-                Wake::Tick => {}
+        let waited = self
+            .running
+            .wait_ready(path, pid_pipe.as_fd(), READY_TIMEOUT, tick, check);
+        waited.map_err(|mut e| {
+            if let StartError::EarlyExit { output, hint, .. } = &mut e {
+                *hint = tap_hint(output);
             }
-            if let Some(ours) = sandboxed_above {
-                let pid = self.running.pid().to_string();
-                if seccomp_filters(&pid).is_some_and(|n| n > ours) {
-                    break;
-                }
-            }
-        }
+            e
+        })?;
         // Lines written before the pid are in the pipe by now.
         self.running.output.drain_now();
         Ok(())
-    }
-
-    fn early_exit(&mut self, path: &Path) -> LaunchError {
-        let status = self
-            .running
-            .early_exit_status("it closed its standard output");
-        LaunchError::EarlyExit {
-            path: path.to_owned(),
-            status,
-            output: self.running.last_lines(),
-        }
     }
 
     /// Says how pasta ended, once `exit_fd` turned readable.
@@ -323,7 +281,7 @@ pub fn reap_orphans(limit: Duration) {
 mod tests {
     use super::*;
 
-    fn sh(script: &str) -> Result<Pasta, LaunchError> {
+    fn sh(script: &str) -> Result<Pasta, StartError> {
         Pasta::start(Path::new("/bin/sh"), &["-c".to_owned(), script.to_owned()])
     }
 
@@ -342,7 +300,7 @@ mod tests {
         let text = e.to_string();
         assert!(text.starts_with("pasta (/bin/sh) exited before the network was up (exit status: 3):\n  Failed to open tun socket in namespace\n(pasta could not create the tap device"), "{text}");
         let e = sh("exec >&-; sleep 0.1; echo gone >&2").unwrap_err();
-        assert!(matches!(e, LaunchError::EarlyExit { .. }), "{e}");
+        assert!(matches!(e, StartError::EarlyExit { .. }), "{e}");
     }
 
     #[test]

@@ -10,15 +10,9 @@ use rk_driver::plan::Shape;
 /// The network the core asked for, checked against pasta's limits.
 pub use rk_driver::plan::RequestedNetwork as Network;
 
-pub const SHAPE: Shape = Shape {
-    program: "pasta",
-    default_ifname: "tap0",
-    default_mtu: 65520,
-    // pasta refuses larger values (ETH_MAX_MTU rounded down to 32 bits).
-    max_mtu: 65520,
-    gateway_offset: 2,
-    dns_offset: 3,
-};
+/// pasta refuses an MTU larger than 65520 (ETH_MAX_MTU rounded down to
+/// 32 bits).
+pub const SHAPE: Shape = Shape::user_mode("pasta", 65520);
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,7 @@
 //! then still give a lower bound.
 
 use rk_driver::helper::probe::quote_tail;
-use rk_driver::helper::{Env, FindError, LongOptions, Program, RunError};
+use rk_driver::helper::{Accept, Env, LongOptions, Program, ProgramError};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -179,9 +179,7 @@ pub const RECOMMENDED: Release = UDP_AUTO_SCAN;
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error(transparent)]
-    Find(#[from] FindError),
-    #[error(transparent)]
-    Run(#[from] RunError),
+    Program(#[from] ProgramError),
     #[error(
         "\"{} --help\" printed no options: is it pasta (from passt)? fix --pasta-binary{}",
         path.display(), quote_tail(output)
@@ -263,15 +261,19 @@ impl Probe {
 /// Finds `binary` (a path, or a name looked up in `$PATH`) and asks it what
 /// it supports.
 pub fn probe(binary: &str) -> Result<Probe, ProbeError> {
-    let path = PASTA.find(binary)?;
-    let (help, version) = PASTA.help_and_version(&path);
     // pasta 2023_03_09 exits 1 after printing its --help.
-    let help = help?.exited()?;
-    let version = version.ok().and_then(|v| v.exited().ok());
-    let probe = Probe::from_outputs(path.clone(), &help, version.as_deref());
-    let lower = help.to_ascii_lowercase();
+    let answers = PASTA.ask(binary, Accept::AnyExit)?;
+    let probe = Probe::from_outputs(
+        answers.path.clone(),
+        &answers.help,
+        answers.version.as_deref(),
+    );
+    let lower = answers.help.to_ascii_lowercase();
     if probe.options.is_empty() || !(lower.contains("pasta") || lower.contains("passt")) {
-        return Err(ProbeError::NotPasta { path, output: help });
+        return Err(ProbeError::NotPasta {
+            path: answers.path,
+            output: answers.help,
+        });
     }
     for opt in REQUIRED {
         probe.require(opt, "")?;
@@ -371,7 +373,10 @@ pub(crate) mod tests {
         let e = probe("/bin/true").unwrap_err();
         assert!(e.to_string().contains("printed no options"), "{e}");
         let e = probe("/nonexistent").unwrap_err();
-        assert!(matches!(e, ProbeError::Find(_)), "{e}");
+        assert!(
+            matches!(e, ProbeError::Program(ProgramError::Find(_))),
+            "{e}"
+        );
         assert_eq!(
             e.to_string(),
             "pasta not found at /nonexistent: install passt (e.g. apt-get install passt) \

@@ -35,19 +35,7 @@ pub struct Slirp4netns {
     forwards: Option<HostForwards>,
 }
 
-/// An error whose message is already the user's: it names the fix.
-fn user_error(e: impl std::fmt::Display) -> DriverError {
-    DriverError::new(e.to_string())
-}
-
 impl Driver for Slirp4netns {
-    fn info(&self) -> DriverInfo {
-        let mut info = DriverInfo::new("slirp4netns", env!("CARGO_PKG_VERSION"));
-        info.capabilities = CAPABILITIES.iter().map(|c| c.to_string()).collect();
-        info.options = crate::options::ALL.iter().map(|o| o.to_string()).collect();
-        info
-    }
-
     fn configure(
         &mut self,
         request: ConfigureRequest,
@@ -125,6 +113,14 @@ impl Driver for Slirp4netns {
         Ok(config)
     }
 
+    fn info(&self) -> DriverInfo {
+        DriverInfo {
+            capabilities: CAPABILITIES.map(String::from).to_vec(),
+            options: crate::options::ALL.map(String::from).to_vec(),
+            ..DriverInfo::new("slirp4netns", env!("CARGO_PKG_VERSION"))
+        }
+    }
+
     fn watch(&self) -> Option<BorrowedFd<'_>> {
         self.running.as_ref().map(Slirp::exit_fd)
     }
@@ -169,6 +165,11 @@ impl Driver for Slirp4netns {
             None => Err(DriverError::new("slirp4netns runs without an API socket")),
         }
     }
+}
+
+/// An error whose message is already the user's: it names the fix.
+fn user_error(e: impl std::fmt::Display) -> DriverError {
+    DriverError::new(e.to_string())
 }
 
 /// The facts `rootlessctl info` shows.

@@ -5,40 +5,17 @@ use crate::args::{ChildFds, Invocation};
 use crate::network::Network;
 use crate::plan::Plan;
 use crate::probe::SLIRP4NETNS;
-use rk_driver::helper::ready::{self, Wake};
 use rk_driver::helper::spawn::{our_stderr, pipe};
-use rk_driver::helper::{format_block, HelperCommand, OutputTail, Running};
+use rk_driver::helper::{HelperCommand, OutputTail, Progress, Running, StartError};
 use rk_driver::NamespaceFds;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long slirp4netns may take to report ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Debug, thiserror::Error)]
-pub enum LaunchError {
-    #[error("setting up slirp4netns: {what}: {source}")]
-    Setup {
-        what: &'static str,
-        source: io::Error,
-    },
-    #[error(transparent)]
-    Spawn(io::Error),
-    #[error("slirp4netns ({}) exited before the network was ready ({status}){}", path.display(), format_block(output))]
-    EarlyExit {
-        path: PathBuf,
-        status: String,
-        output: Vec<String>,
-    },
-    #[error(
-        "slirp4netns ({}) did not report ready within {}s{}",
-        path.display(), READY_TIMEOUT.as_secs(), format_block(output)
-    )]
-    Timeout { path: PathBuf, output: Vec<String> },
-}
 
 /// A running slirp4netns. Dropping it stops the program.
 #[derive(Debug)]
@@ -68,8 +45,14 @@ impl Launch<'_> {
     /// slirp4netns itself does when given a pid, and makes the sandbox work
     /// with `--detach-netns` too. Its sockets stay in the host's network
     /// namespace either way.
-    pub fn start(&self, namespaces: &NamespaceFds) -> Result<Slirp, LaunchError> {
-        let setup = |what| move |source| LaunchError::Setup { what, source };
+    pub fn start(&self, namespaces: &NamespaceFds) -> Result<Slirp, StartError> {
+        let setup = |what| {
+            move |source| StartError::Setup {
+                name: SLIRP4NETNS.name.to_owned(),
+                what,
+                source,
+            }
+        };
         let join_userns = self.plan.sandbox;
         let (ready_reader, ready_writer) = pipe().map_err(setup("ready pipe"))?;
         let (exit_reader, exit_writer) = pipe().map_err(setup("exit pipe"))?;
@@ -115,7 +98,7 @@ impl Launch<'_> {
             .args(invocation.args())
             .stdout(stdout)
             .stderr(Stdio::from(stderr_writer));
-        let process = helper.spawn().map_err(LaunchError::Spawn)?;
+        let process = helper.spawn().map_err(StartError::Spawn)?;
         // Our copies of what slirp4netns holds must go, so that its exit
         // shows up as EOF on the ready pipe.
         drop((ready_writer, exit_reader));
@@ -124,7 +107,21 @@ impl Launch<'_> {
             exit_writer: Some(exit_writer),
             running: Running::new(process, output),
         };
-        slirp.wait_ready(ready_reader, self.binary)?;
+        // slirp4netns writes "1" to its ready descriptor once it is ready;
+        // EOF means it closed it without, on its way out.
+        let ready = std::fs::File::from(ready_reader);
+        let check = |_| {
+            let mut buf = [0u8; 16];
+            Ok(match (&ready).read(&mut buf) {
+                Ok(0) => Progress::GaveUp("it closed its ready descriptor"),
+                Ok(_) => Progress::Ready,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => Progress::Waiting,
+                Err(e) => return Err(e),
+            })
+        };
+        slirp
+            .running
+            .wait_ready(self.binary, ready.as_fd(), READY_TIMEOUT, None, check)?;
         Ok(slirp)
     }
 }
@@ -146,52 +143,6 @@ impl Slirp {
         self.running.exit_fd()
     }
 
-    fn wait_ready(&mut self, ready: OwnedFd, path: &Path) -> Result<(), LaunchError> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let mut ready = std::fs::File::from(ready);
-        loop {
-            let running = &self.running;
-            let wake = ready::wait(
-                Some(ready.as_fd()),
-                running.exit_fd(),
-                Some(&running.output),
-                deadline,
-                None,
-            )
-            .map_err(|source| LaunchError::Setup {
-                what: "waiting for ready",
-                source,
-            })?;
-            match wake {
-                Wake::Tick => continue,
-                Wake::TimedOut => {
-                    return Err(LaunchError::Timeout {
-                        path: path.to_owned(),
-                        output: running.output.last_lines(Duration::ZERO),
-                    })
-                }
-                Wake::Exited => {}
-                Wake::Readable => {
-                    let mut buf = [0u8; 16];
-                    match ready.read(&mut buf) {
-                        Ok(n) if n > 0 => return Ok(()),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        // EOF: it closed the pipe without saying ready, so
-                        // it is on its way out.
-                        _ => {}
-                    }
-                }
-            }
-            return Err(LaunchError::EarlyExit {
-                path: path.to_owned(),
-                status: self
-                    .running
-                    .early_exit_status("it closed its ready descriptor"),
-                output: self.running.last_lines(),
-            });
-        }
-    }
-
     /// Says how slirp4netns ended, once `exit_fd` turned readable.
     pub fn describe_exit(&mut self) -> String {
         self.running.describe_exit()
@@ -209,24 +160,5 @@ impl Slirp {
 impl Drop for Slirp {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn early_exit_error_shows_status_and_output() {
-        let e = LaunchError::EarlyExit {
-            path: PathBuf::from("/usr/bin/slirp4netns"),
-            status: "exit status: 1".to_owned(),
-            output: vec!["bind: No such file or directory".to_owned()],
-        };
-        assert_eq!(
-            e.to_string(),
-            "slirp4netns (/usr/bin/slirp4netns) exited before the network was ready \
-             (exit status: 1):\n  bind: No such file or directory"
-        );
     }
 }

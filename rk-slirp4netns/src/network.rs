@@ -9,15 +9,8 @@ use rk_driver::plan::Shape;
 /// The network the core asked for, checked against slirp4netns's limits.
 pub use rk_driver::plan::RequestedNetwork as Network;
 
-pub const SHAPE: Shape = Shape {
-    program: "slirp4netns",
-    default_ifname: "tap0",
-    default_mtu: 65520,
-    // slirp4netns refuses larger values.
-    max_mtu: 65521,
-    gateway_offset: 2,
-    dns_offset: 3,
-};
+/// slirp4netns refuses a larger MTU than 65521.
+pub const SHAPE: Shape = Shape::user_mode("slirp4netns", 65521);
 
 #[cfg(test)]
 mod tests {

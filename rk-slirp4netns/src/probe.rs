@@ -1,7 +1,7 @@
 //! The slirp4netns program: finding it, and learning what it can do from
 //! its `--help` and `--version` (through the SDK's helper module).
 
-use rk_driver::helper::{Env, FindError, LongOptions, Program, RunError, Version};
+use rk_driver::helper::{Accept, Env, LongOptions, Program, ProgramError, Version};
 use std::path::PathBuf;
 
 /// slirp4netns as the user knows it; it gets only the locale, `PATH` and
@@ -78,15 +78,6 @@ impl VersionInfo {
     }
 }
 
-/// Why slirp4netns cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    #[error(transparent)]
-    Find(#[from] FindError),
-    #[error(transparent)]
-    Run(#[from] RunError),
-}
-
 /// Everything learnt about one slirp4netns binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
@@ -116,20 +107,16 @@ impl Probe {
 
 /// Finds `binary` (a path, or a name looked up in `$PATH`) and asks it what
 /// it supports.
-pub fn probe(binary: &str) -> Result<Probe, ProbeError> {
-    let path = SLIRP4NETNS.find(binary)?;
-    let (help, version) = SLIRP4NETNS.help_and_version(&path);
-    let help = help?.success()?;
-    // A slirp4netns without --version still works; its version is unknown.
-    let version = version
-        .ok()
-        .and_then(|v| v.success().ok())
-        .map(|text| VersionInfo::from_output(&text))
-        .unwrap_or_default();
+pub fn probe(binary: &str) -> Result<Probe, ProgramError> {
+    let answers = SLIRP4NETNS.ask(binary, Accept::Success)?;
     Ok(Probe {
-        options: LongOptions::from_help(&help),
-        version,
-        path,
+        options: LongOptions::from_help(&answers.help),
+        // A slirp4netns without --version still works; its version is unknown.
+        version: answers
+            .version
+            .map(|text| VersionInfo::from_output(&text))
+            .unwrap_or_default(),
+        path: answers.path,
     })
 }
 

@@ -222,7 +222,7 @@ fn slirp4netns_failing_at_start_is_reported_with_its_error_output() {
         &ns.netns,
     );
     assert!(
-        message.contains("exited before the network was ready (exit status: 1):"),
+        message.contains("exited before the network was up (exit status: 1):"),
         "{message}"
     );
     assert!(message.contains("No such file or directory"), "{message}");
