@@ -1,10 +1,20 @@
 //! Finding lxc-user-nic and checking that it can work: it is set-user-ID
 //! root, and the kernel will honour that bit.
 
-use rk_driver::lookup::{find_program, unsafe_permissions, LookupError};
+use rk_driver::helper::{Env, Program};
+use rk_driver::lookup::unsafe_permissions;
 use rk_driver::DriverError;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+/// lxc-user-nic as the user knows it.
+pub const LXC_USER_NIC: Program = Program {
+    name: "lxc-user-nic",
+    flag: crate::options::BINARY,
+    install: "install lxc (Debian/Ubuntu: apt install lxc; it must come with the SUID \
+              lxc-user-nic)",
+    env: Env::Inherit,
+};
 
 /// Where distributions install it: Debian/Ubuntu (lxc >= 4), the
 /// multiarch directory of older Debian/Ubuntu, and Fedora/Arch/others.
@@ -31,35 +41,23 @@ fn multiarch_triplet() -> String {
 /// directory), or the first candidate that exists. A program that someone
 /// other than root and this user could replace is used, with a warning.
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, DriverError> {
-    let found = match explicit {
-        Some(p) => find_program(&p.to_string_lossy()).map_err(|e| match e {
-            LookupError::NotExecutable(p) => DriverError::new(format!(
-                "lxc-user-nic at {} is not an executable file (--lxc-user-nic-binary): \
-                 pass the program's path",
-                p.display()
-            )),
-            LookupError::NoSuchFile(_) | LookupError::NotInPath { .. } => {
-                DriverError::new(format!(
-                    "lxc-user-nic not found at {} (--lxc-user-nic-binary): install lxc \
-                     (Debian/Ubuntu: apt install lxc) or pass the right path",
-                    p.display()
-                ))
-            }
-        })?,
-        None => {
-            let all = candidates();
-            all.iter().find(|p| p.exists()).cloned().ok_or_else(|| {
-                let list: Vec<String> = all.iter().map(|p| p.display().to_string()).collect();
-                DriverError::new(format!(
-                    "lxc-user-nic not found (looked at {}): install lxc (Debian/Ubuntu: apt install \
-                     lxc; it must come with the SUID lxc-user-nic), or pass --lxc-user-nic-binary=PATH",
-                    list.join(", ")
-                ))
-            })?
-        }
-    };
+    if let Some(p) = explicit {
+        return LXC_USER_NIC
+            .find(&p.to_string_lossy())
+            .map_err(|e| DriverError::new(e.to_string()));
+    }
+    let all = candidates();
+    let found = all.iter().find(|p| p.exists()).cloned().ok_or_else(|| {
+        let list: Vec<String> = all.iter().map(|p| p.display().to_string()).collect();
+        DriverError::new(format!(
+            "lxc-user-nic not found (looked at {}): {}, or pass --{}=PATH",
+            list.join(", "),
+            LXC_USER_NIC.install,
+            LXC_USER_NIC.flag
+        ))
+    })?;
     if let Some(why) = unsafe_permissions(&found) {
-        eprintln!("rk-lxc-user-nic: warning: {why}");
+        log::warn!("{why}");
     }
     Ok(found)
 }
@@ -138,7 +136,10 @@ mod tests {
         // here (in the crate's directory, where cargo runs the tests) is
         // not found whatever PATH says.
         let e = locate(Some(Path::new("Cargo.toml"))).unwrap_err();
-        assert!(e.0.contains("lxc-user-nic not found at Cargo.toml"), "{e}");
+        assert!(
+            e.0.contains("lxc-user-nic not found (looked for \"Cargo.toml\" in the absolute"),
+            "{e}"
+        );
     }
 
     #[test]

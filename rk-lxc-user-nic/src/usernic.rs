@@ -33,11 +33,12 @@ pub fn create(
     bridge: &str,
     ifname: &str,
 ) -> Result<CreatedNic, DriverError> {
-    let out = Command::new(binary)
+    let mut cmd = Command::new(binary);
+    crate::binary::LXC_USER_NIC.env.apply(&mut cmd);
+    let out = cmd
         .args(["create", LXC_PATH, LXC_NAME, &pid.to_string(), "veth"])
         .args([bridge, ifname])
         .stdin(Stdio::null())
-        .env_remove(rk_driver::DRIVER_FD_ENV)
         .output()
         .map_err(|e| DriverError::new(format!("running {}: {e}", binary.display())))?;
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -52,7 +52,7 @@ impl Driver for VpnkitDriver {
         }
         let debug = debug_enabled();
         self.socket = Some(settings.socket.clone());
-        let vpnkit = self.vpnkit.insert(Vpnkit::start(&settings, debug)?);
+        let vpnkit = self.vpnkit.insert(Vpnkit::start(&settings)?);
         let stream = vpnkit.connect(&settings)?;
         // Connected: nobody else needs the socket's name, and nothing must
         // be left behind in the state directory.
@@ -64,7 +64,7 @@ impl Driver for VpnkitDriver {
             DriverError::new(format!(
                 "vpnkit handshake on {}: {e}{}",
                 settings.socket.display(),
-                vpnkit.stderr.suffix()
+                vpnkit.said()
             ))
         })?;
         let vif = link.vif;
@@ -84,7 +84,7 @@ impl Driver for VpnkitDriver {
             );
         }
         let addr = address::obtain(&mut link, Instant::now() + DHCP_TIMEOUT)
-            .map_err(|e| DriverError::new(format!("{e}{}", vpnkit.stderr.suffix())))?;
+            .map_err(|e| DriverError::new(format!("{e}{}", vpnkit.said())))?;
         if debug {
             eprintln!(
                 "rk-vpnkit: DHCP: {} via {:?}, DNS {:?}",
@@ -114,8 +114,13 @@ impl Driver for VpnkitDriver {
             );
         }
         self.pump = Some(Pump::start(stream, reader, tap)?);
-        vpnkit.stderr.follow();
-        let mut config = answer(&settings, &addr, mtu, &uuid, &vif.mac, vpnkit.process.pid())?;
+        if let Err(e) = vpnkit.follow_output() {
+            log::warn!(
+                "cannot start the thread that drains vpnkit's output ({e}): vpnkit may stall \
+                 once it has written 64 KiB"
+            );
+        }
+        let mut config = answer(&settings, &addr, mtu, &uuid, &vif.mac, vpnkit.pid())?;
         config.info.insert("sandbox".to_owned(), sandbox);
         Ok(config)
     }
@@ -135,9 +140,6 @@ impl Driver for VpnkitDriver {
             if let Some(note) = v.exit_note() {
                 message.push_str("; ");
                 message.push_str(&note);
-                if matches!(v.process.try_wait(), Ok(Some(s)) if s.code().is_some()) {
-                    message.push_str(&v.stderr.suffix());
-                }
             }
         }
         message

@@ -8,7 +8,6 @@ mod link;
 mod offload;
 mod pump;
 mod settings;
-mod stderr_tail;
 mod tap;
 mod uuid;
 mod vpnkit;
