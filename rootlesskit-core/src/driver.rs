@@ -233,6 +233,21 @@ impl DriverProcess {
     }
 }
 
+impl Drop for DriverProcess {
+    /// A driver given up on (a failed hello, an aborted start) is killed
+    /// with its process group and reaped here; after
+    /// [`shutdown`](DriverProcess::shutdown) there is nothing left to do.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) on the process group the driver leads
+            // (own_process_group); it is our unreaped child, so the group id
+            // cannot have been reused.
+            unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Waits until `channel` is readable; `Err` names the signal that aborted
 /// the wait. Signals other than the terminating ones are left for later.
 fn wait_or_abort(channel: &Channel, signals: &SignalFd, timeout: Duration) -> Result<(), String> {

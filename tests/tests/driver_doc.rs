@@ -44,3 +44,39 @@ fn a_hello_naming_another_driver_is_warned_about() {
         "{err}"
     );
 }
+
+#[test]
+fn a_driver_that_fails_its_hello_is_reaped_before_rootlesskit_returns() {
+    // rk-garbage answers the hello with bytes that are not JSON and then
+    // sleeps: rootlesskit must kill and reap it, not leave it to its
+    // parent-death signal and PID 1 (section 10: nothing of the driver
+    // remains once rootlesskit has returned, not even a zombie).
+    let dir = user_temp_dir("garbage-reaped");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/drivers/rk-garbage");
+    std::fs::copy(&source, dir.join("rk-garbage")).unwrap();
+    chmod(&dir.join("rk-garbage"), 0o755);
+    chmod(&dir, 0o755);
+    let pidfile = user_temp_dir("garbage-pid").join("pid");
+    let out = rootlesskit_with_env(
+        &["--list-drivers"],
+        &[
+            ("ROOTLESSKIT_DRIVER_PATH", dir.to_str().unwrap()),
+            ("RK_GARBAGE_PIDFILE", pidfile.to_str().unwrap()),
+        ],
+    )
+    .output()
+    .unwrap();
+    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+    // Alive or a zombie, /proc/PID/stat is there until it is reaped.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+    if stat.is_some() {
+        // SAFETY: kill with a pid and a signal number.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+    assert!(
+        stdout(&out).contains("answered garbage"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(stat, None, "rk-garbage (pid {pid}) left behind");
+}
