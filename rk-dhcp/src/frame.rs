@@ -10,9 +10,13 @@ use std::net::Ipv4Addr;
 /// The ethernet broadcast address.
 pub const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const IPPROTO_UDP: u8 = 17;
-const ETH_HEADER: usize = 14;
+/// Header sizes and numbers that frame code on a raw ethernet link needs
+/// (here, and vpnkit's segmentation offload).
+pub const ETH_HEADER: usize = 14;
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
 const IPV4_HEADER: usize = 20;
 const UDP_HEADER: usize = 8;
 
@@ -166,25 +170,35 @@ fn udp_checksum(src: Ipv4Addr, dst: Ipv4Addr, header: &[u8], payload: &[u8]) -> 
     }
 }
 
-/// The internet checksum (RFC 1071) over the concatenation of `parts`.
+/// The internet checksum (RFC 1071) over the concatenation of `parts`;
+/// every part but the last has an even length.
 fn checksum(parts: &[&[u8]]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut odd: Option<u8> = None;
-    for part in parts {
-        for &b in *part {
-            match odd.take() {
-                Some(hi) => sum += u32::from(u16::from_be_bytes([hi, b])),
-                None => odd = Some(b),
-            }
-        }
+    !fold(parts.iter().fold(0, |acc, part| ones_sum(part, acc)))
+}
+
+/// Adds `data` to a ones'-complement sum as big-endian 16-bit words (taken
+/// four bytes at a time; an odd tail is padded with zero). `data` must
+/// start at an even offset of the checksummed bytes.
+pub fn ones_sum(data: &[u8], mut acc: u64) -> u64 {
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
     }
-    if let Some(hi) = odd {
-        sum += u32::from(u16::from_be_bytes([hi, 0]));
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 4];
+        w[..rest.len()].copy_from_slice(rest);
+        acc += u64::from(u32::from_be_bytes(w));
     }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
+    acc
+}
+
+/// Folds a sum to 16 bits with end-around carry.
+pub fn fold(mut acc: u64) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
     }
-    !(sum as u16)
+    acc as u16
 }
 
 #[cfg(test)]

@@ -13,12 +13,11 @@
 //! checksum is verified first, since the kernel trusts a super-packet's
 //! checksum; anything else passes through untouched, in order.
 
-use crate::offload::{fold, ones_sum, PLAIN_VNET_HDR, VNET_HDR_LEN};
+use crate::offload::{PLAIN_VNET_HDR, VNET_HDR_LEN};
+use rk_dhcp::frame::{fold, ones_sum, ETH_HEADER as ETH_LEN, IPPROTO_TCP};
 
-const ETH_LEN: usize = 14;
 const IP_LEN: usize = 20;
 const TCP_AT: usize = ETH_LEN + IP_LEN;
-const IPPROTO_TCP: u8 = 6;
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
 const F_NEEDS_CSUM: u8 = 1;

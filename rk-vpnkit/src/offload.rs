@@ -11,6 +11,8 @@
 //! and finish checksums.
 
 use crate::framing::FrameBatch;
+use rk_dhcp::frame::{fold, ones_sum};
+use rk_dhcp::frame::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HEADER as ETH_LEN, IPPROTO_TCP};
 
 /// `struct virtio_net_hdr` (no `num_buffers`): the tap's default header size.
 pub const VNET_HDR_LEN: usize = 10;
@@ -24,10 +26,6 @@ const GSO_TCPV4: u8 = 1;
 const GSO_TCPV6: u8 = 4;
 const GSO_ECN: u8 = 0x80;
 
-const ETH_LEN: usize = 14;
-const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
-const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
-const IPPROTO_TCP: u8 = 6;
 const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;
 const TCP_CWR: u8 = 0x80;
@@ -128,7 +126,7 @@ fn tcp_layout(packet: &[u8], v6: bool) -> Result<TcpLayout, OffloadError> {
     if packet.len() < ETH_LEN + 40 {
         return Err(bad("too short for IP and TCP headers"));
     }
-    let ethertype = [packet[12], packet[13]];
+    let ethertype = u16::from_be_bytes([packet[12], packet[13]]);
     let ip = &packet[ETH_LEN..];
     let (ip_len, proto) = if v6 {
         if ethertype != ETHERTYPE_IPV6 || ip[0] >> 4 != 6 {
@@ -230,31 +228,6 @@ fn pseudo_header_sum(ip: &[u8], v6: bool, tcp_len: usize) -> u64 {
     ones_sum(addresses, u64::from(IPPROTO_TCP) + tcp_len as u64)
 }
 
-/// Adds `data` to a ones'-complement sum as big-endian 16-bit words (taken
-/// four bytes at a time; an odd tail is padded with zero). `data` must
-/// start at an even offset of the checksummed bytes.
-pub fn ones_sum(data: &[u8], mut acc: u64) -> u64 {
-    let mut words = data.chunks_exact(4);
-    for w in &mut words {
-        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
-    }
-    let rest = words.remainder();
-    if !rest.is_empty() {
-        let mut w = [0u8; 4];
-        w[..rest.len()].copy_from_slice(rest);
-        acc += u64::from(u32::from_be_bytes(w));
-    }
-    acc
-}
-
-/// Folds a sum to 16 bits with end-around carry.
-pub fn fold(mut acc: u64) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,12 +271,12 @@ mod tests {
     fn super_packet(v6: bool, payload: &[u8], flags: u8) -> Vec<u8> {
         let mut p = vec![0x02, 0, 0, 0, 0, 1, 0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xee];
         if v6 {
-            p.extend_from_slice(&ETHERTYPE_IPV6);
+            p.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
             p.extend_from_slice(&[0x60, 0, 0, 0, 0xff, 0xff, IPPROTO_TCP, 64]);
             p.extend_from_slice(&[0xfd; 16]);
             p.extend_from_slice(&[0xfe; 16]);
         } else {
-            p.extend_from_slice(&ETHERTYPE_IPV4);
+            p.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
             p.extend_from_slice(&[
                 0x45,
                 0,
@@ -432,7 +405,7 @@ mod tests {
         // UDP 192.168.127.3:5000 → .254:53, payload "hello", the checksum
         // field holding the pseudo-header sum as the kernel leaves it.
         let mut p = vec![0u8; 12];
-        p.extend_from_slice(&ETHERTYPE_IPV4);
+        p.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
         p.extend_from_slice(&[0x45, 0, 0, 33, 0, 0, 0x40, 0, 64, 17, 0, 0]);
         p.extend_from_slice(&[192, 168, 127, 3, 192, 168, 127, 254]);
         p.extend_from_slice(&[0x13, 0x88, 0, 53, 0, 13, 0, 0]);

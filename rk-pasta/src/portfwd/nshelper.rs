@@ -4,17 +4,16 @@
 //! The driver stays in the host's namespaces and cannot enter the child's
 //! once it runs threads (joining a user namespace needs a single-threaded
 //! process). A socket keeps the namespace it was created in wherever its
-//! descriptor goes, so this helper, forked while the driver is still
-//! single-threaded, makes them on request: one byte asks, four bytes
-//! (an errno, 0 for success) and the descriptor answer.
+//! descriptor goes, so this helper (an `rk_driver::nsexec::Resident`,
+//! forked while the driver is still single-threaded) makes them on
+//! request over an `rk_driver::Channel`: the kind asks, an errno (0 for
+//! success) and the descriptor answer.
 
-use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType, UnixAddr,
-};
-use nix::unistd::{fork, ForkResult, Pid};
-use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType};
+use rk_driver::nsexec::{close_other_fds, Namespaces, Resident};
+use rk_driver::Channel;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -55,139 +54,69 @@ impl Kind {
 /// How long one answer may take (the helper only makes a socket).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The running helper; it is killed when this is dropped.
+/// The running helper; it is killed (and reaped) when this is dropped.
 #[derive(Debug)]
 pub struct NsSockets {
-    channel: Mutex<OwnedFd>,
-    pid: Pid,
+    channel: Mutex<Channel>,
+    process: Resident,
 }
 
 impl NsSockets {
     /// Forks the helper into the namespaces of `userns` and `netns`. Call
     /// this while the process is single-threaded.
     pub fn start(userns: BorrowedFd<'_>, netns: BorrowedFd<'_>) -> io::Result<NsSockets> {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )?;
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: the caller guarantees a single-threaded process, so the
-        // child may allocate; it only joins namespaces, serves requests and
-        // leaves with _exit.
-        match unsafe { fork() }? {
-            ForkResult::Child => {
-                drop(ours);
-                let code = helper_main(parent, userns.as_raw_fd(), netns.as_raw_fd(), theirs);
-                // SAFETY: _exit skips destructors and atexit handlers that
-                // belong to the parent's copy of the process state.
-                unsafe { libc::_exit(code) }
-            }
-            ForkResult::Parent { child } => {
-                drop(theirs);
-                let helper = NsSockets {
-                    channel: Mutex::new(ours),
-                    pid: child,
-                };
-                // The first answer says the helper got into the namespaces.
-                helper.get(Kind::ProcTcp)?;
-                Ok(helper)
-            }
-        }
+        let (ours, theirs) = Channel::pair().map_err(io::Error::other)?;
+        let namespaces = Namespaces {
+            userns: Some(userns),
+            netns,
+        };
+        let process = Resident::spawn("the namespace helper", Some(namespaces), true, move || {
+            helper_main(theirs)
+        })
+        .map_err(io::Error::other)?;
+        let helper = NsSockets {
+            channel: Mutex::new(ours),
+            process,
+        };
+        // The first answer says the helper is ready to serve.
+        helper.get(Kind::ProcTcp)?;
+        Ok(helper)
     }
 
     /// A new descriptor of `kind`, made inside the namespaces.
     pub fn get(&self, kind: Kind) -> io::Result<OwnedFd> {
         let channel = self.channel.lock().unwrap_or_else(|e| e.into_inner());
-        let fd = channel.as_raw_fd();
-        sendmsg::<UnixAddr>(
-            fd,
-            &[IoSlice::new(&[kind as u8])],
-            &[],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )?;
-        let mut pfd = [nix::poll::PollFd::new(
-            channel.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        let ms = ANSWER_TIMEOUT.as_millis() as u16;
-        if nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(ms))? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the namespace helper did not answer",
-            ));
-        }
-        let mut errno = [0u8; 4];
-        let mut space = nix::cmsg_space!([RawFd; 1]);
-        let mut iov = [IoSliceMut::new(&mut errno)];
-        let msg = recvmsg::<UnixAddr>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
-        let mut got = None;
-        for c in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                for raw in fds {
-                    // SAFETY: the kernel just installed this descriptor for
-                    // us; nobody else owns it.
-                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                    got.get_or_insert(owned);
-                }
-            }
-        }
-        if msg.bytes != 4 {
-            return Err(io::Error::new(
+        let gone = |e| {
+            io::Error::new(
                 io::ErrorKind::BrokenPipe,
-                "the namespace helper has gone",
-            ));
-        }
-        match i32::from_le_bytes(errno) {
-            0 => got.ok_or_else(|| io::Error::other("the namespace helper sent no descriptor")),
+                format!("the namespace helper: {e}"),
+            )
+        };
+        channel.send(&(kind as u8), &[]).map_err(gone)?;
+        let (errno, fds) = channel.recv::<i32>(Some(ANSWER_TIMEOUT)).map_err(gone)?;
+        match errno {
+            0 => fds
+                .into_iter()
+                .next()
+                .ok_or_else(|| io::Error::other("the namespace helper sent no descriptor")),
             e => Err(io::Error::from_raw_os_error(e)),
         }
     }
-}
 
-impl NsSockets {
     /// Sends the helper SIGKILL; [`Drop`] reaps it. Signalled early, it
     /// exits while the rest is torn down.
     pub fn kill(&self) {
-        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        self.process.kill();
     }
 }
 
-impl Drop for NsSockets {
-    /// Kills and reaps the helper: nothing of the driver's may outlive it,
-    /// not even a zombie.
-    fn drop(&mut self) {
-        self.kill();
-        while let Err(nix::Error::EINTR) = nix::sys::wait::waitpid(self.pid, None) {}
-    }
-}
-
-/// The helper process: joins the namespaces, keeps nothing of the driver's
-/// but its socket, and serves until the driver goes away.
-fn helper_main(parent: libc::pid_t, userns: RawFd, netns: RawFd, channel: OwnedFd) -> i32 {
-    // SAFETY: prctl, getppid with plain integer arguments.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        if libc::getppid() != parent {
-            return 1;
-        }
-    }
-    // SAFETY: setns on descriptors inherited from the parent, which keeps
-    // them open until after fork.
-    if unsafe { libc::setns(userns, libc::CLONE_NEWUSER) } != 0
-        || unsafe { libc::setns(netns, libc::CLONE_NEWNET) } != 0
-    {
-        let e = io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EPERM);
-        // Answer the first request with the reason.
-        let mut req = [0u8; 1];
-        let _ = nix::unistd::read(channel.as_fd(), &mut req);
-        let _ = nix::unistd::write(channel.as_fd(), &e.to_le_bytes());
-        return 1;
-    }
+/// The helper process, in the namespaces: keeps nothing of the driver's
+/// but its channel, gives up what it does not need, and serves until the
+/// driver goes away.
+fn helper_main(channel: Channel) -> i32 {
+    // Drop every descriptor inherited from the driver (the protocol
+    // socket above all) except the channel.
+    close_other_fds(&[channel.as_fd().as_raw_fd()]);
     // Joining the user namespace gave it every capability there, and a
     // socket remembers the capabilities of whoever opened it: a sock_diag
     // socket made with CAP_NET_ADMIN could destroy the child's sockets in
@@ -209,19 +138,6 @@ fn helper_main(parent: libc::pid_t, userns: RawFd, netns: RawFd, channel: OwnedF
     if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
         return 1;
     }
-    // Drop every descriptor inherited from the driver (the protocol
-    // socket above all) except the channel, moved to 3.
-    let channel = channel.as_raw_fd();
-    // SAFETY: dup2 and close_range on descriptor numbers of this process;
-    // nothing in this single-threaded process uses the closed ones again.
-    unsafe {
-        if channel != 3 && libc::dup2(channel, 3) != 3 {
-            return 1;
-        }
-        libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
-    }
-    // SAFETY: descriptor 3 is the channel, owned by nothing else now.
-    let channel = unsafe { OwnedFd::from_raw_fd(3) };
     // The tables are opened below this directory, held open for the
     // helper's life: Landlock's rule names it, and procfs makes a new
     // inode for a directory it looks up again once the old one was
@@ -237,7 +153,7 @@ fn helper_main(parent: libc::pid_t, userns: RawFd, netns: RawFd, channel: OwnedF
     // tables (docs/security.md). A kernel that refuses the filter is
     // reported, not fatal, as for the driver.
     if let Err(e) = crate::confinement::helper_policy().apply() {
-        eprintln!("rk-pasta: warning: the namespace helper runs without a sandbox: {e}");
+        log::warn!("the namespace helper runs without a sandbox: {e}");
     }
     serve(&channel, &tables);
     0
@@ -277,29 +193,17 @@ fn drop_capabilities() -> io::Result<()> {
     }
 }
 
-fn serve(channel: &OwnedFd, tables: &OwnedFd) {
-    let fd = channel.as_raw_fd();
-    loop {
-        let mut req = [0u8; 1];
-        match nix::unistd::read(channel.as_fd(), &mut req) {
-            Ok(1) => {}
-            Err(nix::Error::EINTR) => continue,
-            _ => return,
-        }
-        let made = match Kind::from_byte(req[0]) {
+fn serve(channel: &Channel, tables: &OwnedFd) {
+    while let Ok((request, _)) = channel.recv::<u8>(None) {
+        let made = match Kind::from_byte(request) {
             Some(kind) => make(kind, tables),
             None => Err(nix::Error::EINVAL),
         };
-        let errno = match &made {
-            Ok(_) => 0i32,
-            Err(e) => *e as i32,
+        let sent = match &made {
+            Ok(fd) => channel.send(&0i32, &[fd.as_fd()]),
+            Err(e) => channel.send(&(*e as i32), &[]),
         };
-        let bytes = errno.to_le_bytes();
-        let iov = [IoSlice::new(&bytes)];
-        let raw: Vec<RawFd> = made.iter().map(|f| f.as_raw_fd()).collect();
-        let rights = [ControlMessage::ScmRights(&raw)];
-        let cmsgs: &[ControlMessage] = if raw.is_empty() { &[] } else { &rights };
-        if sendmsg::<UnixAddr>(fd, &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None).is_err() {
+        if sent.is_err() {
             return;
         }
     }
