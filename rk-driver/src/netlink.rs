@@ -11,7 +11,8 @@
 
 use netlink_packet_core::{
     NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
-    NLMSG_ALIGNTO, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+    NlasIterator, NLMSG_ALIGNTO, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{
     AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope,
@@ -41,8 +42,13 @@ const NLMSG_HEADER_LEN: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
-    #[error("{operation}: {errno}")]
-    Refused { operation: String, errno: io::Error },
+    #[error("{operation}: {errno}{}", kernel.as_ref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    Refused {
+        operation: String,
+        errno: io::Error,
+        /// The kernel's own explanation (extended acknowledgement).
+        kernel: Option<String>,
+    },
     #[error("{operation}: no interface named {name} in that network namespace")]
     NoSuchInterface { operation: String, name: String },
     #[error("{operation}: unexpected netlink answer: {detail}")]
@@ -65,6 +71,7 @@ impl NetlinkError {
 /// Why a request failed, before the caller names the operation.
 enum Failure {
     Errno(io::Error),
+    Kernel(io::Error, Option<String>),
     Unexpected(String),
     Timeout,
 }
@@ -72,7 +79,7 @@ enum Failure {
 impl Failure {
     fn errno(&self) -> Option<i32> {
         match self {
-            Failure::Errno(e) => e.raw_os_error(),
+            Failure::Errno(e) | Failure::Kernel(e, _) => e.raw_os_error(),
             _ => None,
         }
     }
@@ -80,7 +87,16 @@ impl Failure {
     fn during(self, operation: impl Into<String>) -> NetlinkError {
         let operation = operation.into();
         match self {
-            Failure::Errno(errno) => NetlinkError::Refused { operation, errno },
+            Failure::Errno(errno) => NetlinkError::Refused {
+                operation,
+                errno,
+                kernel: None,
+            },
+            Failure::Kernel(errno, kernel) => NetlinkError::Refused {
+                operation,
+                errno,
+                kernel,
+            },
             Failure::Unexpected(detail) => NetlinkError::Unexpected { operation, detail },
             Failure::Timeout => NetlinkError::Timeout { operation },
         }
@@ -137,6 +153,21 @@ impl NetlinkSocket<OwnedFd> {
             protocol,
         )?;
         bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+        // Both only improve error reports (the kernel's own explanation,
+        // without our request echoed back); kernels before 4.12 lack them.
+        for option in [libc::NETLINK_EXT_ACK, libc::NETLINK_CAP_ACK] {
+            let on: libc::c_int = 1;
+            // SAFETY: setsockopt reads an int that lives across the call.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_NETLINK,
+                    option,
+                    (&on as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
         Ok(NetlinkSocket { fd, sequence: 0 })
     }
 
@@ -394,12 +425,13 @@ where
         if message.header.sequence_number != sequence {
             continue;
         }
+        let flags = message.header.flags;
         match message.payload {
             NetlinkPayload::InnerMessage(m) => replies.push(m),
             NetlinkPayload::Error(e) => {
                 return Ok(Some(match e.code {
                     None => Ok(()),
-                    Some(_) => Err(Failure::Errno(e.to_io())),
+                    Some(_) => Err(Failure::Kernel(e.to_io(), kernel_says(flags, &e.header))),
                 }))
             }
             NetlinkPayload::Done(_) => return Ok(Some(Ok(()))),
@@ -408,6 +440,27 @@ where
         }
     }
     Ok(None)
+}
+
+/// The kernel's explanation (`NLMSGERR_ATTR_MSG`) in what follows the
+/// errno of an NLMSG_ERROR: the request (only its header if the answer
+/// is capped), then attributes.
+fn kernel_says(flags: u16, after_errno: &[u8]) -> Option<String> {
+    const NLMSGERR_ATTR_MSG: u16 = 1;
+    if flags & NLM_F_ACK_TLVS == 0 {
+        return None;
+    }
+    let skip = match flags & NLM_F_CAPPED {
+        0 => u32::from_ne_bytes(after_errno.get(..4)?.try_into().ok()?) as usize,
+        _ => NLMSG_HEADER_LEN,
+    };
+    let text = NlasIterator::new(after_errno.get(skip..)?)
+        .map_while(Result::ok)
+        .find(|a| a.kind() == NLMSGERR_ATTR_MSG)?
+        .value()
+        .to_vec();
+    let text = String::from_utf8_lossy(text.strip_suffix(&[0]).unwrap_or(&text));
+    Some(text.into_owned())
 }
 
 fn family(address: IpAddr) -> AddressFamily {
@@ -480,6 +533,24 @@ mod tests {
             };
             if nl.delete_link(&ghost).is_err() {
                 return 17;
+            }
+            // The kernel explains a refusal (extended acknowledgement).
+            let _tap = crate::tap::open(&crate::tap::TapConfig::new("rkt0")).unwrap();
+            let Ok(tap) = nl.link("rkt0") else { return 20 };
+            let too_big = LinkChange {
+                mtu: Some(70000),
+                ..LinkChange::default()
+            };
+            match nl.set_link(&tap, too_big) {
+                Err(NetlinkError::Refused {
+                    errno,
+                    kernel: Some(why),
+                    ..
+                }) if errno.raw_os_error() == Some(libc::EINVAL) && why.contains("mtu") => {}
+                other => {
+                    eprintln!("{other:?}");
+                    return 21;
+                }
             }
             match nl.set_link(&ghost, up) {
                 Err(e)
