@@ -11,8 +11,8 @@
 //! pass it (`tests/tests/conformance.rs`).
 //!
 //! ```no_run
-//! use rk_driver::testing::{RunAs, Suite};
-//! let suite = Suite::new(env!("CARGO_BIN_EXE_rk-mydriver"));
+//! // In a test of the driver's crate: env!("CARGO_BIN_EXE_rk-mydriver").
+//! let suite = rk_driver::testing::Suite::new("target/debug/rk-mydriver");
 //! suite.assert_conformant();
 //! ```
 
