@@ -18,33 +18,6 @@ use std::sync::OnceLock;
 /// slirp4netns's API socket, for `--port-driver=slirp4netns` (RootlessKit's name).
 const SLIRP4NETNS_API_SOCKET: &str = ".s4nn.sock";
 
-/// The capability a network driver announces for the port driver `name`.
-pub fn capability(name: &str) -> String {
-    format!("port-driver:{name}")
-}
-
-/// Port drivers that live in the network driver must be announced by it.
-pub fn check_driver_offers(settings: &Settings, driver: &DriverProcess) -> Result<(), String> {
-    let name = settings.port_driver.as_str();
-    if !matches!(name, "slirp4netns" | "gvisor-tap-vsock") {
-        return Ok(());
-    }
-    if driver
-        .info
-        .capabilities
-        .iter()
-        .any(|c| *c == capability(name))
-    {
-        return Ok(());
-    }
-    Err(format!(
-        "network driver {} ({}) does not offer --port-driver={name} (it lacks the capability {:?}); use --port-driver=builtin",
-        driver.info.driver,
-        driver.info.version,
-        capability(name)
-    ))
-}
-
 /// The options sent with `configure`.
 pub fn driver_options(settings: &Settings, state: &StateDir) -> BTreeMap<String, String> {
     let mut options: BTreeMap<String, String> = settings.driver_options.iter().cloned().collect();
@@ -165,8 +138,12 @@ pub fn start(
             rk_ports::implicit::Implicit::new(),
         )))),
         _ => {
-            let offered =
-                driver.filter(|d| d.info.capabilities.iter().any(|c| *c == capability(name)));
+            let offered = driver.filter(|d| {
+                d.info
+                    .capabilities
+                    .iter()
+                    .any(|c| *c == crate::capabilities::port_driver_capability(name))
+            });
             match offered {
                 Some(d) => {
                     let channel = d

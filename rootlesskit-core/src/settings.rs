@@ -108,7 +108,7 @@ pub fn validate(cli: &Cli) -> Result<(Settings, Vec<String>)> {
                 warnings.push(format!("--mtu is ignored for --net={what}"));
             }
             if cli.detach_netns && net == NetMode::Host {
-                return Err("--detach-netns needs a network namespace: choose --net=slirp4netns, pasta, … (not host)".into());
+                return Err("--detach-netns needs a network namespace: choose a network driver with --net=NAME, not host (rootlesskit --list-drivers lists the installed ones)".into());
             }
         }
         // What a driver honours is read from its hello (capabilities.rs).
@@ -216,7 +216,7 @@ fn absolute(p: &str) -> PathBuf {
 /// `--net`: `host`, `none`, or a driver name (aliases resolved).
 pub fn parse_net(s: &str) -> Result<NetMode> {
     match s {
-        "" => Err("unknown network mode \"\" (--net= is empty): choose host, none, slirp4netns, pasta, vpnkit, lxc-user-nic, gvisor-tap-vsock, or the name of an installed rk-NAME driver".into()),
+        "" => Err("unknown network mode \"\" (--net= is empty): choose host, none, or the name of an installed network driver (rootlesskit --list-drivers lists them)".into()),
         "host" => Ok(NetMode::Host),
         "none" => Ok(NetMode::Isolated),
         "gvisor-tap-vsock" | "gvisortapvsock" => Ok(NetMode::Driver("gvtap".into())),
@@ -355,7 +355,7 @@ fn check_port_driver(cli: &Cli, net: &NetMode) -> Result<String> {
     match (name, net) {
         ("none", _) if !cli.publish.is_empty() => Err("-p/--publish needs a port driver: add --port-driver=builtin (or one your network driver offers)".into()),
         ("none", _) => Ok(name.to_owned()),
-        ("builtin", NetMode::Host) => Err("--port-driver=builtin needs a network namespace, but --net=host shares the host's: choose a network driver (e.g. --net=slirp4netns) or --port-driver=none".into()),
+        ("builtin", NetMode::Host) => Err("--port-driver=builtin needs a network namespace, but --net=host shares the host's: choose a network driver (--net=NAME; rootlesskit --list-drivers lists them) or --port-driver=none".into()),
         ("builtin", _) => Ok(name.to_owned()),
         (other, NetMode::Host | NetMode::Isolated) => Err(format!(
             "--port-driver={other} is offered by network drivers, and --net={} has none: use --port-driver=builtin, or choose a network driver that offers it",
