@@ -48,7 +48,9 @@ pub enum OptionError {
 pub struct Options {
     /// `None`: look in the distributions' usual places.
     pub binary: Option<PathBuf>,
+    /// The bridge the veth joins (`--lxc-user-nic-bridge`).
     pub bridge: String,
+    /// The veth's name inside the namespace.
     pub ifname: String,
     /// `None`: the DHCP server's interface MTU, else [`DEFAULT_MTU`].
     pub mtu: Option<u32>,
@@ -58,11 +60,12 @@ pub struct Options {
 
 impl Options {
     pub fn parse(req: &ConfigureRequest) -> Result<Self, OptionError> {
-        if req.cidr.is_some() {
-            return Err(OptionError::Cidr);
-        }
+        // The bridge's DHCP server decides the addresses.
         if req.ipv6 {
             return Err(OptionError::Ipv6);
+        }
+        if req.cidr.is_some() {
+            return Err(OptionError::Cidr);
         }
         if let Some(mtu) = req.mtu.filter(|m| !MTU_RANGE.contains(m)) {
             return Err(OptionError::BadMtu(mtu));

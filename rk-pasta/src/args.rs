@@ -1,8 +1,8 @@
 //! The command line pasta is started with.
 
-use crate::network::Network;
 use crate::nspaths::NsPaths;
 use crate::probe::{Opt, Probe, ProbeError};
+use rk_driver::plan::RequestedNetwork as Network;
 
 /// pasta's log goes to its stderr, which the driver reads: `--log-file`
 /// keeps it off syslog (pasta logs there unless told otherwise), and
@@ -117,7 +117,7 @@ mod tests {
             ipv6,
             ..Default::default()
         };
-        Network::from_request(&request, &crate::network::SHAPE).unwrap()
+        Network::from_request(&request, &crate::driver::SHAPE).unwrap()
     }
 
     fn paths() -> NsPaths {

@@ -3,10 +3,10 @@
 
 use crate::args::{Invocation, PastaPorts};
 use crate::launch::Pasta;
-use crate::network::{Network, SHAPE};
 use crate::options::{DriverOptions, Ports};
 use crate::portfwd::{self, AutoForwarder, Forwarding};
 use crate::probe::{self, Probe};
+use rk_driver::plan::{RequestedNetwork as Network, Shape};
 use rk_driver::{
     ConfigureRequest, Context, Driver, DriverError, DriverInfo, Ipv6Net, NamespaceFds,
     NetworkConfig,
@@ -25,6 +25,13 @@ pub const CAPABILITIES: [&str; 8] = [
     "detach-netns",
     "sandbox",
 ];
+
+/// pasta's network: RootlessKit's user-mode plan (the child at
+/// network+100, the gateway at +2, pasta's DNS forwarder at +3); pasta
+/// configures the interface itself (`--config-net`) and, with `--ipv6`,
+/// copies the host's IPv6 addresses. It refuses an MTU larger than 65520
+/// (ETH_MAX_MTU rounded down to 32 bits).
+pub const SHAPE: Shape = Shape::user_mode("pasta", 65520);
 
 /// The pasta network driver: one pasta per configured network.
 #[derive(Debug, Default)]
@@ -329,5 +336,26 @@ mod tests {
     fn prefix_of_an_address_not_on_the_host_is_64() {
         assert_eq!(host_prefix_len("fd99::1234".parse().unwrap()), 64);
         assert_eq!(host_prefix_len(Ipv6Addr::LOCALHOST), 128);
+    }
+
+    #[test]
+    fn cidr_moves_every_address_and_the_mtu_limit_is_pastas() {
+        let req = rk_driver::ConfigureRequest {
+            cidr: Some("10.0.3.0/25".parse().unwrap()),
+            ..Default::default()
+        };
+        let n = Network::from_request(&req, &SHAPE).unwrap();
+        assert_eq!(n.plan.guest, std::net::Ipv4Addr::new(10, 0, 3, 100));
+        assert_eq!(n.plan.gateway, std::net::Ipv4Addr::new(10, 0, 3, 2));
+        assert_eq!(n.plan.dns, std::net::Ipv4Addr::new(10, 0, 3, 3));
+        let req = rk_driver::ConfigureRequest {
+            mtu: Some(65521),
+            ..Default::default()
+        };
+        let e = Network::from_request(&req, &SHAPE).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--mtu=65521 is out of range: pasta takes 68..65520 (default 65520)"
+        );
     }
 }

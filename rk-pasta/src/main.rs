@@ -9,7 +9,6 @@ mod confinement;
 mod contain;
 mod driver;
 mod launch;
-mod network;
 mod nspaths;
 mod options;
 mod output;

@@ -1,7 +1,7 @@
 //! The slirp4netns command line.
 
-use crate::network::Network;
 use crate::plan::Plan;
+use rk_driver::plan::RequestedNetwork as Network;
 use rk_driver::Ipv4Net;
 use std::ffi::OsString;
 use std::os::fd::RawFd;
@@ -98,7 +98,7 @@ impl<'a> Invocation<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::SHAPE;
+    use crate::plan::SHAPE;
 
     const FDS: ChildFds = ChildFds {
         netns: 4,

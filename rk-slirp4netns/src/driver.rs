@@ -4,10 +4,10 @@
 use crate::host::Host;
 use crate::hostfwd::{HostForwards, PORT_DRIVER};
 use crate::launch::{Launch, Slirp};
-use crate::network::{Network, SHAPE};
 use crate::options::DriverOptions;
-use crate::plan::{self, Plan, Wants};
+use crate::plan::{self, Plan, Wants, SHAPE};
 use crate::probe::{self, Probe};
+use rk_driver::plan::RequestedNetwork as Network;
 use rk_driver::{
     ConfigureRequest, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig,
     PortDriverOffer, PortRule,
@@ -41,10 +41,12 @@ impl Driver for Slirp4netns {
         request: ConfigureRequest,
         namespaces: NamespaceFds,
     ) -> Result<NetworkConfig, DriverError> {
-        if self.running.is_some() {
-            return Err(DriverError::new(
-                "configure sent twice: this driver runs one slirp4netns per network",
-            ));
+        if let Some(slirp) = &self.running {
+            return Err(DriverError::new(format!(
+                "configure sent twice: this driver runs one slirp4netns per network \
+                 (pid {} runs this one)",
+                slirp.pid()
+            )));
         }
         // Nothing this driver runs (slirp4netns, its probes) may gain
         // privileges; threads started from here on inherit this.

@@ -2,11 +2,11 @@
 //! waiting until it is ready, and stopping it.
 
 use crate::args::{ChildFds, Invocation};
-use crate::network::Network;
 use crate::plan::Plan;
 use crate::probe::SLIRP4NETNS;
 use rk_driver::helper::spawn::{our_stderr, pipe};
 use rk_driver::helper::{HelperCommand, OutputTail, Progress, Running, StartError};
+use rk_driver::plan::RequestedNetwork as Network;
 use rk_driver::NamespaceFds;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

@@ -11,7 +11,6 @@ mod driver;
 mod host;
 mod hostfwd;
 mod launch;
-mod network;
 mod options;
 mod plan;
 mod probe;

@@ -2,10 +2,10 @@
 //! whether the probed binary has them, and what `auto` turns into.
 
 use crate::host::Host;
-use crate::network::Network;
 use crate::options::{DriverOptions, Mode, API_SOCKET, SANDBOX, SECCOMP};
 use crate::probe::{Flag, Probe};
 use rk_driver::helper::Version;
+use rk_driver::plan::{RequestedNetwork as Network, Shape};
 use std::path::PathBuf;
 
 /// The first release whose sandbox also binds an `/etc/resolv.conf` that
@@ -34,10 +34,18 @@ pub enum PlanError {
     KernelSeccomp,
 }
 
+/// slirp4netns's network: RootlessKit's user-mode plan (gateway at
+/// network+2, DNS forwarder at +3, the guest at +100; with `--enable-ipv6`
+/// `fd00::/64`, gateway `fd00::2`, DNS `fd00::3`); slirp4netns refuses an
+/// MTU larger than 65521.
+pub const SHAPE: Shape = Shape::user_mode("slirp4netns", 65521);
+
 /// What the request, the options and the binary settle on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    /// `--enable-sandbox`.
     pub sandbox: bool,
+    /// `--enable-seccomp`.
     pub seccomp: bool,
     /// Why `auto` went the way it did, for the debug log.
     pub notes: Vec<String>,
@@ -219,7 +227,7 @@ mod tests {
 
     fn case() -> Case {
         Case {
-            net: Network::from_request(&Default::default(), &crate::network::SHAPE).unwrap(),
+            net: Network::from_request(&Default::default(), &SHAPE).unwrap(),
             wants: Wants::default(),
             options: DriverOptions::parse(&Default::default()).unwrap(),
             probe: probe_of(HELP_1_2_0, "1.2.0"),
@@ -364,5 +372,34 @@ mod tests {
         let mut fixed = case().probe(probe_of(HELP_1_2_0, "1.2.1"));
         fixed.host.escaped_resolv_conf = Some(PathBuf::from("/mnt/wsl/resolv.conf"));
         assert!(fixed.plan().sandbox);
+    }
+
+    #[test]
+    fn defaults_and_limits_are_slirp4netns_s() {
+        let req = rk_driver::ConfigureRequest {
+            ipv6: true,
+            mtu: Some(65521),
+            ..Default::default()
+        };
+        let cfg = Network::from_request(&req, &SHAPE).unwrap().config();
+        assert_eq!(cfg.interface, "tap0");
+        assert_eq!(cfg.ipv4, Some("10.0.2.100/24".parse().unwrap()));
+        assert_eq!(cfg.gateway4, Some("10.0.2.2".parse().unwrap()));
+        assert_eq!(cfg.ipv6, Some("fd00::100/64".parse().unwrap()));
+        assert_eq!(cfg.gateway6, Some("fd00::2".parse().unwrap()));
+        let dns: Vec<String> = cfg.dns.iter().map(ToString::to_string).collect();
+        assert_eq!(dns, ["10.0.2.3", "fd00::3"]);
+        assert_eq!(cfg.mtu, 65521);
+        let too_big = rk_driver::ConfigureRequest {
+            mtu: Some(65522),
+            ..Default::default()
+        };
+        let e = Network::from_request(&too_big, &SHAPE).unwrap_err();
+        assert!(e.to_string().contains("slirp4netns takes 68..65521"), "{e}");
+        let small = rk_driver::ConfigureRequest {
+            cidr: Some("10.0.2.0/26".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(Network::from_request(&small, &SHAPE).is_err());
     }
 }
