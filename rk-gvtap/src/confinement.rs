@@ -48,10 +48,6 @@ mod tests {
     use super::*;
     use rk_driver::confine::probe::{self, KILLED};
 
-    fn in_child(probe: fn() -> i32) -> i32 {
-        probe::run_confined(&policy(), probe)
-    }
-
     #[test]
     fn resolv_conf_and_inet_sockets_work() {
         fn probe() -> i32 {
@@ -68,18 +64,20 @@ mod tests {
             }
             0
         }
-        assert_eq!(in_child(probe), 0);
+        assert_eq!(probe::run_confined(&policy(), probe), 0);
     }
 
     #[test]
     fn a_netlink_socket_kills_the_process() {
-        assert_eq!(in_child(|| probe::socket_of(libc::AF_NETLINK)), KILLED);
+        let netlink = || probe::socket_of(libc::AF_NETLINK);
+        assert_eq!(probe::run_confined(&policy(), netlink), KILLED);
     }
 
     #[test]
     fn files_outside_etc_are_refused() {
         if rk_driver::confine::kernel_landlock_abi() > 0 {
-            assert_eq!(in_child(|| probe::open("/proc/self/status")), libc::EACCES);
+            let status = || probe::open("/proc/self/status");
+            assert_eq!(probe::run_confined(&policy(), status), libc::EACCES);
         }
     }
 }

@@ -109,6 +109,28 @@ pub fn socket_of(family: libc::c_int) -> i32 {
     socket(family, ty, 0)
 }
 
+pub fn unix_socket() -> i32 {
+    socket_of(libc::AF_UNIX)
+}
+
+pub fn netlink_socket() -> i32 {
+    socket_of(libc::AF_NETLINK)
+}
+
+pub fn packet_socket() -> i32 {
+    socket_of(libc::AF_PACKET)
+}
+
+/// A TCP socket over IPv4.
+pub fn tcp_socket() -> i32 {
+    socket_of(libc::AF_INET)
+}
+
+/// A TCP socket over IPv6.
+pub fn tcp6_socket() -> i32 {
+    socket_of(libc::AF_INET6)
+}
+
 /// Binds a new UDP socket on 127.0.0.1.
 pub fn udp_socket() -> i32 {
     errno_of(std::net::UdpSocket::bind("127.0.0.1:0"))
@@ -158,4 +180,40 @@ pub fn signal_helpers(policy: &Confinement) -> io::Result<(i32, i32)> {
     }
     helper.wait()?;
     Ok((through_pidfd, run_confined(policy, kill_parent)))
+}
+
+/// A probe, and what it tries (for messages).
+#[derive(Debug, Clone, Copy)]
+pub struct Probe(pub &'static str, pub fn() -> i32);
+
+pub const OPEN_A_FILE: Probe = Probe("opening /etc/hostname", open_a_file);
+pub const EXEC: Probe = Probe("exec", exec_true);
+pub const PTRACE: Probe = Probe("ptrace", ptrace_parent);
+pub const SETNS: Probe = Probe("setns", setns_net);
+pub const KILL: Probe = Probe("kill(2) of another process", kill_parent);
+pub const UNIX_SOCKET: Probe = Probe("an AF_UNIX socket", unix_socket);
+pub const NETLINK_SOCKET: Probe = Probe("an AF_NETLINK socket", netlink_socket);
+pub const PACKET_SOCKET: Probe = Probe("an AF_PACKET socket", packet_socket);
+pub const TCP_SOCKET: Probe = Probe("a TCP socket", tcp_socket);
+pub const TCP6_SOCKET: Probe = Probe("a TCP socket over IPv6", tcp6_socket);
+pub const UDP_SOCKET: Probe = Probe("a UDP socket", udp_socket);
+
+/// What no process of ours may do once confined, whatever its policy:
+/// execute a program, trace another, join a namespace.
+pub const NEVER: &[Probe] = &[EXEC, PTRACE, SETNS];
+
+/// Runs each probe under `policy`; `Err` lists those that did not end
+/// with `expected` (0, an errno, or [`KILLED`]), and what they gave.
+pub fn expect_all(policy: &Confinement, expected: i32, probes: &[Probe]) -> Result<(), String> {
+    let wrong: Vec<String> = probes
+        .iter()
+        .map(|Probe(what, probe)| (what, run_confined(policy, probe)))
+        .filter(|(_, got)| *got != expected)
+        .map(|(what, got)| format!("{what}: {got}"))
+        .collect();
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("expected {expected}, got {}", wrong.join(", ")))
+    }
 }

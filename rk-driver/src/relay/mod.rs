@@ -48,19 +48,14 @@ pub trait Inside {
     /// close-on-exec: TCP if `stream`, else UDP.
     fn socket(&mut self, target: SocketAddr, stream: bool) -> io::Result<OwnedFd>;
 
-    /// Binds `fd`, about to connect to `target`, to the `client`'s address
-    /// where that can be done, so that the server inside sees the client.
-    /// Returns the client address when a route back to it was set up for
-    /// this socket, to [`release`](Self::release) when it closes; a UDP
-    /// socket with one stays unconnected and sends with sendto (a server
-    /// bound to a wildcard address answers a non-local client from the
-    /// address routing picks, which a connected socket would refuse).
-    fn bind_client(
-        &mut self,
-        _fd: BorrowedFd<'_>,
-        _target: SocketAddr,
-        _client: SocketAddr,
-    ) -> Option<IpAddr> {
+    /// Binds `fd`, about to connect to `to`, to the client's address
+    /// `from` where that can be done, so that the server inside sees the
+    /// client. Returns the client address when a route back to it was set
+    /// up for this socket, to [`release`](Self::release) when it closes; a
+    /// UDP socket with one stays unconnected and sends with sendto (a
+    /// server bound to a wildcard address answers a non-local client from
+    /// the address routing picks, which a connected socket would refuse).
+    fn bind_client(&mut self, _: BorrowedFd, _to: SocketAddr, _from: SocketAddr) -> Option<IpAddr> {
         None
     }
 

@@ -99,6 +99,19 @@ fn empty_sockaddr() -> (libc::sockaddr_storage, libc::socklen_t) {
     (storage, len)
 }
 
+/// Runs `call`, a system call that writes an address, with room for one;
+/// returns its result and the address, if it wrote a whole one.
+fn with_address<R>(
+    call: impl FnOnce(*mut libc::sockaddr, *mut libc::socklen_t) -> R,
+) -> (R, Option<SocketAddr>) {
+    let (mut storage, mut len) = empty_sockaddr();
+    let r = call(
+        (&mut storage as *mut libc::sockaddr_storage).cast(),
+        &mut len,
+    );
+    (r, sockaddr(&storage, len))
+}
+
 /// `addr` as a sockaddr for the kernel, and its length.
 fn raw_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     let (mut storage, _) = empty_sockaddr();
@@ -130,20 +143,20 @@ fn raw_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 /// policies refuse), and the peer's address when the kernel gave one.
 pub fn accept(listener: BorrowedFd<'_>) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
     loop {
-        let (mut storage, mut len) = empty_sockaddr();
-        // SAFETY: the address buffer is valid for `len` bytes; the returned
-        // descriptor is new and owned by nobody else.
-        let r = unsafe {
-            libc::accept4(
-                listener.as_raw_fd(),
-                (&mut storage as *mut libc::sockaddr_storage).cast(),
-                &mut len,
-                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            )
-        };
+        let (r, peer) = with_address(|addr, len| {
+            // SAFETY: the address buffer is valid for `len` bytes.
+            unsafe {
+                libc::accept4(
+                    listener.as_raw_fd(),
+                    addr,
+                    len,
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            }
+        });
         match check(r) {
-            // SAFETY: see above.
-            Ok(fd) => return Ok((unsafe { OwnedFd::from_raw_fd(fd) }, sockaddr(&storage, len))),
+            // SAFETY: the descriptor is new and owned by nobody else.
+            Ok(fd) => return Ok((unsafe { OwnedFd::from_raw_fd(fd) }, peer)),
             Err(e) if interrupted(&e) => continue,
             Err(e) => return Err(e),
         }
@@ -175,20 +188,13 @@ pub fn connect(fd: BorrowedFd<'_>, addr: SocketAddr) -> io::Result<bool> {
 /// recvfrom(2) without waiting: the datagram's length and sender, `None`
 /// for the sender when the kernel gave no usable address.
 pub fn recv_from(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Option<SocketAddr>)> {
-    let (mut storage, mut len) = empty_sockaddr();
-    // SAFETY: the buffer and the address storage are valid for the sizes
-    // passed; the kernel writes at most that much.
-    let n = check(unsafe {
-        libc::recvfrom(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-            (&mut storage as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    })?;
-    Ok((n as usize, sockaddr(&storage, len)))
+    let (raw, data, size) = (fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len());
+    // SAFETY: the buffer and the address are valid for the sizes passed;
+    // the kernel writes at most that much.
+    let call =
+        |addr, len| unsafe { libc::recvfrom(raw, data, size, libc::MSG_DONTWAIT, addr, len) };
+    let (n, from) = with_address(call);
+    Ok((check(n)? as usize, from))
 }
 
 /// sendto(2) without waiting; `to: None` sends on a connected socket.
@@ -234,15 +240,9 @@ pub fn connect_finished(fd: BorrowedFd<'_>) -> io::Result<bool> {
     if err != 0 {
         return Err(io::Error::from_raw_os_error(err));
     }
-    let (mut storage, mut len) = empty_sockaddr();
-    // SAFETY: as for recvfrom's address. Still connecting: ENOTCONN.
-    let r = unsafe {
-        libc::getpeername(
-            fd.as_raw_fd(),
-            (&mut storage as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    };
+    // Still connecting: ENOTCONN.
+    // SAFETY: the address buffer is valid for `len` bytes.
+    let (r, _) = with_address(|addr, len| unsafe { libc::getpeername(fd.as_raw_fd(), addr, len) });
     Ok(r == 0)
 }
 

@@ -35,12 +35,7 @@ impl Inside for Loopback {
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
-    fn bind_client(
-        &mut self,
-        _: BorrowedFd<'_>,
-        _: SocketAddr,
-        client: SocketAddr,
-    ) -> Option<IpAddr> {
+    fn bind_client(&mut self, _: BorrowedFd, _: SocketAddr, client: SocketAddr) -> Option<IpAddr> {
         let _ = self.clients.send(client);
         None
     }

@@ -110,13 +110,8 @@ impl relay::Inside for Inside {
         Ok(s.into())
     }
 
-    fn bind_client(
-        &mut self,
-        fd: BorrowedFd<'_>,
-        target: SocketAddr,
-        client: SocketAddr,
-    ) -> Option<IpAddr> {
-        self.bind_source(&SockRef::from(&fd), target, client)
+    fn bind_client(&mut self, fd: BorrowedFd, to: SocketAddr, from: SocketAddr) -> Option<IpAddr> {
+        self.bind_source(&SockRef::from(&fd), to, from)
     }
 
     fn release(&mut self, client: IpAddr) {
