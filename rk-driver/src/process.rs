@@ -85,18 +85,7 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Resu
 /// Waits up to `ms` milliseconds for a pidfd to turn readable (the process
 /// exited); `true` if it did.
 pub fn wait_exit(pidfd: BorrowedFd<'_>, ms: u16) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(ms.into());
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let left_ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(left_ms)) {
-            Ok(n) => return n > 0,
-            Err(nix::Error::EINTR) if !left.is_zero() => continue,
-            Err(_) => return false,
-        }
-    }
+    crate::fdio::wait_readable(pidfd, std::time::Duration::from_millis(ms.into())).unwrap_or(false)
 }
 
 /// A started helper program that is killed when this value is dropped.
@@ -139,15 +128,6 @@ impl Supervised {
     /// The exit status, if it has exited.
     pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         self.child.try_wait()
-    }
-
-    /// A sentence saying how it ended, for error messages.
-    pub fn describe_exit(&mut self) -> String {
-        match self.child.try_wait() {
-            Ok(Some(st)) => format!("{} (pid {}) exited: {}", self.name, self.pid(), st),
-            Ok(None) => format!("{} (pid {}) is still running", self.name, self.pid()),
-            Err(e) => format!("{} (pid {}): {}", self.name, self.pid(), e),
-        }
     }
 
     /// SIGKILL at once and reap, for programs that keep nothing worth a
@@ -196,5 +176,47 @@ impl Drop for Supervised {
         if !self.killed {
             self.terminate();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::process::Stdio;
+
+    #[test]
+    fn a_supervised_program_is_stopped_and_reaped_when_dropped() {
+        let p = Supervised::spawn("sleep", Command::new("sleep").arg("30")).unwrap();
+        let pid = p.pid();
+        assert_eq!(p.name(), "sleep");
+        assert!(!wait_exit(p.exit_fd(), 50));
+        drop(p);
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "not reaped");
+    }
+
+    #[test]
+    fn the_pidfd_turns_readable_at_exit() {
+        let mut p = Supervised::spawn("true", &mut Command::new("true")).unwrap();
+        assert!(wait_exit(p.exit_fd(), 5000));
+        assert!(p.try_wait().unwrap().unwrap().success());
+    }
+
+    #[test]
+    fn programs_start_with_an_empty_signal_mask() {
+        // SAFETY: blocks SIGUSR1 in this test's thread only.
+        unsafe {
+            let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(set.as_mut_ptr());
+            libc::sigaddset(set.as_mut_ptr(), libc::SIGUSR1);
+            libc::pthread_sigmask(libc::SIG_BLOCK, set.as_ptr(), std::ptr::null_mut());
+        }
+        let mut cmd = Command::new("grep");
+        cmd.args(["^SigBlk:", "/proc/self/status"])
+            .stdout(Stdio::piped());
+        kill_with_parent(&mut cmd);
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.trim(), "SigBlk:\t0000000000000000");
     }
 }
