@@ -48,9 +48,8 @@ impl Driver for VpnkitDriver {
         let settings =
             Settings::from_request(&request).map_err(|e| DriverError::new(e.to_string()))?;
         if let Some(w) = settings.mtu_warning() {
-            eprintln!("rk-vpnkit: warning: {w}");
+            log::warn!("{w}");
         }
-        let debug = debug_enabled();
         self.socket = Some(settings.socket.clone());
         let vpnkit = self.vpnkit.insert(Vpnkit::start(&settings)?);
         let stream = vpnkit.connect(&settings)?;
@@ -70,27 +69,25 @@ impl Driver for VpnkitDriver {
         let vif = link.vif;
         let mtu = u32::from(vif.mtu);
         if mtu != settings.mtu {
-            eprintln!(
-                "rk-vpnkit: warning: vpnkit set the link MTU to {mtu}, not the {} asked for; using {mtu}",
+            log::warn!(
+                "vpnkit set the link MTU to {mtu}, not the {} asked for; using {mtu}",
                 settings.mtu
             );
         }
-        if debug {
-            eprintln!(
-                "rk-vpnkit: connected as {} with MAC {}, MTU {mtu}, max packet {}",
-                link.uuid,
-                format_mac(&vif.mac),
-                vif.max_packet_size
-            );
-        }
+        log::debug!(
+            "connected as {} with MAC {}, MTU {mtu}, max packet {}",
+            link.uuid,
+            format_mac(&vif.mac),
+            vif.max_packet_size
+        );
         let addr = address::obtain(&mut link, Instant::now() + DHCP_TIMEOUT)
             .map_err(|e| DriverError::new(format!("{e}{}", vpnkit.said())))?;
-        if debug {
-            eprintln!(
-                "rk-vpnkit: DHCP: {} via {:?}, DNS {:?}",
-                addr.cidr, addr.gateway, addr.dns
-            );
-        }
+        log::debug!(
+            "DHCP: {} via {:?}, DNS {:?}",
+            addr.cidr,
+            addr.gateway,
+            addr.dns
+        );
         let ifname = settings.ifname.clone();
         let tap = rk_driver::nsexec::run_in_namespaces(
             Some(namespaces.userns.as_fd()),
@@ -107,7 +104,9 @@ impl Driver for VpnkitDriver {
         // and before its threads start (so that Landlock covers them too).
         let started = Instant::now();
         let sandbox = crate::confinement::confine();
-        if debug {
+        // Printed as before the log facade: tests/tests/vpnkit.rs reads
+        // these words (and the frame counts at shutdown).
+        if debug_enabled() {
             eprintln!(
                 "rk-vpnkit: sandbox: {sandbox} (applied in {:.2} ms)",
                 started.elapsed().as_secs_f64() * 1000.0
