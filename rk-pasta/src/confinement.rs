@@ -70,14 +70,17 @@ pub fn confine_driver(forwards: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{driver_policy, helper_policy, NET_TABLES};
     use rk_driver::confine::probe::{self, *};
     use std::io::{Read, Write};
+    use std::path::Path;
 
     #[test]
     fn the_driver_still_relays_a_tcp_connection_with_splice() {
-        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let target = server.local_addr().unwrap();
+        // An echo server for one connection, outside the sandbox.
+        let (server, target) = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr().map(|a| (s, a)))
+            .unwrap();
         let echo = std::thread::spawn(move || {
             let (mut s, _) = server.accept().unwrap();
             let mut buf = [0u8; 5];

@@ -10,28 +10,28 @@
 //! answers), and a port request that hits the filter should come back as
 //! an error the user can read, not as a dead network.
 
-use rk_driver::confine::{Calls, Confinement, OnViolation};
+use rk_driver::confine::{Calls, Confinement};
 
-/// The policy: the base calls, sockets of `AF_UNIX` only (the API socket;
-/// the core's socket is already open), supervising slirp4netns (SIGKILL
-/// through its pidfd, reaping it); Landlock with no path at all.
-pub fn policy() -> Confinement {
-    Confinement::new()
-        .socket_families(&[libc::AF_UNIX])
-        .allow(Calls::Supervise)
-        .on_violation(OnViolation::Deny)
-}
-
-/// Applies [`policy`] to the whole process and says what applied, for the
-/// `sandbox` entry of the configured answer. A kernel that refuses is
-/// reported, not fatal.
+/// Confines the whole driver once slirp4netns runs; the result is the
+/// `sandbox` entry of the answer (a kernel that refuses shows there).
 pub fn confine() -> String {
     policy().apply_or_warn("rk-slirp4netns")
 }
 
+/// The policy: the base calls, sockets of `AF_UNIX` only (the API socket;
+/// the core's socket is already open), supervising slirp4netns (SIGKILL
+/// through its pidfd, reaping it); Landlock with no path at all; a refused
+/// call fails with EPERM (the default).
+pub fn policy() -> Confinement {
+    let api_socket = [libc::AF_UNIX];
+    Confinement::new()
+        .socket_families(&api_socket)
+        .allow(Calls::Supervise)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::policy;
     use rk_driver::confine::probe::{self, *};
     use std::io::{Read, Write};
     use std::os::unix::net::{UnixListener, UnixStream};

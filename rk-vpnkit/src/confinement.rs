@@ -28,24 +28,22 @@ pub fn policy() -> Confinement {
         .on_violation(OnViolation::Kill)
 }
 
-/// Applies [`policy`] to the whole process, before the pump threads start
-/// (so that Landlock covers them too), and says what applied, for the
-/// `sandbox` entry of the configured answer. A kernel that refuses is
-/// reported, not fatal.
+/// Call before the pump threads start, so that Landlock covers them too.
+/// Returns what applied, for the answer's `sandbox` entry; a kernel that
+/// refuses is reported there and in a warning, and the pump runs anyway.
 pub fn confine() -> String {
     policy().apply_or_warn("rk-vpnkit")
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::policy;
     use rk_driver::confine::probe::{self, *};
     use std::io::{Read, Write};
-    use std::os::unix::net::UnixStream;
 
     #[test]
     fn the_pump_still_moves_bytes_on_threads_it_starts() {
-        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         let echo = std::thread::spawn(move || {
             let mut buf = [0u8; 4];
             ours.read_exact(&mut buf).unwrap();

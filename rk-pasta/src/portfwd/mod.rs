@@ -156,7 +156,6 @@ struct Scanner {
     udp_ports: BTreeMap<u16, (SocketAddr, Forwarded)>,
     /// Ports whose host side could not be bound, reported once each.
     reported: BTreeSet<(bool, u16)>,
-    debug: bool,
 }
 
 /// What stops when the forwarding thread fails for good.
@@ -211,9 +210,7 @@ fn supervise(first: Scanner, ns: &Arc<NsSockets>, forwarding: Forwarding, stop: 
             None => match Scanner::open(ns, forwarding) {
                 Ok(s) => s,
                 Err(e) => {
-                    eprintln!(
-                        "rk-pasta: error: restarting port forwarding: {e}; {FORWARDING_STOPS}"
-                    );
+                    log::error!("restarting port forwarding: {e}; {FORWARDING_STOPS}");
                     return;
                 }
             },
@@ -221,10 +218,11 @@ fn supervise(first: Scanner, ns: &Arc<NsSockets>, forwarding: Forwarding, stop: 
         match crate::contain::run(FORWARDING_STOPS, &failed, || forward(current, stop)) {
             Ok(Ok(())) => return,
             Ok(Err(e)) => {
-                eprintln!("rk-pasta: error: port forwarding: {e}; {FORWARDING_STOPS}");
+                log::error!("port forwarding: {e}; {FORWARDING_STOPS}");
                 return;
             }
             Err(()) if attempt < RESTARTS => {
+                // Without a level: tests/tests/pasta.rs looks for this line.
                 eprintln!("rk-pasta: port forwarding starts again");
                 // A second's pause, unless told to stop.
                 if fdio::wait_readable(stop.as_fd(), Duration::from_secs(1)).unwrap_or(true) {
@@ -296,17 +294,10 @@ impl Scanner {
         let tcp = (forwarding.tcp == By::Driver)
             .then(|| TcpSource::open(ns))
             .transpose()?;
-        let debug = rk_driver::debug_enabled();
-        if debug {
-            match &tcp {
-                Some(TcpSource::Diag(..)) => {
-                    eprintln!("rk-pasta: listening TCP ports from sock_diag")
-                }
-                Some(TcpSource::Tables(..)) => {
-                    eprintln!("rk-pasta: listening TCP ports from /proc/net/tcp*")
-                }
-                None => {}
-            }
+        match &tcp {
+            Some(TcpSource::Diag(..)) => log::debug!("listening TCP ports from sock_diag"),
+            Some(TcpSource::Tables(..)) => log::debug!("listening TCP ports from /proc/net/tcp*"),
+            None => {}
         }
         let udp = (forwarding.udp == By::Driver)
             .then(|| Ok::<_, io::Error>([table(Kind::ProcUdp)?, table(Kind::ProcUdp6)?]))
@@ -318,7 +309,6 @@ impl Scanner {
             tcp_ports: BTreeMap::new(),
             udp_ports: BTreeMap::new(),
             reported: BTreeSet::new(),
-            debug,
         })
     }
 }
@@ -341,7 +331,6 @@ impl Scanner {
                 &mut self.tcp_ports,
                 &wanted,
                 &mut self.reported,
-                self.debug,
                 "tcp",
                 relay,
                 |r, port, target| r.forward_tcp(port, target),
@@ -358,7 +347,6 @@ impl Scanner {
                 &mut self.udp_ports,
                 &wanted,
                 &mut self.reported,
-                self.debug,
                 "udp",
                 relay,
                 |r, port, target| r.forward_udp(port, target),
@@ -370,12 +358,10 @@ impl Scanner {
 
 /// Makes the forwarded ports those in `wanted`: starts new ones, stops
 /// gone ones, restarts ones whose target inside changed.
-#[allow(clippy::too_many_arguments)]
 fn reconcile<F, C>(
     current: &mut BTreeMap<u16, (SocketAddr, F)>,
     wanted: &BTreeMap<u16, SocketAddr>,
     reported: &mut BTreeSet<(bool, u16)>,
-    debug: bool,
     proto: &str,
     ctx: &mut C,
     mut start: impl FnMut(&mut C, u16, SocketAddr) -> io::Result<F>,
@@ -391,9 +377,7 @@ fn reconcile<F, C>(
         if let Some((_, f)) = current.remove(&port) {
             stop(ctx, f);
         }
-        if debug {
-            eprintln!("rk-pasta: no longer forwarding {proto} port {port}");
-        }
+        log::debug!("no longer forwarding {proto} port {port}");
     }
     reported.retain(|(tcp, port)| *tcp != is_tcp || wanted.contains_key(port));
     for (&port, &target) in wanted {
@@ -402,16 +386,14 @@ fn reconcile<F, C>(
         }
         match start(ctx, port, target) {
             Ok(forward) => {
-                if debug {
-                    eprintln!("rk-pasta: forwarding {proto} port {port} to {target} inside");
-                }
+                log::debug!("forwarding {proto} port {port} to {target} inside");
                 reported.remove(&(is_tcp, port));
                 current.insert(port, (target, forward));
             }
             Err(e) => {
                 if reported.insert((is_tcp, port)) {
-                    eprintln!(
-                        "rk-pasta: warning: cannot forward {proto} port {port} from the host \
+                    log::warn!(
+                        "cannot forward {proto} port {port} from the host \
                          (--port-driver=implicit): {e}; will retry while it is bound inside"
                     );
                 }
@@ -490,42 +472,21 @@ mod tests {
                 Ok(p)
             }
         };
-        let wanted = BTreeMap::from([(80, a), (81, c)]);
-        reconcile(
+        let mut run = |current: &mut _, reported: &mut _, wanted: &BTreeMap<_, _>| {
+            let stop = |_: &mut (), p| stopped.push(p);
+            reconcile(current, wanted, reported, "tcp", &mut (), &mut start, stop)
+        };
+        run(
             &mut current,
-            &wanted,
             &mut reported,
-            false,
-            "tcp",
-            &mut (),
-            &mut start,
-            |_: &mut (), p| stopped.push(p),
+            &BTreeMap::from([(80, a), (81, c)]),
         );
         assert_eq!(current.keys().copied().collect::<Vec<_>>(), [80]);
         assert!(reported.contains(&(true, 81)));
-        let wanted = BTreeMap::from([(80, b)]);
-        reconcile(
-            &mut current,
-            &wanted,
-            &mut reported,
-            false,
-            "tcp",
-            &mut (),
-            &mut start,
-            |_: &mut (), p| stopped.push(p),
-        );
+        run(&mut current, &mut reported, &BTreeMap::from([(80, b)]));
         assert_eq!(current[&80].0, b);
         assert!(reported.is_empty());
-        reconcile(
-            &mut current,
-            &BTreeMap::new(),
-            &mut reported,
-            false,
-            "tcp",
-            &mut (),
-            &mut start,
-            |_: &mut (), p| stopped.push(p),
-        );
+        run(&mut current, &mut reported, &BTreeMap::new());
         assert!(current.is_empty());
         assert_eq!(started, [(80, a), (81, c), (80, b)]);
         assert_eq!(stopped, [80, 80]);
