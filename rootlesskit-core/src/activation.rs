@@ -34,14 +34,14 @@ pub fn helper_main() -> i32 {
     std::env::remove_var(HELPER_ENV);
     let mut argv = std::env::args_os().skip(1);
     let Some(program) = argv.next() else {
-        eprintln!("[rootlesskit:activation_helper] error: no command");
+        log::error!("no command");
         return 1;
     };
     let err = std::process::Command::new(&program)
         .args(argv)
         .env("LISTEN_PID", std::process::id().to_string())
         .exec();
-    eprintln!("[rootlesskit:activation_helper] error: running {program:?}: {err}");
+    log::error!("running {program:?}: {err}");
     if err.kind() == std::io::ErrorKind::NotFound {
         127
     } else {

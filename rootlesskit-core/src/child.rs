@@ -13,7 +13,7 @@ pub fn main(fd: &str) -> i32 {
     let raw: i32 = match fd.parse() {
         Ok(n) => n,
         Err(_) => {
-            eprintln!("[rootlesskit:child] error: {CHILD_FD_ENV}={fd:?} is not a descriptor");
+            log::error!("{CHILD_FD_ENV}={fd:?} is not a descriptor");
             return 1;
         }
     };
@@ -151,7 +151,7 @@ fn configure_network(
 ) -> Result<(), String> {
     crate::netlink::bring_up_loopback(netns).map_err(|e| e.to_string())?;
     if let Err(e) = netns::allow_ping(netns) {
-        eprintln!("[rootlesskit:child] warning: {e}");
+        log::warn!("{e}");
     }
     let Some(cfg) = config else { return Ok(()) };
     if cfg.configured_by_driver {

@@ -83,7 +83,7 @@ pub fn confine_parent(state: &StateDir) -> Option<Report> {
     match parent_policy(state).apply() {
         Ok(r) => Some(r),
         Err(e) => {
-            eprintln!("[rootlesskit:parent] warning: running without a sandbox: {e}");
+            log::warn!("running without a sandbox: {e}");
             None
         }
     }

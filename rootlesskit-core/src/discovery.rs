@@ -76,7 +76,7 @@ pub fn find(name: &str, shown: &str) -> Result<PathBuf, String> {
         let p = dir.join(&file);
         if is_executable(&p) {
             if let Some(w) = unsafe_permissions(&p) {
-                eprintln!("[rootlesskit:parent] warning: network driver {shown}: {w}");
+                log::warn!("network driver {shown}: {w}");
             }
             return Ok(p);
         }
@@ -112,7 +112,7 @@ pub fn find_port_relay(file: &str, port_driver: &str) -> Result<PathBuf, String>
         let p = dir.join(file);
         if is_executable(&p) {
             if let Some(w) = unsafe_permissions(&p) {
-                eprintln!("[rootlesskit:parent] warning: --port-driver={port_driver}: {w}");
+                log::warn!("--port-driver={port_driver}: {w}");
             }
             return Ok(p);
         }

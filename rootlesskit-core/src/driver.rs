@@ -99,7 +99,7 @@ impl DriverProcess {
                     ));
                 }
                 if let Some(w) = hello_name_mismatch(&self.path, &info) {
-                    eprintln!("[rootlesskit:parent] warning: {w}");
+                    log::warn!("{w}");
                 }
                 Ok(info)
             }

@@ -5,13 +5,17 @@ use clap::Parser;
 use rootlesskit_core::{activation, child, cli, driver, parent, settings, sync, START};
 
 fn main() {
-    START.get_or_init(std::time::Instant::now);
+    let start = *START.get_or_init(std::time::Instant::now);
+    use rk_driver::logger::init_with_prefix;
     if let Some(fd) = std::env::var_os(sync::CHILD_FD_ENV) {
+        init_with_prefix("[rootlesskit:child]", false, None);
         std::process::exit(child::main(&fd.to_string_lossy()));
     }
     if activation::is_helper() {
+        init_with_prefix("[rootlesskit:activation_helper]", false, None);
         std::process::exit(activation::helper_main());
     }
+    init_with_prefix("[rootlesskit:parent]", false, Some(start));
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -39,8 +43,9 @@ fn main() {
         Ok(s) => s,
         Err(e) => fail(&e),
     };
+    rk_driver::logger::set_debug(settings.debug);
     for w in warnings {
-        eprintln!("[rootlesskit:parent] warning: {w}");
+        log::warn!("{w}");
     }
     match parent::run(settings) {
         Ok(code) => std::process::exit(code),
@@ -49,7 +54,7 @@ fn main() {
 }
 
 fn fail(msg: &str) -> ! {
-    eprintln!("[rootlesskit:parent] error: {msg}");
+    log::error!("{msg}");
     std::process::exit(1)
 }
 
@@ -61,7 +66,7 @@ fn print_semver(component: &str) -> i32 {
         "minor" => minor,
         "patch" => patch.map(|p| p.split('-').next().unwrap_or(p)),
         other => {
-            eprintln!("[rootlesskit:parent] error: expected --print-semver=(major|minor|patch), got {other:?}");
+            log::error!("expected --print-semver=(major|minor|patch), got {other:?}");
             return 1;
         }
     };

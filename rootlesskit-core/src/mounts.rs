@@ -63,7 +63,7 @@ pub fn mount_sysfs_for_netns() -> Result<(), String> {
     let sysfs = |flags| mount(Some("none"), "/sys", Some("sysfs"), flags, None::<&str>);
     if let Err(e) = sysfs(MsFlags::empty()) {
         if let Err(e2) = sysfs(MsFlags::MS_RDONLY) {
-            eprintln!("[rootlesskit:child] warning: cannot mount sysfs for the network namespace ({e}; read-only: {e2})");
+            log::warn!("cannot mount sysfs for the network namespace ({e}; read-only: {e2})");
         }
     }
     if let Some(dir) = staging {

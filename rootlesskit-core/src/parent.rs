@@ -27,7 +27,7 @@ pub fn run(settings: Settings) -> Result<i32, String> {
     crate::ports::find_relay(&settings)?;
     let idmaps = IdMaps::lookup(&settings.subid_source)?;
     let state = StateDir::open(settings.state_dir.as_deref())?;
-    debug(&settings, &format!("state dir {}", state.path().display()));
+    log::debug!("state dir {}", state.path().display());
     let result = run_in_state_dir(&settings, driver_path, &idmaps, &state);
     state.cleanup();
     result
@@ -69,18 +69,15 @@ fn run_in_state_dir(
     let mut driver_process = None;
     if let Some(path) = &driver_path {
         let d = DriverProcess::start(path, &settings.net_name, settings.debug, Some(&signals))?;
-        debug(
-            settings,
-            &format!(
-                "driver {} {} at {}: {}",
-                d.info.driver,
-                d.info.version,
-                path.display(),
-                d.info.capabilities.join(",")
-            ),
+        log::debug!(
+            "driver {} {} at {}: {}",
+            d.info.driver,
+            d.info.version,
+            path.display(),
+            d.info.capabilities.join(",")
         );
         for w in crate::capabilities::check(settings, &d.info)? {
-            eprintln!("[rootlesskit:parent] warning: {w}");
+            log::warn!("{w}");
         }
         driver_process = Some(d);
     }
@@ -89,14 +86,14 @@ fn run_in_state_dir(
     let pid = crate::spawn::spawn_child(crate::spawn::clone_flags(settings), &theirs)?;
     drop(theirs);
     let mut guard = ChildGuard { pid, done: false };
-    debug(settings, &format!("child {pid} cloned"));
+    log::debug!("child {pid} cloned");
     idmaps.apply(pid.as_raw())?;
-    debug(settings, "id maps written");
+    log::debug!("id maps written");
     if let Some(group) = &settings.evacuate_cgroup2 {
         for w in crate::cgroup2::evacuate(group)? {
-            eprintln!("[rootlesskit:parent] warning: {w}");
+            log::warn!("{w}");
         }
-        debug(settings, &format!("cgroup2 evacuated into {group}"));
+        log::debug!("cgroup2 evacuated into {group}");
     }
     crate::spawn::release_child(&ours)?;
     ours.send(
@@ -110,7 +107,7 @@ fn run_in_state_dir(
     )
     .map_err(|e| child_gone(&e))?;
     let fds = expect_namespaces(&ours)?;
-    debug(settings, "namespaces received");
+    log::debug!("namespaces received");
     // The builtin port driver's workers join these namespaces later.
     let port_namespaces = match (settings.port_driver.as_str(), fds.as_slice()) {
         ("builtin", [userns, netns]) => Some((
@@ -128,13 +125,10 @@ fn run_in_state_dir(
         let request = configure_request(settings, pid, state);
         match d.configure(&request, userns.as_fd(), netns.as_fd(), Some(&signals)) {
             Ok(c) => {
-                debug(settings, &format!("network: {c:?}"));
-                debug(
-                    settings,
-                    &format!(
-                        "driver sandbox: {}",
-                        c.info.get("sandbox").map_or("not reported", String::as_str)
-                    ),
+                log::debug!("network: {c:?}");
+                log::debug!(
+                    "driver sandbox: {}",
+                    c.info.get("sandbox").map_or("not reported", String::as_str)
                 );
                 config = Some(c);
                 driver = Some(d);
@@ -157,7 +151,7 @@ fn run_in_state_dir(
         Ok((other, _)) => return Err(format!("child: unexpected {other:?}")),
         Err(e) => return Err(child_gone(&e)),
     }
-    debug(settings, "child ready");
+    log::debug!("child ready");
     let ports = crate::ports::start(settings, state, driver.as_ref(), port_namespaces)?;
     let mut service = rk_ports::service::Service::new(
         api,
@@ -169,20 +163,20 @@ fn run_in_state_dir(
     );
     for spec in &settings.publish {
         let st = service.publish(spec.clone())?;
-        debug(settings, &format!("published port {st:?}"));
+        log::debug!("published port {st:?}");
     }
     state.write_child_pid(pid.as_raw())?;
     ours.send(&ToChild::Go, &[]).map_err(|e| child_gone(&e))?;
     guard.done = true;
     if let Some(report) = crate::confinement::confine_parent(state) {
-        debug(settings, &format!("sandbox: {report}"));
+        log::debug!("sandbox: {report}");
     }
     let code = wait_for_child(pid, &signals, driver.as_mut(), &mut service);
-    debug(settings, &format!("command exited ({code})"));
+    log::debug!("command exited ({code})");
     drop(service);
     if let Some(d) = driver {
         d.shutdown();
-        debug(settings, "driver stopped");
+        log::debug!("driver stopped");
     }
     reap_exited();
     Ok(code)
@@ -212,17 +206,6 @@ fn configure_request(settings: &Settings, pid: Pid, state: &StateDir) -> Configu
         ipv6: settings.ipv6,
         detach_netns: settings.detach_netns,
         options: crate::ports::driver_options(settings, state),
-    }
-}
-
-/// Debug line with the time since start, to see where start-up time goes.
-pub fn debug(settings: &Settings, msg: &str) {
-    if settings.debug {
-        let ms = crate::START
-            .get()
-            .map(|t| t.elapsed().as_secs_f64() * 1e3)
-            .unwrap_or(0.0);
-        eprintln!("[rootlesskit:parent] debug: +{ms:.1}ms {msg}");
     }
 }
 
@@ -261,7 +244,7 @@ fn wait_for_child(
                 Ok(n) => n,
                 Err(nix::Error::EINTR) => 0,
                 Err(e) => {
-                    eprintln!("[rootlesskit:parent] error: poll: {e}");
+                    log::error!("poll: {e}");
                     return 1;
                 }
             };
@@ -283,10 +266,7 @@ fn wait_for_child(
         }
         if driver_ready {
             if let Some(d) = driver.take() {
-                eprintln!(
-                    "[rootlesskit:parent] error: {}; the network inside is gone",
-                    d.read_notice()
-                );
+                log::error!("{}; the network inside is gone", d.read_notice());
             }
         }
     }
@@ -314,7 +294,7 @@ fn child_exit(pid: Pid) -> Option<i32> {
             Ok(status) if status.pid() == Some(pid) => {
                 code = crate::waitstatus::exit_code(status).map(|(c, note)| {
                     if let Some(n) = note {
-                        eprintln!("[rootlesskit:parent] {n}");
+                        log::error!("{n}");
                     }
                     c
                 });

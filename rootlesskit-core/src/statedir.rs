@@ -198,8 +198,8 @@ impl StateDir {
         } else {
             let left = entries::remove_ours(self.dir.as_fd(), &self.path, &[LOCK]);
             if !left.is_empty() && self.made_by_us() {
-                eprintln!(
-                    "[rootlesskit:parent] warning: leaving {}: it holds what rootlesskit did not make: {}",
+                log::warn!(
+                    "leaving {}: it holds what rootlesskit did not make: {}",
                     self.path.display(),
                     left.join(", ")
                 );

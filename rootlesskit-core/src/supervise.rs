@@ -13,7 +13,7 @@ pub fn run_command(run: &CommandToRun) -> i32 {
     match supervise(run) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("[rootlesskit:child] error: {e}");
+            log::error!("{e}");
             1
         }
     }
@@ -27,7 +27,7 @@ pub fn exec_command(run: &CommandToRun) -> i32 {
     let path = match resolve_program(program) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("[rootlesskit:child] error: {e}");
+            log::error!("{e}");
             return 127;
         }
     };
@@ -39,7 +39,7 @@ pub fn exec_command(run: &CommandToRun) -> i32 {
     // inherited from the parent must not.
     rk_driver::process::reset_signal_mask(&mut cmd);
     let err = cmd.exec();
-    eprintln!("[rootlesskit:child] error: running {program:?}: {err}");
+    log::error!("running {program:?}: {err}");
     if err.kind() == std::io::ErrorKind::NotFound {
         127
     } else {
@@ -123,7 +123,7 @@ fn reap(cmd_pid: Pid) -> Option<i32> {
             Ok(status) if status.pid() == Some(cmd_pid) => {
                 if let Some((code, note)) = crate::waitstatus::exit_code(status) {
                     if let Some(n) = note {
-                        eprintln!("[rootlesskit:child] {n}");
+                        log::error!("{n}");
                     }
                     result = Some(code);
                 }

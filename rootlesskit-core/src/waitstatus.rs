@@ -16,7 +16,7 @@ pub fn exit_code(status: WaitStatus) -> Option<(i32, Option<String>)> {
         WaitStatus::Signaled(_, sig, core) => Some((
             SIGNALED_EXIT_CODE,
             Some(format!(
-                "error: command exited: signal: {}{} ({}, exit status {SIGNALED_EXIT_CODE})",
+                "command exited: signal: {}{} ({}, exit status {SIGNALED_EXIT_CODE})",
                 go_signal_name(sig as i32),
                 if core { " (core dumped)" } else { "" },
                 sig.as_str()
