@@ -238,34 +238,30 @@ mod tests {
 
     #[test]
     fn parses_rootlesskit_examples() {
-        assert_eq!(
-            PortSpec::parse("127.0.0.1:8080:80/tcp").unwrap(),
-            spec("tcp", "127.0.0.1", 8080, "", 80)
-        );
-        assert_eq!(
-            PortSpec::parse("127.0.0.1:8080:80/tcp4").unwrap(),
-            spec("tcp4", "127.0.0.1", 8080, "", 80)
-        );
-        assert_eq!(
-            PortSpec::parse("127.0.0.1:8080:10.0.2.100:80/tcp").unwrap(),
-            spec("tcp", "127.0.0.1", 8080, "10.0.2.100", 80)
-        );
-        assert_eq!(
-            PortSpec::parse("[::1]:8080:80/tcp").unwrap(),
-            spec("tcp", "::1", 8080, "", 80)
-        );
-        assert_eq!(
-            PortSpec::parse("[::1]:8080:[::2]:80/udp").unwrap(),
-            spec("udp", "::1", 8080, "::2", 80)
-        );
-        assert_eq!(
-            PortSpec::parse(":8080:80/tcp").unwrap(),
-            spec("tcp", "", 8080, "", 80)
-        );
-        assert_eq!(
-            PortSpec::parse("8080:80/udp").unwrap(),
-            spec("udp", "", 8080, "", 80)
-        );
+        let examples = [
+            (
+                "127.0.0.1:8080:80/tcp",
+                spec("tcp", "127.0.0.1", 8080, "", 80),
+            ),
+            (
+                "127.0.0.1:8080:80/tcp4",
+                spec("tcp4", "127.0.0.1", 8080, "", 80),
+            ),
+            (
+                "127.0.0.1:8080:10.0.2.100:80/tcp",
+                spec("tcp", "127.0.0.1", 8080, "10.0.2.100", 80),
+            ),
+            ("[::1]:8080:80/tcp", spec("tcp", "::1", 8080, "", 80)),
+            (
+                "[::1]:8080:[::2]:80/udp",
+                spec("udp", "::1", 8080, "::2", 80),
+            ),
+            (":8080:80/tcp", spec("tcp", "", 8080, "", 80)),
+            ("8080:80/udp", spec("udp", "", 8080, "", 80)),
+        ];
+        for (text, parsed) in examples {
+            assert_eq!(PortSpec::parse(text).unwrap(), parsed, "{text}");
+        }
     }
 
     #[test]
