@@ -91,9 +91,7 @@ impl CleanupGuard {
     /// the driver does the same, so this rarely waits at all.
     pub fn wait_confined(&mut self) {
         if let Some(fd) = self.confined.take() {
-            use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-            let _ = poll(&mut fds, PollTimeout::from(1000u16));
+            let _ = rk_driver::fdio::wait_readable(fd.as_fd(), Duration::from_secs(1));
         }
     }
 
