@@ -2,7 +2,7 @@
 //! noticing when they exit (through a pidfd that becomes readable).
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
 
@@ -16,6 +16,25 @@ pub fn reset_signal_mask(cmd: &mut Command) -> &mut Command {
             let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
             libc::sigemptyset(empty.as_mut_ptr());
             libc::pthread_sigmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
+            Ok(())
+        })
+    }
+}
+
+/// Makes the descriptors `fds` (ours, close-on-exec) survive the exec of
+/// `cmd`, under the same numbers: the one "these descriptors are
+/// inherited" step of every program we start. The caller keeps them open
+/// until `cmd` has been spawned; everything else stays close-on-exec.
+pub fn keep_across_exec(cmd: &mut Command, fds: Vec<RawFd>) -> &mut Command {
+    // SAFETY: between fork and exec the closure only calls fcntl, which is
+    // async-signal-safe, and reads the vector allocated before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             Ok(())
         })
     }
@@ -193,6 +212,21 @@ mod tests {
         assert!(!wait_exit(p.exit_fd(), 50));
         drop(p);
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "not reaped");
+    }
+
+    #[test]
+    fn kept_descriptors_survive_the_exec_and_others_do_not() {
+        use std::os::fd::AsRawFd;
+        let kept = std::fs::File::open("/dev/null").unwrap();
+        let other = std::fs::File::open("/dev/null").unwrap();
+        let (k, o) = (kept.as_raw_fd(), other.as_raw_fd());
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            &format!("test -e /proc/self/fd/{k} && ! test -e /proc/self/fd/{o}"),
+        ]);
+        keep_across_exec(&mut cmd, vec![k]);
+        assert!(cmd.status().unwrap().success());
     }
 
     #[test]

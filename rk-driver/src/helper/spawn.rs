@@ -101,19 +101,13 @@ impl HelperCommand {
             join_userns,
             new_session,
         } = self;
-        let inherit: Vec<RawFd> = passed.iter().map(AsRawFd::as_raw_fd).collect();
+        crate::process::keep_across_exec(&mut cmd, passed.iter().map(AsRawFd::as_raw_fd).collect());
         let join = join_userns.as_ref().map(AsRawFd::as_raw_fd);
-        // SAFETY: between fork and exec the closure only calls fcntl, setns
-        // and setsid, which are async-signal-safe, on descriptors that stay
-        // open until `cmd` is dropped, and reads the vector allocated
-        // before fork.
+        // SAFETY: between fork and exec the closure only calls setns and
+        // setsid, which are async-signal-safe, on a descriptor that stays
+        // open until `cmd` is dropped.
         unsafe {
             cmd.pre_exec(move || {
-                for &fd in &inherit {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
                 if let Some(fd) = join {
                     if libc::setns(fd, libc::CLONE_NEWUSER) != 0 {
                         return Err(io::Error::last_os_error());

@@ -215,16 +215,8 @@ impl DriverProcess {
         if let Some((uid, gid)) = owner {
             cmd.uid(uid).gid(gid);
         }
-        // SAFETY: fcntl is async-signal-safe and `fd` is open until `theirs`
-        // drops after spawn.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
-        };
+        // `fd` is open until `theirs` drops after spawn.
+        rk_driver::process::keep_across_exec(&mut cmd, vec![fd]);
         let child = spawn_retrying_busy_text(&mut cmd);
         drop(theirs);
         DriverProcess {
