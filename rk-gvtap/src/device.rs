@@ -22,10 +22,7 @@ const OFFLOAD_FRAME_MAX: usize = 65535 + ETHERNET_HEADER;
 /// The largest IPv6 packet (a 65535-byte payload) with its ethernet header.
 const REASSEMBLED_FRAME_MAX: usize = ETHERNET_HEADER + 40 + 65535;
 
-const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
-const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
-const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
-
+/// The tap as smoltcp's device: one reusable buffer each way.
 pub struct TapDevice {
     fd: OwnedFd,
     /// Bytes of virtio-net header before each frame: 0 or [`VNET_HDR`].
@@ -155,6 +152,11 @@ impl TapDevice {
         );
     }
 }
+
+// struct virtio_net_hdr: flags and gso_type.
+const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
+const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
 
 /// Fills the virtio-net header before a frame the stack built (if there is
 /// one) and writes both to the tap.

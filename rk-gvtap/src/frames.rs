@@ -7,78 +7,43 @@ use crate::plan::GATEWAY_MAC;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4DstUnreachable,
-    Icmpv4Packet, Icmpv4Repr, Icmpv6DstUnreachable, Icmpv6Packet, Icmpv6Repr, IpProtocol,
+    Icmpv4Packet, Icmpv4Repr, Icmpv6DstUnreachable, Icmpv6Packet, Icmpv6Repr, IpProtocol, IpRepr,
     Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-const IPV4_HEADER: usize = 20;
-const IPV6_HEADER: usize = 40;
-
-fn send_icmp6(
-    dev: &mut TapDevice,
-    guest_mac: [u8; 6],
-    src: Ipv6Addr,
-    dst: Ipv6Addr,
-    icmp: &Icmpv6Repr<'_>,
-) {
-    let caps = ChecksumCapabilities::default();
-    let ip = Ipv6Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: IpProtocol::Icmpv6,
-        payload_len: icmp.buffer_len(),
-        hop_limit: 64,
-    };
-    let eth = EthernetRepr {
-        src_addr: EthernetAddress(GATEWAY_MAC),
-        dst_addr: EthernetAddress(guest_mac),
-        ethertype: EthernetProtocol::Ipv6,
-    };
-    let len = ETHERNET_HEADER + IPV6_HEADER + icmp.buffer_len();
-    dev.send_frame(len, |buf| {
-        eth.emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
-        ip.emit(&mut Ipv6Packet::new_unchecked(&mut buf[ETHERNET_HEADER..]));
-        icmp.emit(
-            &src,
-            &dst,
-            &mut Icmpv6Packet::new_unchecked(&mut buf[ETHERNET_HEADER + IPV6_HEADER..]),
-            &caps,
-        );
-    });
+/// An ICMP or ICMPv6 message.
+enum Icmp<'a> {
+    V4(Icmpv4Repr<'a>),
+    V6(Icmpv6Repr<'a>),
 }
 
-fn send_icmp(
-    dev: &mut TapDevice,
-    guest_mac: [u8; 6],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    icmp: &Icmpv4Repr<'_>,
-) {
+/// Sends the guest an IP packet from `src` to `dst` (of the message's
+/// family) carrying `icmp`.
+fn send_icmp(dev: &mut TapDevice, guest_mac: [u8; 6], src: IpAddr, dst: IpAddr, icmp: &Icmp<'_>) {
     let caps = ChecksumCapabilities::default();
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: IpProtocol::Icmp,
-        payload_len: icmp.buffer_len(),
-        hop_limit: 64,
+    let (protocol, ethertype, icmp_len) = match icmp {
+        Icmp::V4(m) => (IpProtocol::Icmp, EthernetProtocol::Ipv4, m.buffer_len()),
+        Icmp::V6(m) => (IpProtocol::Icmpv6, EthernetProtocol::Ipv6, m.buffer_len()),
     };
+    let ip = IpRepr::new(src.into(), dst.into(), protocol, icmp_len, 64);
     let eth = EthernetRepr {
         src_addr: EthernetAddress(GATEWAY_MAC),
         dst_addr: EthernetAddress(guest_mac),
-        ethertype: EthernetProtocol::Ipv4,
+        ethertype,
     };
-    let len = ETHERNET_HEADER + IPV4_HEADER + icmp.buffer_len();
-    dev.send_frame(len, |buf| {
+    let icmp_at = ETHERNET_HEADER + ip.header_len();
+    dev.send_frame(icmp_at + icmp_len, |buf| {
         eth.emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
-        ip.emit(
-            &mut Ipv4Packet::new_unchecked(&mut buf[ETHERNET_HEADER..]),
-            &caps,
-        );
-        icmp.emit(
-            &mut Icmpv4Packet::new_unchecked(&mut buf[ETHERNET_HEADER + IPV4_HEADER..]),
-            &caps,
-        );
+        ip.emit(&mut buf[ETHERNET_HEADER..], &caps);
+        let body = &mut buf[icmp_at..];
+        match (icmp, src, dst) {
+            (Icmp::V4(m), _, _) => m.emit(&mut Icmpv4Packet::new_unchecked(body), &caps),
+            (Icmp::V6(m), IpAddr::V6(s), IpAddr::V6(d)) => {
+                m.emit(&s, &d, &mut Icmpv6Packet::new_unchecked(body), &caps)
+            }
+            _ => {}
+        }
     });
 }
 
@@ -92,25 +57,20 @@ pub fn echo_reply(
     seq_no: u16,
     data: &[u8],
 ) {
-    match (from, to) {
-        (IpAddr::V4(from), IpAddr::V4(to)) => {
-            let icmp = Icmpv4Repr::EchoReply {
-                ident,
-                seq_no,
-                data,
-            };
-            send_icmp(dev, guest_mac, from, to, &icmp);
-        }
-        (IpAddr::V6(from), IpAddr::V6(to)) => {
-            let icmp = Icmpv6Repr::EchoReply {
-                ident,
-                seq_no,
-                data,
-            };
-            send_icmp6(dev, guest_mac, from, to, &icmp);
-        }
-        _ => {}
-    }
+    let icmp = match (from, to) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => Icmp::V4(Icmpv4Repr::EchoReply {
+            ident,
+            seq_no,
+            data,
+        }),
+        (IpAddr::V6(_), IpAddr::V6(_)) => Icmp::V6(Icmpv6Repr::EchoReply {
+            ident,
+            seq_no,
+            data,
+        }),
+        _ => return,
+    };
+    send_icmp(dev, guest_mac, from, to, &icmp);
 }
 
 /// "Port unreachable" for a UDP datagram the guest sent from `guest` to
@@ -121,41 +81,17 @@ pub fn udp_port_unreachable(
     dest: SocketAddr,
     guest: SocketAddr,
 ) {
-    let mut udp_header = [0u8; 8];
-    udp_header[0..2].copy_from_slice(&guest.port().to_be_bytes());
-    udp_header[2..4].copy_from_slice(&dest.port().to_be_bytes());
-    udp_header[4..6].copy_from_slice(&8u16.to_be_bytes());
-    match (dest.ip(), guest.ip()) {
-        (IpAddr::V4(d), IpAddr::V4(g)) => {
-            let icmp = Icmpv4Repr::DstUnreachable {
-                reason: Icmpv4DstUnreachable::PortUnreachable,
-                header: Ipv4Repr {
-                    src_addr: g,
-                    dst_addr: d,
-                    next_header: IpProtocol::Udp,
-                    payload_len: 8,
-                    hop_limit: 64,
-                },
-                data: &udp_header,
-            };
-            send_icmp(dev, guest_mac, d, g, &icmp);
-        }
-        (IpAddr::V6(d), IpAddr::V6(g)) => {
-            let icmp = Icmpv6Repr::DstUnreachable {
-                reason: Icmpv6DstUnreachable::PortUnreachable,
-                header: Ipv6Repr {
-                    src_addr: g,
-                    dst_addr: d,
-                    next_header: IpProtocol::Udp,
-                    payload_len: 8,
-                    hop_limit: 64,
-                },
-                data: &udp_header,
-            };
-            send_icmp6(dev, guest_mac, d, g, &icmp);
-        }
-        _ => {}
-    }
+    let mut data = [0u8; 8];
+    data[0..2].copy_from_slice(&guest.port().to_be_bytes());
+    data[2..4].copy_from_slice(&dest.port().to_be_bytes());
+    data[4..6].copy_from_slice(&8u16.to_be_bytes());
+    let header = IpRepr::new(guest.ip().into(), dest.ip().into(), IpProtocol::Udp, 8, 64).into();
+    let quote = Quote {
+        header,
+        data,
+        data_len: 8,
+    };
+    unreachable(dev, guest_mac, dest.ip(), &quote, Why::Port);
 }
 
 /// What an ICMP error quotes of the packet it is about: its IP header and
@@ -174,36 +110,32 @@ enum QuotedHeader {
     V6(Ipv6Repr),
 }
 
+impl From<IpRepr> for QuotedHeader {
+    fn from(r: IpRepr) -> QuotedHeader {
+        match r {
+            IpRepr::Ipv4(h) => QuotedHeader::V4(h),
+            IpRepr::Ipv6(h) => QuotedHeader::V6(h),
+        }
+    }
+}
+
 impl Quote {
     /// The quote of `frame` (an ethernet frame carrying IPv4 or IPv6), if
     /// it is one.
     pub fn of(frame: &[u8]) -> Option<Quote> {
         let packet = frame.get(ETHERNET_HEADER..)?;
-        let (header, payload) = match packet.first()? >> 4 {
-            4 => {
-                let ip = Ipv4Packet::new_checked(packet).ok()?;
-                let header = Ipv4Repr {
-                    src_addr: ip.src_addr(),
-                    dst_addr: ip.dst_addr(),
-                    next_header: ip.next_header(),
-                    payload_len: ip.payload().len(),
-                    hop_limit: ip.hop_limit(),
-                };
-                (QuotedHeader::V4(header), ip.payload())
-            }
-            6 => {
-                let ip = Ipv6Packet::new_checked(packet).ok()?;
-                let header = Ipv6Repr {
-                    src_addr: ip.src_addr(),
-                    dst_addr: ip.dst_addr(),
-                    next_header: ip.next_header(),
-                    payload_len: ip.payload().len(),
-                    hop_limit: ip.hop_limit(),
-                };
-                (QuotedHeader::V6(header), ip.payload())
-            }
+        let (src, dst, next_header, hop_limit, payload) = match packet.first()? >> 4 {
+            4 => Ipv4Packet::new_checked(packet).ok().map(|ip| {
+                let (s, d) = (ip.src_addr().into(), ip.dst_addr().into());
+                (s, d, ip.next_header(), ip.hop_limit(), ip.payload())
+            })?,
+            6 => Ipv6Packet::new_checked(packet).ok().map(|ip| {
+                let (s, d) = (ip.src_addr().into(), ip.dst_addr().into());
+                (s, d, ip.next_header(), ip.hop_limit(), ip.payload())
+            })?,
             _ => return None,
         };
+        let header = IpRepr::new(src, dst, next_header, payload.len(), hop_limit).into();
         let data_len = payload.len().min(8);
         let mut data = [0u8; 8];
         data[..data_len].copy_from_slice(&payload[..data_len]);
@@ -226,26 +158,53 @@ pub fn prohibited(
     router6: Option<Ipv6Addr>,
     quote: &Quote,
 ) {
+    let from = match quote.header {
+        QuotedHeader::V4(_) => IpAddr::V4(router),
+        QuotedHeader::V6(_) => match router6 {
+            Some(r) => IpAddr::V6(r),
+            None => return,
+        },
+    };
+    unreachable(dev, guest_mac, from, quote, Why::Prohibited);
+}
+
+/// Which "destination unreachable".
+#[derive(Clone, Copy)]
+enum Why {
+    Port,
+    Prohibited,
+}
+
+/// "Destination unreachable" (`why`) from `from` about the guest's packet
+/// `quote`, to its sender.
+fn unreachable(dev: &mut TapDevice, guest_mac: [u8; 6], from: IpAddr, quote: &Quote, why: Why) {
     let data = &quote.data[..quote.data_len];
-    match quote.header {
-        QuotedHeader::V4(header) => {
-            let icmp = Icmpv4Repr::DstUnreachable {
-                reason: Icmpv4DstUnreachable::CommProhibited,
+    let port = matches!(why, Why::Port);
+    let (to, icmp) = match quote.header {
+        QuotedHeader::V4(header) => (IpAddr::V4(header.src_addr), {
+            use Icmpv4DstUnreachable::{CommProhibited, PortUnreachable};
+            let reason = if port {
+                PortUnreachable
+            } else {
+                CommProhibited
+            };
+            Icmp::V4(Icmpv4Repr::DstUnreachable {
+                reason,
                 header,
                 data,
-            };
-            send_icmp(dev, guest_mac, router, header.src_addr, &icmp);
-        }
-        QuotedHeader::V6(header) => {
-            let Some(router6) = router6 else { return };
-            let icmp = Icmpv6Repr::DstUnreachable {
-                reason: Icmpv6DstUnreachable::AdminProhibit,
+            })
+        }),
+        QuotedHeader::V6(header) => (IpAddr::V6(header.src_addr), {
+            use Icmpv6DstUnreachable::{AdminProhibit, PortUnreachable};
+            let reason = if port { PortUnreachable } else { AdminProhibit };
+            Icmp::V6(Icmpv6Repr::DstUnreachable {
+                reason,
                 header,
                 data,
-            };
-            send_icmp6(dev, guest_mac, router6, header.src_addr, &icmp);
-        }
-    }
+            })
+        }),
+    };
+    send_icmp(dev, guest_mac, from, to, &icmp);
 }
 
 /// Which IPv4 datagram a fragment belongs to: (source, destination,

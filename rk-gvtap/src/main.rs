@@ -43,6 +43,19 @@ use std::thread::JoinHandle;
 #[global_allocator]
 static ALLOCATOR: mapped_alloc::MappedAlloc = mapped_alloc::MappedAlloc;
 
+/// What the driver offers (the core refuses flags it does not announce).
+const CAPABILITIES: &[&str] = &[
+    "sandbox",
+    "ifname",
+    "cidr",
+    "mtu",
+    "disable-host-loopback",
+    "detach-netns",
+    "ping",
+    "dns",
+    "ipv6",
+];
+
 struct Running {
     thread: Option<JoinHandle<()>>,
     stop: OwnedFd,
@@ -64,19 +77,7 @@ struct Gvtap {
 impl Driver for Gvtap {
     fn info(&self) -> DriverInfo {
         let mut info = DriverInfo::new("gvtap", env!("CARGO_PKG_VERSION"));
-        info.capabilities = [
-            "sandbox",
-            "ifname",
-            "cidr",
-            "mtu",
-            "disable-host-loopback",
-            "detach-netns",
-            "ping",
-            "dns",
-            "ipv6",
-        ]
-        .map(String::from)
-        .to_vec();
+        info.capabilities = CAPABILITIES.iter().map(|c| c.to_string()).collect();
         info.capabilities
             .push(format!("port-driver:{}", ports::NAME));
         info.options = vec![

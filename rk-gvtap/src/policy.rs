@@ -62,12 +62,18 @@ fn dest(plan: &NetPlan, ip: Ipv4Addr) -> Dest {
         Dest::Group
     } else if first == 0 || ip.is_loopback() || first >= 240 {
         Dest::Martian
-    } else if ip == plan.gateway {
-        Dest::Gateway
-    } else if plan.contains(ip) {
-        Dest::Subnet
     } else {
-        Dest::Outside
+        local(ip == plan.gateway, plan.contains(ip))
+    }
+}
+
+/// A unicast address that may be reached: the gateway, another address of
+/// the subnet, or outside.
+fn local(gateway: bool, in_subnet: bool) -> Dest {
+    match (gateway, in_subnet) {
+        (true, _) => Dest::Gateway,
+        (false, true) => Dest::Subnet,
+        (false, false) => Dest::Outside,
     }
 }
 
@@ -77,41 +83,53 @@ fn guest_source(plan: &NetPlan, src: Ipv4Addr) -> bool {
     plan.contains(src) && src != plan.gateway && src != plan.network && src != plan.broadcast()
 }
 
+/// Route for TCP or UDP to `dst`, an address of class `dest`; `loopback`
+/// is the host's loopback address of its family.
+fn route_to(plan: &NetPlan, dest: Dest, dst: SocketAddr, loopback: IpAddr) -> Route {
+    match dest {
+        Dest::Group => Route::Drop,
+        Dest::Martian => Route::Unreachable,
+        Dest::Gateway if dst.port() == 53 => Route::Dns,
+        Dest::Gateway if plan.host_loopback && dst.port() != 0 => {
+            Route::Host(SocketAddr::new(loopback, dst.port()))
+        }
+        Dest::Gateway | Dest::Subnet => Route::Refuse,
+        Dest::Outside if dst.port() == 0 => Route::Refuse,
+        Dest::Outside => Route::Host(dst),
+    }
+}
+
+/// Where an ICMP echo to `dst`, an address of class `dest`, goes: `Host`
+/// through a host ping socket (to the host's `loopback` for the gateway
+/// with host loopback), `Refuse` to let the stack answer for the gateway
+/// itself (or ignore other subnet addresses), `Unreachable` or `Drop` as
+/// for [`route_to`].
+fn ping_route_to(plan: &NetPlan, dest: Dest, dst: IpAddr, loopback: IpAddr) -> Route {
+    match dest {
+        Dest::Group => Route::Drop,
+        Dest::Martian => Route::Unreachable,
+        Dest::Gateway if plan.host_loopback => Route::Host(SocketAddr::new(loopback, 0)),
+        Dest::Gateway | Dest::Subnet => Route::Refuse,
+        Dest::Outside => Route::Host(SocketAddr::new(dst, 0)),
+    }
+}
+
 /// Route for TCP or UDP from `src` to `dst`.
 pub fn route(plan: &NetPlan, src: Ipv4Addr, dst: SocketAddrV4) -> Route {
     if !guest_source(plan, src) {
         return Route::Drop;
     }
-    match dest(plan, *dst.ip()) {
-        Dest::Group => Route::Drop,
-        Dest::Martian => Route::Unreachable,
-        Dest::Gateway if dst.port() == 53 => Route::Dns,
-        Dest::Gateway if plan.host_loopback && dst.port() != 0 => {
-            Route::Host(SocketAddr::from((Ipv4Addr::LOCALHOST, dst.port())))
-        }
-        Dest::Gateway | Dest::Subnet => Route::Refuse,
-        Dest::Outside if dst.port() == 0 => Route::Refuse,
-        Dest::Outside => Route::Host(SocketAddr::V4(dst)),
-    }
+    let loopback = Ipv4Addr::LOCALHOST.into();
+    route_to(plan, dest(plan, *dst.ip()), dst.into(), loopback)
 }
 
-/// Where an ICMP echo from `src` to `dst` goes: `Host` through a host ping
-/// socket (to 127.0.0.1 for the gateway with host loopback), `Refuse` to
-/// let the stack answer for the gateway itself (or ignore other subnet
-/// addresses), `Unreachable` or `Drop` as for [`route`].
+/// [`ping_route_to`] for an IPv4 echo from `src` to `dst`.
 pub fn ping_route(plan: &NetPlan, src: Ipv4Addr, dst: Ipv4Addr) -> Route {
     if !guest_source(plan, src) {
         return Route::Drop;
     }
-    match dest(plan, dst) {
-        Dest::Group => Route::Drop,
-        Dest::Martian => Route::Unreachable,
-        Dest::Gateway if plan.host_loopback => {
-            Route::Host(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        }
-        Dest::Gateway | Dest::Subnet => Route::Refuse,
-        Dest::Outside => Route::Host(SocketAddr::from((dst, 0))),
-    }
+    let loopback = Ipv4Addr::LOCALHOST.into();
+    ping_route_to(plan, dest(plan, dst), dst.into(), loopback)
 }
 
 fn dest6(plan: &Ipv6Plan, ip: Ipv6Addr) -> Dest {
@@ -122,12 +140,8 @@ fn dest6(plan: &Ipv6Plan, ip: Ipv6Addr) -> Dest {
     {
         // ::/96 holds ::, ::1 and the IPv4-compatible addresses.
         Dest::Martian
-    } else if ip == plan.gateway {
-        Dest::Gateway
-    } else if plan.contains(ip) {
-        Dest::Subnet
     } else {
-        Dest::Outside
+        local(ip == plan.gateway, plan.contains(ip))
     }
 }
 
@@ -137,27 +151,14 @@ fn guest_source6(plan: &Ipv6Plan, src: Ipv6Addr) -> bool {
 
 /// Route for IPv6 TCP or UDP from `src` to `dst` (`Drop` without `--ipv6`).
 pub fn route6(plan: &NetPlan, src: Ipv6Addr, dst: SocketAddrV6) -> Route {
-    let Some(p6) = &plan.ipv6 else {
-        return Route::Drop;
-    };
-    if !guest_source6(p6, src) {
-        return Route::Drop;
-    }
-    match dest6(p6, *dst.ip()) {
-        Dest::Group => Route::Drop,
-        Dest::Martian => Route::Unreachable,
-        Dest::Gateway if dst.port() == 53 => Route::Dns,
-        Dest::Gateway if plan.host_loopback && dst.port() != 0 => {
-            Route::Host(SocketAddr::from((Ipv6Addr::LOCALHOST, dst.port())))
+    match &plan.ipv6 {
+        Some(p6) if guest_source6(p6, src) => {
+            // Without the scope and flow label the guest chose.
+            let to = SocketAddrV6::new(*dst.ip(), dst.port(), 0, 0).into();
+            let loopback = Ipv6Addr::LOCALHOST.into();
+            route_to(plan, dest6(p6, *dst.ip()), to, loopback)
         }
-        Dest::Gateway | Dest::Subnet => Route::Refuse,
-        Dest::Outside if dst.port() == 0 => Route::Refuse,
-        Dest::Outside => Route::Host(SocketAddr::V6(SocketAddrV6::new(
-            *dst.ip(),
-            dst.port(),
-            0,
-            0,
-        ))),
+        _ => Route::Drop,
     }
 }
 
@@ -173,25 +174,12 @@ pub fn route_any(plan: &NetPlan, src: IpAddr, dst: SocketAddr) -> Route {
 /// [`ping_route`] for either family (ICMPv6 echo through the host's
 /// `::1` for the gateway).
 pub fn ping_route_any(plan: &NetPlan, src: IpAddr, dst: IpAddr) -> Route {
-    let (src, dst) = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => return ping_route(plan, s, d),
-        (IpAddr::V6(s), IpAddr::V6(d)) => (s, d),
-        _ => return Route::Drop,
-    };
-    let Some(p6) = &plan.ipv6 else {
-        return Route::Drop;
-    };
-    if !guest_source6(p6, src) {
-        return Route::Drop;
-    }
-    match dest6(p6, dst) {
-        Dest::Group => Route::Drop,
-        Dest::Martian => Route::Unreachable,
-        Dest::Gateway if plan.host_loopback => {
-            Route::Host(SocketAddr::from((Ipv6Addr::LOCALHOST, 0)))
+    match (src, dst, &plan.ipv6) {
+        (IpAddr::V4(s), IpAddr::V4(d), _) => ping_route(plan, s, d),
+        (IpAddr::V6(s), IpAddr::V6(d), Some(p6)) if guest_source6(p6, s) => {
+            ping_route_to(plan, dest6(p6, d), dst, Ipv6Addr::LOCALHOST.into())
         }
-        Dest::Gateway | Dest::Subnet => Route::Refuse,
-        Dest::Outside => Route::Host(SocketAddr::from((dst, 0))),
+        _ => Route::Drop,
     }
 }
 

@@ -1522,6 +1522,19 @@ for n in (1000, 3000, 30000, 65000):
 print('sizes', ' '.join(r), flush=True)
 "#;
 
+/// `upload.py FILE HOST PORT`: sends FILE, then waits for the server to
+/// close: the data has arrived before CMD exits (rootlesskit stops the
+/// network when CMD exits, and with it what the guest's kernel still had
+/// to send, as RootlessKit does).
+const UPLOAD: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=60)
+with open(sys.argv[1], 'rb') as f:
+    s.sendall(f.read())
+s.shutdown(socket.SHUT_WR)
+s.recv(1)
+"#;
+
 /// A UDP server on 127.0.0.1 answering each datagram with as many bytes.
 fn udp_size_echo() -> u16 {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -1560,7 +1573,8 @@ fn at_mtu_1500_large_datagrams_pings_and_uploads_cross_with_and_without_offloads
                 "ping -c2 -s 3000 -W3 10.0.2.1 | grep -o '[0-9]* received'; \
                  python3 {big} 10.0.2.1 {port}; \
                  head -c 50000000 /dev/urandom > {d}/up; sha256sum < {d}/up | cut -d' ' -f1 > {sum}; \
-                 socat -u FILE:{d}/up TCP:10.0.2.1:{tport}; rm {d}/up",
+                 python3 {upload} {d}/up 10.0.2.1 {tport}; rm {d}/up",
+                upload = script("upload.py", UPLOAD),
                 big = script("big_udp.py", BIG_UDP),
                 sum = sum_file.display(),
                 d = dir.display(),
