@@ -28,10 +28,13 @@ use nix::sys::socket::{
     bind, recv, send, socket, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
 };
 use std::fmt::Debug;
+
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
+/// The message crates, for requests of one's own ([`NetlinkSocket::execute`]).
+pub use {netlink_packet_core, netlink_packet_route, netlink_packet_sock_diag};
 
 /// How long the kernel may take to answer one datagram.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -327,7 +330,7 @@ impl<F: AsFd> NetlinkSocket<F> {
         }
         message.attributes.push(AddressAttribute::Local(address));
         message.attributes.push(AddressAttribute::Address(address));
-        self.create(RouteNetlinkMessage::NewAddress(message))
+        self.try_create(RouteNetlinkMessage::NewAddress(message))
             .map_err(|f| f.during(format!("adding {address}/{prefix_len} to {}", link.name)))
     }
 
@@ -344,7 +347,7 @@ impl<F: AsFd> NetlinkSocket<F> {
             .attributes
             .push(RouteAttribute::Gateway(gateway.into()));
         message.attributes.push(RouteAttribute::Oif(link.index));
-        self.create(RouteNetlinkMessage::NewRoute(message))
+        self.try_create(RouteNetlinkMessage::NewRoute(message))
             .map_err(|f| {
                 f.during(format!(
                     "adding a default route via {gateway} dev {}",
@@ -353,9 +356,33 @@ impl<F: AsFd> NetlinkSocket<F> {
             })
     }
 
-    /// A creating request; "already exists" is success, so that doing it
-    /// twice is harmless.
-    fn create(&mut self, message: RouteNetlinkMessage) -> Result<(), Failure> {
+    /// Any other request: `message` with NLM_F_REQUEST | NLM_F_ACK |
+    /// `flags`; returns the messages of the answer. `operation` names
+    /// what was being done in errors.
+    pub fn execute<M>(
+        &mut self,
+        message: M,
+        flags: u16,
+        operation: &str,
+    ) -> Result<Vec<M>, NetlinkError>
+    where
+        M: NetlinkSerializable + NetlinkDeserializable + Debug,
+    {
+        self.request(message, NLM_F_ACK | flags)
+            .map_err(|f| f.during(operation))
+    }
+
+    /// Any creating request (NLM_F_CREATE | NLM_F_EXCL); "already exists"
+    /// is success, so that doing it twice is harmless.
+    pub fn create(
+        &mut self,
+        message: RouteNetlinkMessage,
+        operation: &str,
+    ) -> Result<(), NetlinkError> {
+        self.try_create(message).map_err(|f| f.during(operation))
+    }
+
+    fn try_create(&mut self, message: RouteNetlinkMessage) -> Result<(), Failure> {
         match self.request(message, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL) {
             Err(f) if f.errno() == Some(libc::EEXIST) => Ok(()),
             other => other.map(drop),
@@ -533,6 +560,26 @@ mod tests {
             };
             if nl.delete_link(&ghost).is_err() {
                 return 17;
+            }
+            // Requests of one's own: a local route in a table of its own.
+            let mut local = RouteMessage::default();
+            local.header.address_family = AddressFamily::Inet;
+            local.header.protocol = RouteProtocol::Boot;
+            local.header.scope = RouteScope::Host;
+            local.header.kind = RouteType::Local;
+            local.attributes.push(RouteAttribute::Table(0x52b));
+            local.attributes.push(RouteAttribute::Oif(lo.index));
+            let add = || RouteNetlinkMessage::NewRoute(local.clone());
+            if nl.create(add(), "adding").is_err() || nl.create(add(), "adding").is_err() {
+                return 22;
+            }
+            let del = || RouteNetlinkMessage::DelRoute(local.clone());
+            if nl.execute(del(), 0, "deleting").is_err() {
+                return 23;
+            }
+            match nl.execute(del(), 0, "deleting it again") {
+                Err(e) if e.to_string().starts_with("deleting it again: ") => {}
+                _ => return 24,
             }
             // The kernel explains a refusal (extended acknowledgement).
             let _tap = crate::tap::open(&crate::tap::TapConfig::new("rkt0")).unwrap();
