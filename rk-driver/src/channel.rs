@@ -3,7 +3,6 @@
 
 use crate::protocol::{decode, encode, DecodeError, MAX_FDS, MAX_MESSAGE_SIZE};
 use nix::cmsg_space;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
     SockFlag, SockType, UnixAddr,
@@ -83,6 +82,27 @@ impl Channel {
 
     pub fn into_fd(self) -> OwnedFd {
         self.fd
+    }
+
+    /// A command that starts the driver at `path` as the core does
+    /// (docs/driver-protocol.md §3): the driver's end of a new channel at
+    /// `RK_DRIVER_FD`, kept across exec; stdin on /dev/null; the
+    /// parent-death signal; a process group of its own. Returns the
+    /// command, the core's end, and the driver's end, which the caller
+    /// drops once the command is spawned.
+    pub fn driver_command(
+        path: &std::path::Path,
+    ) -> Result<(std::process::Command, Channel, OwnedFd), ChannelError> {
+        let (ours, theirs) = Channel::pair()?;
+        let theirs = theirs.into_fd();
+        let mut cmd = std::process::Command::new(path);
+        cmd.env(crate::DRIVER_FD_ENV, theirs.as_raw_fd().to_string())
+            .env_remove(crate::DRIVER_DEBUG_ENV)
+            .stdin(std::process::Stdio::null());
+        crate::process::kill_with_parent(&mut cmd);
+        crate::process::own_process_group(&mut cmd);
+        crate::process::keep_across_exec(&mut cmd, vec![theirs.as_raw_fd()]);
+        Ok((cmd, ours, theirs))
     }
 
     /// Sends one message with the given descriptors attached.
@@ -180,18 +200,9 @@ impl Channel {
 
     /// Waits until a message (or EOF) is ready; `false` on timeout.
     pub fn wait_readable(&self, timeout: Duration) -> Result<bool, ChannelError> {
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        let mut pfd = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
-        loop {
-            match poll(
-                &mut pfd,
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-            ) {
-                Ok(n) => return Ok(n > 0),
-                Err(nix::Error::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        crate::fdio::wait_readable(self.fd.as_fd(), timeout).map_err(|e| {
+            ChannelError::Io(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+        })
     }
 }
 

@@ -203,6 +203,69 @@ pub struct NetworkConfig {
     pub info: BTreeMap<String, String>,
 }
 
+/// The MTU range the core accepts in a `configured` answer.
+pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65521;
+/// At most this many nameservers in an answer (resolv.conf uses three).
+pub const MAX_DNS: usize = 8;
+/// At most this many `info` entries in an answer, each key and value at
+/// most [`MAX_INFO_LEN`] bytes.
+pub const MAX_INFO: usize = 32;
+pub const MAX_INFO_LEN: usize = 256;
+
+/// A Linux interface name: 1 to 15 bytes, no `/`, `:` or white space, not
+/// `.` or `..`.
+pub fn is_ifname(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', ':'])
+        && !name.chars().any(char::is_whitespace)
+}
+
+impl NetworkConfig {
+    /// What the core refuses in an answer beyond its types
+    /// (docs/driver-protocol.md §11): `Err` is a sentence that starts
+    /// with "answered".
+    pub fn check(&self) -> Result<(), String> {
+        if !is_ifname(&self.interface) {
+            return Err(format!(
+                "answered the interface name {:?}, which Linux does not allow (1 to 15 bytes, no '/', ':' or white space)",
+                self.interface
+            ));
+        }
+        if !MTU_RANGE.contains(&self.mtu) {
+            return Err(format!(
+                "answered MTU {}, outside {}..={}",
+                self.mtu,
+                MTU_RANGE.start(),
+                MTU_RANGE.end()
+            ));
+        }
+        if self.dns.len() > MAX_DNS {
+            return Err(format!(
+                "answered {} nameservers; at most {MAX_DNS} are accepted",
+                self.dns.len()
+            ));
+        }
+        if self.info.len() > MAX_INFO {
+            return Err(format!(
+                "answered {} info entries; at most {MAX_INFO} are accepted",
+                self.info.len()
+            ));
+        }
+        match self.info.iter().find(|(k, v)| {
+            k.len() > MAX_INFO_LEN
+                || v.len() > MAX_INFO_LEN
+                || k.chars().chain(v.chars()).any(char::is_control)
+        }) {
+            Some((k, _)) => Err(format!(
+                "answered an info entry {k:?} that is too long or holds control characters"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Reading the typed fields from their v1 strings, with errors that name
 /// the field and quote the value (`invalid nameserver "10.0.2.3\n..."`):
 /// the core shows them to the user as the driver's mistake.
@@ -535,6 +598,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("malformed"), "{e}");
+    }
+
+    #[test]
+    fn the_cores_limits_on_an_answer() {
+        let good = NetworkConfig {
+            interface: "tap0".into(),
+            mtu: 65520,
+            dns: vec![Ipv4Addr::new(10, 0, 2, 3).into()],
+            ..Default::default()
+        };
+        assert_eq!(good.check(), Ok(()));
+        let faults: [fn(&mut NetworkConfig); 7] = [
+            |c| c.interface = "a/b".into(),
+            |c| c.interface = "x".repeat(16),
+            |c| c.interface = String::new(),
+            |c| c.mtu = 65522,
+            |c| c.mtu = 10,
+            |c| c.dns = vec![c.dns[0]; 5000],
+            |c| {
+                c.info.insert("k".into(), "v\n".into());
+            },
+        ];
+        for f in faults {
+            let mut c = good.clone();
+            f(&mut c);
+            let e = c.check().unwrap_err();
+            assert!(e.starts_with("answered "), "{c:?}: {e}");
+        }
     }
 
     #[test]

@@ -2,15 +2,13 @@
 //! configure the network, shut it down.
 
 use nix::sys::signalfd::SignalFd;
-use rk_driver::process::kill_with_parent;
 use rk_driver::{
     Channel, ChannelError, ConfigureRequest, CoreMessage, DriverInfo, DriverMessage, NetworkConfig,
-    DRIVER_DEBUG_ENV, DRIVER_FD_ENV, PROTOCOL_VERSION, SHUTDOWN_GRACE_MS,
+    DRIVER_DEBUG_ENV, PROTOCOL_VERSION, SHUTDOWN_GRACE_MS,
 };
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,28 +37,12 @@ impl DriverProcess {
         debug: bool,
         signals: Option<&SignalFd>,
     ) -> Result<Self, String> {
-        let (ours, theirs) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
-        let theirs = theirs.into_fd();
-        let fd = theirs.as_raw_fd();
-        let mut cmd = Command::new(path);
-        cmd.env(DRIVER_FD_ENV, fd.to_string())
-            .stdin(Stdio::null())
-            .stdout(std::io::stderr());
+        let (mut cmd, ours, theirs) =
+            Channel::driver_command(path).map_err(|e| format!("socketpair: {e}"))?;
+        cmd.stdout(std::io::stderr());
         if debug {
             cmd.env(DRIVER_DEBUG_ENV, "1");
         }
-        kill_with_parent(&mut cmd);
-        rk_driver::process::own_process_group(&mut cmd);
-        // SAFETY: fcntl is async-signal-safe; it makes the driver's end of
-        // the socket survive exec in the child only.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
-        };
         let child = cmd
             .spawn()
             .map_err(|e| format!("starting driver {}: {e}", path.display()))?;
@@ -124,7 +106,7 @@ impl DriverProcess {
             .map_err(|e| self.failure("while configuring", e))?;
         match self.recv(CONFIGURE_TIMEOUT, "while configuring", signals)? {
             DriverMessage::Configured(cfg) => {
-                crate::answer::check(&cfg).map_err(|e| self.prefixed(&e))?;
+                cfg.check().map_err(|e| self.prefixed(&e))?;
                 Ok(cfg)
             }
             DriverMessage::Error { message } => Err(self.prefixed(&message)),

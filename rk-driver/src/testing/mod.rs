@@ -27,7 +27,7 @@ pub use suite::Suite;
 use crate::protocol::*;
 use crate::Channel;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -101,32 +101,12 @@ impl FakeCore {
             .ok_or_else(|| Violation(format!("{file:?} is not named rk-NAME (section 2)")))?
             .to_owned();
         let state_dir = make_state_dir(&name, run_as)?;
-        let (ours, theirs) =
-            Channel::pair().map_err(|e| Violation::setup(format!("socketpair: {e}")))?;
-        let theirs = theirs.into_fd();
-        let fd = theirs.as_raw_fd();
-        let mut cmd = Command::new(path);
-        cmd.env(DRIVER_FD_ENV, fd.to_string())
-            .env_remove(DRIVER_DEBUG_ENV)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+        let (mut cmd, ours, theirs) = Channel::driver_command(path)
+            .map_err(|e| Violation::setup(format!("socketpair: {e}")))?;
+        cmd.envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(who) = run_as {
-            cmd.uid(who.uid).gid(who.gid);
-        }
-        crate::process::kill_with_parent(&mut cmd);
-        crate::process::own_process_group(&mut cmd);
-        // SAFETY: fcntl is async-signal-safe; the driver's end of the socket
-        // survives exec in the child only.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
-        };
+        run_as_user(&mut cmd, run_as);
         let mut child = spawn_retrying_busy_text(&mut cmd)
             .map_err(|e| Violation::setup(format!("starting {}: {e}", path.display())))?;
         drop(theirs);
@@ -451,6 +431,13 @@ impl Drop for FakeCore {
             }
         }
         let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+/// Makes `cmd` run as `run_as` (nothing for `None`).
+fn run_as_user(cmd: &mut Command, run_as: Option<RunAs>) {
+    if let Some(who) = run_as {
+        cmd.uid(who.uid).gid(who.gid);
     }
 }
 

@@ -29,9 +29,7 @@ impl Namespaces {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if let Some(who) = run_as {
-            cmd.uid(who.uid).gid(who.gid);
-        }
+        super::run_as_user(&mut cmd, run_as);
         crate::process::kill_with_parent(&mut cmd);
         // SAFETY: unshare is async-signal-safe, as required between fork
         // and exec; std has switched to `run_as` before this runs.

@@ -115,16 +115,29 @@ impl Suite {
         Namespaces::new(self.run_as)
     }
 
+    /// A started driver that answered the hello.
+    fn greeted(&self) -> Result<FakeCore, Violation> {
+        let mut core = self.start()?;
+        core.hello()?;
+        Ok(core)
+    }
+
+    /// A driver that brought the network of fresh namespaces up (keep the
+    /// namespaces while the driver runs).
+    fn configured(&self) -> Result<(FakeCore, Namespaces), Violation> {
+        let mut core = self.greeted()?;
+        let ns = self.namespaces()?;
+        core.configured(&self.request, &ns)?;
+        Ok((core, ns))
+    }
+
     pub fn version_flag(&self) -> Result<(), Violation> {
-        use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(&self.driver);
         cmd.arg("--version")
             .env_remove(DRIVER_FD_ENV)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
-        if let Some(who) = self.run_as {
-            cmd.uid(who.uid).gid(who.gid);
-        }
+        super::run_as_user(&mut cmd, self.run_as);
         let out = cmd.output().map_err(|e| {
             Violation::setup(format!("running {} --version: {e}", self.driver.display()))
         })?;
@@ -149,15 +162,11 @@ impl Suite {
     }
 
     pub fn hello_then_shutdown(&self) -> Result<(), Violation> {
-        let mut core = self.start()?;
-        core.hello()?;
-        core.shutdown().map(drop)
+        self.greeted()?.shutdown().map(drop)
     }
 
     pub fn hello_then_eof(&self) -> Result<(), Violation> {
-        let mut core = self.start()?;
-        core.hello()?;
-        core.hang_up().map(drop)
+        self.greeted()?.hang_up().map(drop)
     }
 
     pub fn newer_core(&self) -> Result<(), Violation> {
@@ -175,8 +184,7 @@ impl Suite {
     }
 
     pub fn unknown_message(&self) -> Result<(), Violation> {
-        let mut core = self.start()?;
-        core.hello()?;
+        let mut core = self.greeted()?;
         core.send_raw(br#"{"type":"rk-conformance-unknown"}"#)?;
         // It MAY say what it got in an `error`; nothing else.
         match core.recv(EXIT_LIMIT, "after an unknown message type") {
@@ -202,8 +210,7 @@ impl Suite {
     }
 
     pub fn no_descriptors(&self) -> Result<(), Violation> {
-        let mut core = self.start()?;
-        core.hello()?;
+        let mut core = self.greeted()?;
         let ns = self.namespaces()?;
         let request = ConfigureRequest {
             child_pid: ns.pid() as i32,
@@ -211,49 +218,43 @@ impl Suite {
             ..self.request.clone()
         };
         core.send(&CoreMessage::Configure(request), &[])?;
-        match core.recv(EXIT_LIMIT, "answering configure without descriptors")? {
-            DriverMessage::Error { message } if message.contains('0') => {}
-            other => {
-                return Err(Violation(format!(
-                    "{} answered configure without descriptors with {other:?}; expected an error naming the count (section 7)",
-                    self.driver.display()
-                )))
-            }
-        }
+        let answer = core.recv(EXIT_LIMIT, "answering configure without descriptors")?;
+        let named = matches!(&answer, DriverMessage::Error { message } if message.contains('0'));
+        self.require(named, || {
+            format!("answered configure without descriptors with {answer:?}; expected an error naming the count (section 7)")
+        })?;
         core.expect_exit(grace(), "after refusing configure")
             .map(drop)
     }
 
+    /// `Err` naming the driver and `what` unless `ok`.
+    fn require(&self, ok: bool, what: impl FnOnce() -> String) -> Result<(), Violation> {
+        match ok {
+            true => Ok(()),
+            false => Err(Violation(format!("{}: {}", self.driver.display(), what()))),
+        }
+    }
+
     pub fn unknown_option(&self) -> Result<(), Violation> {
-        let mut core = self.start()?;
-        core.hello()?;
+        let mut core = self.greeted()?;
         let ns = self.namespaces()?;
         let mut request = self.request.clone();
         request.options.insert(UNKNOWN_OPTION.into(), "1".into());
         let message = core.refused(&request, &ns)?;
-        if !message.contains(UNKNOWN_OPTION) {
-            return Err(Violation(format!(
-                "{} refused an unknown option without naming it: {message:?} (section 6.3)",
-                self.driver.display()
-            )));
-        }
+        self.require(message.contains(UNKNOWN_OPTION), || {
+            format!("refused an unknown option without naming it: {message:?} (section 6.3)")
+        })?;
         core.expect_exit(grace(), "after refusing configure")
             .map(drop)
     }
 
     pub fn configure_then_shutdown(&self) -> Result<(), Violation> {
-        let mut core = self.start()?;
-        core.hello()?;
-        let ns = self.namespaces()?;
-        core.configured(&self.request, &ns)?;
+        let (core, _ns) = self.configured()?;
         core.shutdown().map(drop)
     }
 
     pub fn configure_then_eof(&self) -> Result<(), Violation> {
-        let mut core = self.start()?;
-        core.hello()?;
-        let ns = self.namespaces()?;
-        core.configured(&self.request, &ns)?;
+        let (core, _ns) = self.configured()?;
         core.hang_up().map(drop)
     }
 }
