@@ -200,8 +200,8 @@ mod tests {
     #[test]
     fn hello_announces_name_capabilities_and_options() {
         let info = Slirp4netns::default().info();
-        assert_eq!(info.driver, "slirp4netns");
-        assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+        let named = (info.driver.as_str(), info.version.as_str());
+        assert_eq!(named, ("slirp4netns", env!("CARGO_PKG_VERSION")));
         for c in [
             "ipv6",
             "cidr",
