@@ -54,13 +54,13 @@ mod tests {
 
     #[test]
     fn resolv_conf_outside_etc_and_run_is_reported() {
+        assert_eq!(escaped(Path::new("/etc/passwd")), None);
         let dir = std::env::temp_dir().join(format!("rk-s4-resolv-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(escaped(&dir.join("missing")), None);
         let file = dir.join("resolv.conf");
         std::fs::write(&file, "").unwrap();
         assert_eq!(escaped(&file), Some(std::fs::canonicalize(&file).unwrap()));
-        assert_eq!(escaped(Path::new("/etc/passwd")), None);
-        assert_eq!(escaped(&dir.join("missing")), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
