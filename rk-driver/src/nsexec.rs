@@ -440,6 +440,47 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_resident_that_dies_with_its_parent_does_and_a_guard_outlives_it() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let code = in_new_user_and_net_namespace(|| {
+            let sleep = || loop {
+                // SAFETY: pause has no preconditions.
+                unsafe { libc::pause() };
+            };
+            let dies = Resident::spawn("a test resident", None, true, sleep).unwrap();
+            let outlives = Resident::spawn("a test guard", None, false, sleep).unwrap();
+            let pids = [dies.pid(), outlives.pid()].map(i32::to_ne_bytes).concat();
+            let _ = nix::unistd::write(&w, &pids);
+            // Leaves without dropping either (as a killed driver would).
+            std::mem::forget((dies, outlives));
+            0
+        });
+        assert_eq!(code, 0);
+        drop(w);
+        let mut pids = [0u8; 8];
+        nix::unistd::read(r.as_fd(), &mut pids).unwrap();
+        let pid = |i: usize| i32::from_ne_bytes(pids[i * 4..i * 4 + 4].try_into().unwrap());
+        // Gone, or a zombie waiting for init to reap it.
+        let alive = |p: i32| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive(pid(0)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let guard_alive = alive(pid(1));
+        let _ = kill(Pid::from_raw(pid(1)), Signal::SIGKILL);
+        assert!(!alive(pid(0)), "the resident outlived its parent");
+        assert!(guard_alive, "the guard died with its parent");
+    }
+
+    #[test]
     fn close_other_fds_keeps_only_the_named_ones() {
         let code = in_new_user_and_net_namespace(|| {
             let (a, b) = nix::unistd::pipe().unwrap();
