@@ -611,20 +611,4 @@ mod tests {
         });
         assert_eq!(code, 0);
     }
-
-    #[test]
-    fn without_privilege_the_errno_comes_back_with_the_operation() {
-        // In the host's namespace this user (or root without the namespace's
-        // CAP_NET_ADMIN in tests run as rk-test) may be refused; as root the
-        // request succeeds. Either way the answer is read.
-        let mut nl = NetlinkSocket::route().unwrap();
-        let ghost = Link {
-            name: "ghost".into(),
-            index: 999_999,
-        };
-        match nl.delete_link(&ghost) {
-            Ok(()) => {}
-            Err(e) => assert!(e.to_string().starts_with("deleting interface ghost"), "{e}"),
-        }
-    }
 }
