@@ -576,3 +576,141 @@ fn at_mtu_1500_large_ipv6_datagrams_and_pings_cross_in_fragments() {
         assert!(out.contains("3008 bytes from fd00::1"), "{args:?}: {out}");
     }
 }
+
+/// `flood6.py KIND N PORT`: N hand-made IPv6 frames to the gateway from
+/// inside, as fast as Python goes: `syn` (SYNs from new ports to PORT, a
+/// closed port of the host's ::1), `udp` (datagrams to new ports), `ping`
+/// (echo requests with 5000 identifiers), `frag` (first fragments of UDP
+/// datagrams that never complete, each with its own identification).
+const FLOOD6: &str = r#"
+import socket, struct, subprocess, sys
+kind, n, tport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+SRC, GW = 'fd00::100', 'fd00::1'
+a6 = lambda x: socket.inet_pton(socket.AF_INET6, x)
+def csum(b):
+    if len(b) % 2: b += b'\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+def ip6(nh, payload):
+    return struct.pack('!IHBB', 6 << 28, len(payload), nh, 64) + a6(SRC) + a6(GW) + payload
+def fix(nh, seg, at):
+    pseudo = a6(SRC) + a6(GW) + struct.pack('!IxxxB', len(seg), nh)
+    return seg[:at] + struct.pack('!H', csum(pseudo + seg)) + seg[at + 2:]
+subprocess.run(['ping', '-6', '-c1', '-W2', GW], stdout=subprocess.DEVNULL)
+neigh = subprocess.run(['ip', '-6', 'neigh', 'show', GW], capture_output=True, text=True).stdout.split()
+gw = bytes.fromhex(neigh[neigh.index('lladdr') + 1].replace(':', ''))
+me = bytes.fromhex(open('/sys/class/net/tap0/address').read().strip().replace(':', ''))
+p = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+p.bind(('tap0', 0))
+head = gw + me + b'\x86\xdd'
+sent = 0
+for i in range(n):
+    port = 20000 + i % 40000
+    if kind == 'syn':
+        frame = ip6(6, fix(6, struct.pack('!HHIIBBHHH', port, tport, i, 0, 5 << 4, 0x02, 65535, 0, 0), 16))
+    elif kind == 'udp':
+        frame = ip6(17, fix(17, struct.pack('!HHHH', port, 1024 + i % 60000, 9, 0) + b'x', 6))
+    elif kind == 'ping':
+        frame = ip6(58, fix(58, struct.pack('!BBHHH', 128, 0, 0, i % 5000, i) + b'flood', 2))
+    else:
+        udp = struct.pack('!HHHH', port, 1024 + i % 60000, 1008, 0) + b'f' * 1000
+        frame = ip6(44, struct.pack('!BBHI', 17, 0, 1, i) + udp)
+    try:
+        p.send(head + frame); sent += 1
+    except OSError:
+        pass
+print('flood', kind, 'sent', sent, flush=True)
+"#;
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn ipv6_floods_from_inside_leave_the_driver_up_with_memory_and_descriptors_bounded() {
+    // Every frame goes to the gateway fd00::1 (the host's ::1, a closed
+    // port for the SYNs): nothing leaves the machine.
+    let echo = servers::tcp_echo("::1");
+    let closed = closed_port6();
+    let n = 20000;
+    let flood = script("flood6.py", FLOOD6);
+    let (max_tcp, max_udp, max_ping) = (300, 300, 256);
+    let mut child = rootlesskit(&[
+        NET,
+        "--ipv6",
+        "--net-opt",
+        &format!("max-tcp-flows={max_tcp}"),
+        "--net-opt",
+        &format!("max-udp-flows={max_udp}"),
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "echo x | socat -t5 - TCP6:[fd00::1]:{echo} >/dev/null; sleep 0.5; echo ready; \
+             for k in syn udp ping frag; do python3 {flood} $k {n} {closed}; done; \
+             sleep 0.5; echo after | socat -t5 - TCP6:[fd00::1]:{echo}; echo end"
+        ),
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("ready"), "{line}");
+    let driver = child_named(child.id(), "rk-gvtap").expect("rk-gvtap is running");
+    let (fds0, rss0) = (fd_count(driver), rss_kib(driver));
+    let (mut most_fds, mut most_rss) = (fds0, rss0);
+    let seen = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let mut seen = String::new();
+            let deadline = Instant::now() + Duration::from_secs(180);
+            loop {
+                let mut l = String::new();
+                if out.read_line(&mut l).unwrap_or(0) == 0 || Instant::now() > deadline {
+                    return seen;
+                }
+                seen.push_str(&l);
+                if l.starts_with("end") {
+                    return seen;
+                }
+            }
+        });
+        while !h.is_finished() {
+            most_fds = most_fds.max(fd_count(driver));
+            most_rss = most_rss.max(rss_kib(driver));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        h.join().unwrap()
+    });
+    let report =
+        format!("before {fds0} fds {rss0} KiB; peak {most_fds} fds {most_rss} KiB\n{seen}");
+    eprintln!("{report}");
+    for kind in ["syn", "udp", "ping", "frag"] {
+        assert!(seen.contains(&format!("flood {kind} sent {n}")), "{report}");
+    }
+    assert!(
+        seen.contains("reply: after"),
+        "the driver stopped serving\n{report}"
+    );
+    assert!(
+        most_fds <= fds0 + max_tcp + max_udp + max_ping + 8,
+        "{report}"
+    );
+    assert!(most_rss <= rss0 + 8 * 1024, "{report}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}\n{report}");
+}
