@@ -11,10 +11,10 @@
 //! netlink socket opened there belongs to the target namespace. Joining needs
 //! CAP_SYS_ADMIN over the namespace's owning user namespace (the rootlesskit
 //! child is root there).
+//!
+//! The requests are rk-driver's netlink layer, the one the drivers use.
 
 mod netns;
-mod requests;
-mod socket;
 #[cfg(test)]
 mod tests;
 
@@ -22,8 +22,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::BorrowedFd;
 
-use requests::Link;
-use socket::RouteSocket;
+use rk_driver::netlink::{Link, LinkChange, NetlinkSocket};
 
 /// What to configure on one interface inside the network namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,34 +52,21 @@ pub enum NetlinkError {
     /// The interface does not exist in the network namespace.
     #[error("network interface {0:?} does not exist in the network namespace")]
     NoSuchInterface(String),
-    /// The socket or the kernel refused an operation.
-    #[error(
-        "netlink: cannot {operation}: {errno}{}",
-        kernel_detail(.kernel_message)
-    )]
-    Request {
-        /// What was being done, naming the interface, e.g. "add address
-        /// 10.0.2.100/24 to tap0".
-        operation: String,
-        /// The errno the kernel answered with.
-        errno: io::Error,
-        /// The kernel's extended-ack explanation, when it gave one.
-        kernel_message: Option<String>,
-    },
-    /// The kernel's answer did not follow the netlink protocol.
-    #[error("netlink: cannot {operation}: unexpected reply: {detail}")]
-    UnexpectedReply {
-        /// What was being done.
-        operation: String,
-        /// What was wrong with the reply.
-        detail: String,
-    },
+    /// The socket or the kernel refused an operation, or answered
+    /// something else than netlink; the error names the operation and the
+    /// interface, e.g. "tap0: set its MTU to 70000".
+    #[error("netlink: {0}")]
+    Request(rk_driver::netlink::NetlinkError),
 }
 
-fn kernel_detail(kernel_message: &Option<String>) -> String {
-    match kernel_message {
-        Some(message) => format!(" ({message})"),
-        None => String::new(),
+impl From<rk_driver::netlink::NetlinkError> for NetlinkError {
+    fn from(e: rk_driver::netlink::NetlinkError) -> Self {
+        match e {
+            rk_driver::netlink::NetlinkError::NoSuchInterface { name, .. } => {
+                NetlinkError::NoSuchInterface(name)
+            }
+            other => NetlinkError::Request(other),
+        }
     }
 }
 
@@ -109,16 +95,16 @@ pub fn configure_interface(
         // Addresses first: the kernel accepts a gateway only once a
         // connected route (made by the address) reaches it.
         if let Some((address, prefix_len)) = setup.ipv4 {
-            requests::add_address(socket, &link, IpAddr::V4(address), prefix_len)?;
+            socket.add_address(&link, IpAddr::V4(address), prefix_len)?;
         }
         if let Some((address, prefix_len)) = setup.ipv6 {
-            requests::add_address(socket, &link, IpAddr::V6(address), prefix_len)?;
+            socket.add_address(&link, IpAddr::V6(address), prefix_len)?;
         }
         if let Some(gateway) = setup.gateway4 {
-            requests::add_default_route(socket, &link, IpAddr::V4(gateway))?;
+            socket.add_default_route(&link, IpAddr::V4(gateway))?;
         }
         if let Some(gateway) = setup.gateway6 {
-            requests::add_default_route(socket, &link, IpAddr::V6(gateway))?;
+            socket.add_default_route(&link, IpAddr::V6(gateway))?;
         }
         Ok(())
     })
@@ -140,9 +126,20 @@ pub fn bring_up_interface(
 
 /// Looks the interface up by name, then sets its MTU (if given) and the UP
 /// flag in one request.
-fn bring_up(socket: &mut RouteSocket, name: &str, mtu: Option<u32>) -> Result<Link, NetlinkError> {
-    let link = requests::find_link(socket, name)?;
-    requests::set_link_up(socket, &link, mtu)?;
+fn bring_up(
+    socket: &mut NetlinkSocket,
+    name: &str,
+    mtu: Option<u32>,
+) -> Result<Link, NetlinkError> {
+    let link = socket.link(name)?;
+    socket.set_link(
+        &link,
+        LinkChange {
+            up: Some(true),
+            mtu,
+            ..Default::default()
+        },
+    )?;
     Ok(link)
 }
 
@@ -150,9 +147,18 @@ fn bring_up(socket: &mut RouteSocket, name: &str, mtu: Option<u32>) -> Result<Li
 /// `work` with it, on a namespace-joining thread when `netns` is given.
 fn with_route_socket<T: Send>(
     netns: Option<BorrowedFd<'_>>,
-    work: impl FnOnce(&mut RouteSocket) -> Result<T, NetlinkError> + Send,
+    work: impl FnOnce(&mut NetlinkSocket) -> Result<T, NetlinkError> + Send,
 ) -> Result<T, NetlinkError> {
-    let open_and_work = || work(&mut RouteSocket::open()?);
+    let open_and_work = || {
+        let mut socket = NetlinkSocket::route().map_err(|e| {
+            NetlinkError::Request(rk_driver::netlink::NetlinkError::Refused {
+                operation: "opening a NETLINK_ROUTE socket".into(),
+                errno: e,
+                kernel: None,
+            })
+        })?;
+        work(&mut socket)
+    };
     match netns {
         None => open_and_work(),
         Some(netns) => netns::run_in(netns, open_and_work),

@@ -165,8 +165,8 @@ fn refused_request_names_the_operation_and_the_errno() {
         setup.mtu = 70000; // above a tap device's maximum of 65535
         let error = configure_interface(None, &setup).unwrap_err();
         assert!(
-            matches!(&error, NetlinkError::Request { errno, .. }
-                if errno.raw_os_error() == Some(libc::EINVAL)),
+            matches!(&error, NetlinkError::Request(e)
+                if e.raw_os_error() == Some(libc::EINVAL)),
             "{error:?}"
         );
         let message = error.to_string();
