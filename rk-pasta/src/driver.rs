@@ -100,11 +100,7 @@ impl PastaDriver {
         if std::env::var("RK_PASTA_TEST_PANIC").as_deref() == Ok("configure") {
             panic!("RK_PASTA_TEST_PANIC=configure");
         }
-        if self.running.is_some() {
-            return Err(DriverError::new(
-                "configure sent twice: this driver runs one pasta per network",
-            ));
-        }
+        // rk_driver::serve refuses a second configure: one pasta per driver.
         // Cheap checks first: a bad flag never starts anything.
         let options = DriverOptions::parse(&request.options).map_err(user_error)?;
         let network = Network::from_request(&request, &SHAPE).map_err(user_error)?;

@@ -9,7 +9,7 @@ use crate::plan::{self, Plan, Wants, SHAPE};
 use crate::probe::{self, Probe};
 use rk_driver::plan::RequestedNetwork as Network;
 use rk_driver::{
-    ConfigureRequest, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig,
+    ConfigureRequest, Context, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig,
     PortDriverOffer, PortRule,
 };
 use std::collections::BTreeMap;
@@ -41,17 +41,10 @@ impl Driver for Slirp4netns {
         request: ConfigureRequest,
         namespaces: NamespaceFds,
     ) -> Result<NetworkConfig, DriverError> {
-        if let Some(slirp) = &self.running {
-            return Err(DriverError::new(format!(
-                "configure sent twice: this driver runs one slirp4netns per network \
-                 (pid {} runs this one)",
-                slirp.pid()
-            )));
-        }
-        // Nothing this driver runs (slirp4netns, its probes) may gain
+        // rk_driver::serve refuses a second configure: one slirp4netns
+        // per driver. Nothing this driver runs (slirp4netns, its probes) may gain
         // privileges; threads started from here on inherit this.
-        rk_driver::sandbox::no_new_privs()
-            .map_err(|e| DriverError::new(format!("setting no_new_privs: {e}")))?;
+        rk_driver::sandbox::no_new_privs().context("setting no_new_privs")?;
         // Cheap checks first: a bad flag never starts anything.
         let options = DriverOptions::parse(&request.options).map_err(user_error)?;
         for key in &options.ignored {
