@@ -58,7 +58,7 @@ impl Driver for VpnkitDriver {
         let _ = std::fs::remove_file(&settings.socket);
         // Shutdown must not try again: the sandbox refuses it from then on.
         self.socket = None;
-        let uuid = crate::uuid::random_v4()?;
+        let uuid = crate::uuid::random_v4().context("making a UUID for the vpnkit link")?;
         let mut link = Link::handshake(stream, uuid, HANDSHAKE_TIMEOUT).map_err(|e| {
             DriverError::new(format!(
                 "vpnkit handshake on {}: {e}{}",
@@ -98,7 +98,7 @@ impl Driver for VpnkitDriver {
         .pop()
         .ok_or_else(|| DriverError::new("the namespace helper sent no tap descriptor"))?;
         let uuid = link.uuid.clone();
-        let (stream, reader, _) = link.into_parts()?;
+        let (stream, reader, _) = link.into_parts().context("the vpnkit link")?;
         // Set-up is over: the whole process gives up what the pump and the
         // shutdown do not need, before the pump touches untrusted frames
         // and before its threads start (so that Landlock covers them too).
@@ -112,7 +112,7 @@ impl Driver for VpnkitDriver {
                 started.elapsed().as_secs_f64() * 1000.0
             );
         }
-        self.pump = Some(Pump::start(stream, reader, tap)?);
+        self.pump = Some(Pump::start(stream, reader, tap).context("starting the frame pump")?);
         if let Err(e) = vpnkit.follow_output() {
             log::warn!(
                 "cannot start the thread that drains vpnkit's output ({e}): vpnkit may stall \
