@@ -31,8 +31,8 @@ use rk_gvtap::classify;
 
 use plan::NetPlan;
 use rk_driver::{
-    ConfigureRequest, Driver, DriverError, DriverInfo, Ipv4Net, NamespaceFds, NetworkConfig,
-    PortDriverOffer, PortRule,
+    ConfigureRequest, Context, Driver, DriverError, DriverInfo, Ipv4Net, NamespaceFds,
+    NetworkConfig, PortDriverOffer, PortRule,
 };
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -104,24 +104,27 @@ impl Driver for Gvtap {
             .map_err(|e| DriverError::new(format!("prctl(PR_SET_NO_NEW_PRIVS): {e}")))?;
         // The namespace helper forks: no thread may exist yet.
         let tap = tap::create_in_namespace(&ns, &plan.ifname, vnet).map_err(DriverError)?;
-        let stop = sys::eventfd()?;
-        let died = sys::eventfd()?;
+        let stop = sys::eventfd().context("an eventfd to stop the network thread")?;
+        let died = sys::eventfd().context("an eventfd for the network thread's end")?;
         let limits = engine::Limits::fit_nofile(wanted, nofile);
-        let control = Arc::new(forward::Control::new()?);
+        let control =
+            Arc::new(forward::Control::new().context("an eventfd for the port driver's commands")?);
         let mut engine = engine::Engine::new(
             plan.clone(),
             tap,
-            stop.try_clone()?,
+            stop.try_clone().context("duplicating the stop eventfd")?,
             control.clone(),
             limits,
             vnet,
-        )?;
+        )
+        .context("setting up the network thread (epoll on the tap)")?;
         // Set-up is over: the whole process is confined before the network
         // thread starts, so that Landlock covers it too.
         let sandbox = confinement::apply()
             .map_err(|e| DriverError::new(format!("confining rk-gvtap: {e}")))?;
         let error = Arc::new(Mutex::new(None));
-        let (error2, died2) = (error.clone(), died.try_clone()?);
+        let died2 = died.try_clone().context("duplicating an eventfd")?;
+        let error2 = error.clone();
         let thread = std::thread::Builder::new()
             .name("rk-gvtap-net".into())
             .spawn(move || {
@@ -129,7 +132,8 @@ impl Driver for Gvtap {
                     *error2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                     sys::signal(&died2);
                 }
-            })?;
+            })
+            .context("starting the network thread")?;
         self.running = Some(Running {
             thread: Some(thread),
             stop,
