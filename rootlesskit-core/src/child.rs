@@ -99,7 +99,11 @@ fn set_up(channel: &Channel) -> Result<CommandToRun, String> {
         return Err("protocol error: expected network".into());
     };
     if settings.net.new_netns() {
-        configure_network(netns::borrow(&detached), config.as_ref())?;
+        configure_network(
+            netns::borrow(&detached),
+            config.as_ref(),
+            &settings.net_name,
+        )?;
     }
     if settings.net.new_netns() && !settings.detach_netns {
         crate::mounts::mount_sysfs_for_netns()?;
@@ -144,23 +148,25 @@ fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
-/// Loopback, ping, and the driver's interface (unless it did that itself).
+/// Loopback, ping, and the driver's interface (unless it did that itself);
+/// a failure with the interface names the driver (`shown`) that answered.
 fn configure_network(
     netns: Option<BorrowedFd<'_>>,
     config: Option<&NetworkConfig>,
+    shown: &str,
 ) -> Result<(), String> {
     crate::netlink::bring_up_loopback(netns).map_err(|e| e.to_string())?;
     if let Err(e) = netns::allow_ping(netns) {
         log::warn!("{e}");
     }
     let Some(cfg) = config else { return Ok(()) };
+    let answered = |e: String| format!("network driver {shown}: setting up what it answered: {e}");
     if cfg.configured_by_driver {
         return crate::netlink::bring_up_interface(netns, &cfg.interface, Some(cfg.mtu))
-            .map_err(|e| e.to_string());
+            .map_err(|e| answered(e.to_string()));
     }
-    let setup =
-        crate::answer::interface_setup(cfg).map_err(|e| format!("the network driver {e}"))?;
-    crate::netlink::configure_interface(netns, &setup).map_err(|e| e.to_string())
+    let setup = crate::answer::interface_setup(cfg).map_err(answered)?;
+    crate::netlink::configure_interface(netns, &setup).map_err(|e| answered(e.to_string()))
 }
 
 /// `$STATE_DIR/resolv.conf` and `$STATE_DIR/hosts` always (RootlessKit

@@ -130,6 +130,12 @@ fn a_driver_that_breaks_the_protocol_fails_the_suite() {
         outcome.is_err(),
         "the suite passed a driver with the wrong name"
     );
+    // rk-noiface answers an interface the namespace does not have.
+    let noiface = script_suite("fixtures/drivers", "noiface").configure_then_shutdown();
+    assert!(
+        noiface.as_ref().is_err_and(|v| v.0.contains("MUST exist")),
+        "{noiface:?}"
+    );
     // rk-garbage answers the hello with bytes that are not JSON.
     let garbage = script_suite("fixtures/drivers", "garbage").hello_then_shutdown();
     assert!(

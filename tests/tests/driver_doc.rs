@@ -80,3 +80,22 @@ fn a_driver_that_fails_its_hello_is_reaped_before_rootlesskit_returns() {
     );
     assert_eq!(stat, None, "rk-garbage (pid {pid}) left behind");
 }
+
+#[test]
+fn an_answered_interface_that_does_not_exist_fails_naming_the_driver() {
+    let dir = user_temp_dir("noiface");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/drivers/rk-noiface");
+    std::fs::copy(&source, dir.join("rk-noiface")).unwrap();
+    chmod(&dir.join("rk-noiface"), 0o755);
+    chmod(&dir, 0o755);
+    let out = rootlesskit_with_env(
+        &["--net=noiface", "true"],
+        &[("ROOTLESSKIT_DRIVER_PATH", dir.to_str().unwrap())],
+    )
+    .output()
+    .unwrap();
+    expect_failure(
+        &out,
+        r#"network driver noiface: setting up what it answered: network interface "tap0" does not exist"#,
+    );
+}
