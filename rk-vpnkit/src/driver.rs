@@ -9,8 +9,7 @@ use crate::settings::{Settings, BINARY_OPTION};
 use crate::vpnkit::Vpnkit;
 use crate::wire::format_mac;
 use rk_driver::{
-    debug_enabled, ConfigureRequest, Context, Driver, DriverError, DriverInfo, NamespaceFds,
-    NetworkConfig,
+    ConfigureRequest, Context, Driver, DriverError, DriverInfo, NamespaceFds, NetworkConfig,
 };
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -104,14 +103,10 @@ impl Driver for VpnkitDriver {
         // and before its threads start (so that Landlock covers them too).
         let started = Instant::now();
         let sandbox = crate::confinement::confine();
-        // Printed as before the log facade: tests/tests/vpnkit.rs reads
-        // these words (and the frame counts at shutdown).
-        if debug_enabled() {
-            eprintln!(
-                "rk-vpnkit: sandbox: {sandbox} (applied in {:.2} ms)",
-                started.elapsed().as_secs_f64() * 1000.0
-            );
-        }
+        log::debug!(
+            "sandbox: {sandbox} (applied in {:.2} ms)",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
         self.pump = Some(Pump::start(stream, reader, tap).context("starting the frame pump")?);
         if let Err(e) = vpnkit.follow_output() {
             log::warn!(
@@ -146,10 +141,10 @@ impl Driver for VpnkitDriver {
 
     fn shutdown(&mut self) {
         if let Some(p) = self.pump.take() {
-            if debug_enabled() {
+            if log::log_enabled!(log::Level::Debug) {
                 let c = p.counters();
-                eprintln!(
-                    "rk-vpnkit: frames to vpnkit {} (in {} writes, {} malformed packets dropped), \
+                log::debug!(
+                    "frames to vpnkit {} (in {} writes, {} malformed packets dropped), \
                      from vpnkit {} (in {} tap writes, {} refused by the tap)",
                     c.to_vpnkit.load(Ordering::Relaxed),
                     c.batches.load(Ordering::Relaxed),

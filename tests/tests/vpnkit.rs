@@ -652,7 +652,7 @@ fn the_confined_driver_pumps_and_shuts_down_without_tripping_its_filter() {
     assert_eq!(field(&text, "ping"), "ok", "{text}");
     let err = stderr(&out);
     assert!(
-        err.contains("rk-vpnkit: sandbox: seccomp on, no_new_privs on, landlock "),
+        err.contains("rk-vpnkit: debug: sandbox: seccomp on, no_new_privs on, landlock "),
         "the driver must report its confinement:\n{err}"
     );
     assert!(
@@ -660,7 +660,7 @@ fn the_confined_driver_pumps_and_shuts_down_without_tripping_its_filter() {
         "the core must show the driver's report:\n{err}"
     );
     assert!(
-        err.contains("rk-vpnkit: frames to vpnkit") && err.contains("killed and reaped"),
+        err.contains("rk-vpnkit: debug: frames to vpnkit") && err.contains("killed and reaped"),
         "the confined driver's shutdown did not run to its end:\n{err}"
     );
     assert!(!err.contains("driver died"), "{err}");
@@ -675,7 +675,7 @@ fn the_confined_driver_pumps_and_shuts_down_without_tripping_its_filter() {
     );
     expect_success(&out);
     assert!(
-        stderr(&out).contains("rk-vpnkit: sandbox: seccomp off, no_new_privs off"),
+        stderr(&out).contains("rk-vpnkit: debug: sandbox: seccomp off, no_new_privs off"),
         "{}",
         stderr(&out)
     );
