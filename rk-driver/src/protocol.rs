@@ -138,6 +138,19 @@ impl DriverInfo {
             commit: None,
         }
     }
+
+    /// With these capabilities (added to those it has).
+    pub fn with_capabilities(mut self, capabilities: &[&str]) -> Self {
+        self.capabilities
+            .extend(capabilities.iter().map(|c| (*c).to_owned()));
+        self
+    }
+
+    /// With these option names (added to those it has).
+    pub fn with_options(mut self, options: &[&str]) -> Self {
+        self.options.extend(options.iter().map(|o| (*o).to_owned()));
+        self
+    }
 }
 
 /// Parameters of [`CoreMessage::Configure`].
@@ -518,10 +531,10 @@ mod tests {
                 encode(&DriverMessage::Hello {
                     protocol_version: 1,
                     info: DriverInfo {
-                        capabilities: vec!["ipv6".into(), "port-driver:implicit".into()],
-                        options: vec!["pasta-binary".into()],
                         commit: Some("abc".into()),
                         ..DriverInfo::new("pasta", "0.1.0")
+                            .with_capabilities(&["ipv6", "port-driver:implicit"])
+                            .with_options(&["pasta-binary"])
                     },
                 }),
                 r#"{"type":"hello","protocol_version":1,"driver":"pasta","version":"0.1.0","capabilities":["ipv6","port-driver:implicit"],"options":["pasta-binary"],"commit":"abc"}"#,
