@@ -36,7 +36,10 @@ pub fn create_in_namespace(ns: &NamespaceFds, name: &str, vnet: bool) -> Result<
         .pop()
         .ok_or("the namespace helper returned no tap descriptor")?;
     if vnet {
-        if let Err(e) = tap::set_offload(fd.as_fd(), libc::TUN_F_CSUM | libc::TUN_F_TSO4) {
+        if let Err(e) = tap::set_offload(
+            fd.as_fd(),
+            libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6,
+        ) {
             // Frames still carry the header; the guest just sends MTU-sized
             // segments with full checksums.
             log::warn!("no offloads on the tap (TUNSETOFFLOAD: {e})");
