@@ -6,7 +6,7 @@
 //!
 //! - TCP: each accepted connection is joined to a new connection inside
 //!   the namespace; each direction is spliced through a pipe (see
-//!   [`splice`]), so the relay never looks at the bytes.
+//!   `splice.rs`), so the relay never looks at the bytes.
 //! - UDP: datagrams to a host port go, per client address, through a
 //!   socket of their own inside (a "flow"), so that answers find their way
 //!   back; they go back from the host's port.
@@ -18,16 +18,19 @@
 
 mod net;
 mod splice;
+mod tcp;
+mod udp;
 
 pub use net::{accept, connect, reset_on_close, set_nodelay};
 
-use crate::epoll::{self, Epoll, ET, IN, OUT, RDHUP};
+use crate::epoll::{self, Epoll, IN, OUT};
 use splice::{Conn, Pipes, State};
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
+use udp::{Flow, UdpPort};
 
 /// Connections accepted, or datagrams read, per wake-up of one socket.
 const BATCH: usize = 64;
@@ -64,15 +67,6 @@ pub trait Inside {
     fn release(&mut self, _client: IpAddr) {}
 }
 
-/// A socket inside, connected or connecting.
-struct InsideSocket {
-    fd: OwnedFd,
-    /// TCP: the connect is still in progress.
-    connecting: bool,
-    /// The client address routed back to this socket.
-    routed: Option<IpAddr>,
-}
-
 /// A forwarded port: where its connections go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Forward {
@@ -94,24 +88,6 @@ pub struct Limits {
     /// Other processes accept on the same listeners: wake only one of
     /// them per connection (EPOLLEXCLUSIVE).
     pub shared_listeners: bool,
-}
-
-struct UdpPort {
-    fwd: Forward,
-    sock: OwnedFd,
-    /// Client address → slot of its flow.
-    flows: HashMap<SocketAddr, usize>,
-}
-
-struct Flow {
-    tag: u64,
-    /// Slot of the [`UdpPort`].
-    owner: usize,
-    client: SocketAddr,
-    target: SocketAddr,
-    sock: OwnedFd,
-    last: Instant,
-    routed: Option<IpAddr>,
 }
 
 enum Entry {
@@ -446,211 +422,8 @@ impl<I: Inside> Relay<I> {
         }
     }
 
-    /// A socket inside to `target` (TCP if `stream`), bound to `client`
-    /// where the forward keeps client addresses and [`Inside`] can.
-    fn open_inside(
-        &mut self,
-        target: SocketAddr,
-        client: Option<SocketAddr>,
-        stream: bool,
-    ) -> io::Result<InsideSocket> {
-        let fd = self.inside.socket(target, stream)?;
-        let routed = client.and_then(|c| self.inside.bind_client(fd.as_fd(), target, c));
-        let connecting = if stream || routed.is_none() {
-            match net::connect(fd.as_fd(), target) {
-                Ok(c) => c,
-                Err(e) => {
-                    if let Some(ip) = routed {
-                        self.inside.release(ip);
-                    }
-                    return Err(e);
-                }
-            }
-        } else {
-            false
-        };
-        Ok(InsideSocket {
-            fd,
-            connecting,
-            routed,
-        })
-    }
-
     fn full(&self) -> bool {
         self.active >= self.limits.capacity
-    }
-
-    fn accept(&mut self, slot: usize) {
-        for _ in 0..BATCH {
-            if self.full() && !self.refuse_when_full {
-                self.sync_listeners();
-                return;
-            }
-            let Some(Some(Entry::Listener { fwd, sock })) = self.slots.get(slot) else {
-                return;
-            };
-            let fwd = *fwd;
-            let (host, peer) = match net::accept(sock.as_fd()) {
-                Ok(x) => x,
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                        self.backoff_until = Some(Instant::now() + ACCEPT_BACKOFF);
-                        self.sync_listeners();
-                        return;
-                    }
-                    // That one connection went away before it was taken.
-                    Some(libc::ECONNABORTED | libc::EPROTO) => continue,
-                    // EAGAIN: all taken.
-                    _ => return,
-                },
-            };
-            if self.full() {
-                // Full, and no other relay will take it: refuse cleanly.
-                net::reset_on_close(host.as_fd());
-                continue;
-            }
-            net::set_nodelay(host.as_fd());
-            let client = peer.filter(|_| fwd.keep_client_address);
-            let inside = match self.open_inside(fwd.target, client, true) {
-                Ok(s) => s,
-                Err(_) => {
-                    // Nobody listens inside (any more): the client sees a
-                    // reset, as it would connecting there directly.
-                    net::reset_on_close(host.as_fd());
-                    continue;
-                }
-            };
-            net::set_nodelay(inside.fd.as_fd());
-            let (h, i) = (host.as_raw_fd(), inside.fd.as_raw_fd());
-            let conn = Conn::new(fwd.tag, host, inside.fd, inside.connecting, inside.routed);
-            let at = self.insert(Entry::Conn(Box::new(conn)));
-            self.active += 1;
-            let events = IN | OUT | RDHUP | ET;
-            // SAFETY: both descriptors belong to the entry just inserted.
-            let (h, i) = unsafe { (BorrowedFd::borrow_raw(h), BorrowedFd::borrow_raw(i)) };
-            if self.epoll.add(h, events, token(at, 0)).is_err()
-                || self.epoll.add(i, events, token(at, 1)).is_err()
-            {
-                self.close(at);
-            }
-        }
-        // More may be waiting; the listener is level-triggered.
-    }
-
-    /// Datagrams from clients on the host: each client address gets a
-    /// flow (its own socket inside), so that answers find their way back.
-    fn datagrams_from_clients(&mut self, slot: usize) {
-        for _ in 0..BATCH {
-            let Some(Some(Entry::Udp(u))) = self.slots.get(slot) else {
-                return;
-            };
-            let (n, client) = match net::recv_from(u.sock.as_fd(), &mut self.datagram) {
-                Ok((n, Some(client))) => (n, client),
-                // No usable address (or a wake-up with none at all):
-                // nothing to answer to.
-                Ok((_, None)) => continue,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNREFUSED)) => continue,
-                // EAGAIN: all read.
-                Err(_) => return,
-            };
-            let flow = match u.flows.get(&client) {
-                Some(&f) => f,
-                None => match self.new_flow(slot, client) {
-                    Some(f) => f,
-                    None => continue,
-                },
-            };
-            if let Some(Some(Entry::Flow(f))) = self.slots.get_mut(flow) {
-                f.last = Instant::now();
-                let to = f.routed.map(|_| f.target);
-                let _ = net::send_to(f.sock.as_fd(), &self.datagram[..n], to);
-            }
-        }
-    }
-
-    fn new_flow(&mut self, owner: usize, client: SocketAddr) -> Option<usize> {
-        let Some(Some(Entry::Udp(u))) = self.slots.get(owner) else {
-            return None;
-        };
-        let fwd = u.fwd;
-        if u.flows.len() >= MAX_FLOWS_PER_PORT {
-            let oldest = u
-                .flows
-                .values()
-                .copied()
-                .min_by_key(|&f| match &self.slots[f] {
-                    Some(Entry::Flow(f)) => f.last,
-                    _ => Instant::now(),
-                });
-            if let Some(f) = oldest {
-                self.close(f);
-            }
-        }
-        if self.full() {
-            return None;
-        }
-        let source = Some(client).filter(|_| fwd.keep_client_address);
-        let inside = self.open_inside(fwd.target, source, false).ok()?;
-        let raw = inside.fd.as_raw_fd();
-        let at = self.insert(Entry::Flow(Flow {
-            tag: fwd.tag,
-            owner,
-            client,
-            target: fwd.target,
-            sock: inside.fd,
-            last: Instant::now(),
-            routed: inside.routed,
-        }));
-        self.active += 1;
-        self.flows += 1;
-        if let Some(Some(Entry::Udp(u))) = self.slots.get_mut(owner) {
-            u.flows.insert(client, at);
-        }
-        // SAFETY: the descriptor belongs to the entry just inserted.
-        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
-        if self.epoll.add(fd, IN, token(at, 1)).is_err() {
-            self.close(at);
-            return None;
-        }
-        Some(at)
-    }
-
-    /// Answers from inside go back to the flow's client, from the port.
-    fn datagrams_from_inside(&mut self, slot: usize) {
-        for _ in 0..BATCH {
-            let Some(Some(Entry::Flow(f))) = self.slots.get_mut(slot) else {
-                return;
-            };
-            let n = match net::recv_from(f.sock.as_fd(), &mut self.datagram) {
-                Ok((n, _)) => n,
-                // EAGAIN, or ECONNREFUSED: nothing listens inside right
-                // now; the flow stays until it is idle.
-                Err(_) => return,
-            };
-            f.last = Instant::now();
-            let (owner, client) = (f.owner, f.client);
-            if let Some(Some(Entry::Udp(u))) = self.slots.get(owner) {
-                let _ = net::send_to(u.sock.as_fd(), &self.datagram[..n], Some(client));
-            }
-        }
-    }
-
-    /// Forgets UDP flows idle for [`Limits::flow_idle`] or longer.
-    fn sweep_flows(&mut self) {
-        self.next_sweep = Instant::now() + Self::sweep_interval(&self.limits);
-        let idle = self.limits.flow_idle;
-        let old: Vec<usize> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| match e {
-                Some(Entry::Flow(f)) if f.last.elapsed() >= idle => Some(i),
-                _ => None,
-            })
-            .collect();
-        for i in old {
-            self.close(i);
-        }
     }
 }
 
