@@ -205,13 +205,25 @@ impl FakeCore {
 
     /// The driver's next message; a decode error is a violation.
     pub fn recv(&mut self, timeout: Duration, when: &str) -> Result<DriverMessage, Violation> {
+        self.recv_or_eof(timeout, when)?
+            .ok_or_else(|| self.fail(format!("{when}: the driver closed the socket")))
+    }
+
+    /// Like [`recv`](Self::recv), with `None` for EOF (the driver exited
+    /// or closed the socket).
+    pub fn recv_or_eof(
+        &mut self,
+        timeout: Duration,
+        when: &str,
+    ) -> Result<Option<DriverMessage>, Violation> {
         self.note_descendants();
         match self.channel()?.recv::<DriverMessage>(Some(timeout)) {
-            Ok((m, fds)) if fds.is_empty() => Ok(m),
+            Ok((m, fds)) if fds.is_empty() => Ok(Some(m)),
             Ok((m, fds)) => Err(self.fail(format!(
                 "{when}: {m:?} carried {} descriptors; driver messages carry none (section 6)",
                 fds.len()
             ))),
+            Err(crate::ChannelError::Closed) => Ok(None),
             Err(e) => Err(self.fail(format!("{when}: {e}"))),
         }
     }

@@ -173,40 +173,28 @@ impl Suite {
         let mut core = self.start()?;
         core.hello_with_version(PROTOCOL_VERSION + 1)?;
         let exit = core.expect_exit(EXIT_LIMIT, "after a hello of a newer protocol")?;
-        if exit.status.success() {
-            return Err(Violation(format!(
-                "{} exited 0 after a hello of protocol v{}; it MUST exit non-zero when it cannot speak the core's version (section 8)",
-                self.driver.display(),
+        self.require(!exit.status.success(), || {
+            format!(
+                "exited 0 after a hello of protocol v{}; it exits non-zero when it cannot speak the core's version (section 8)",
                 PROTOCOL_VERSION + 1
-            )));
-        }
-        Ok(())
+            )
+        })
     }
 
     pub fn unknown_message(&self) -> Result<(), Violation> {
         let mut core = self.greeted()?;
         core.send_raw(br#"{"type":"rk-conformance-unknown"}"#)?;
-        // It MAY say what it got in an `error`; nothing else.
-        match core.recv(EXIT_LIMIT, "after an unknown message type") {
-            Ok(DriverMessage::Error { .. }) => {}
-            Ok(other) => {
-                return Err(Violation(format!(
-                    "{} answered an unknown message type with {other:?}; only an error or nothing is allowed (section 9)",
-                    self.driver.display()
-                )))
-            }
-            // EOF: it exited without a word, which is fine.
-            Err(v) if v.0.contains("closed") => {}
-            Err(v) => return Err(v),
-        }
+        // It MAY say what it got in an `error` (or exit without a word);
+        // nothing else.
+        let answer = core.recv_or_eof(EXIT_LIMIT, "after an unknown message type")?;
+        self.require(
+            matches!(answer, None | Some(DriverMessage::Error { .. })),
+            || format!("answered an unknown message type with {answer:?}; only an error or nothing is allowed (section 9)"),
+        )?;
         let exit = core.expect_exit(EXIT_LIMIT, "after an unknown message type")?;
-        if exit.status.success() {
-            return Err(Violation(format!(
-                "{} exited 0 after a protocol error; it exits non-zero (section 9)",
-                self.driver.display()
-            )));
-        }
-        Ok(())
+        self.require(!exit.status.success(), || {
+            "exited 0 after a protocol error; it exits non-zero (section 9)".into()
+        })
     }
 
     pub fn no_descriptors(&self) -> Result<(), Violation> {
