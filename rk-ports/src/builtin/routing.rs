@@ -9,16 +9,12 @@
 //! transparent socket. Works for TCP and UDP, for servers on the namespace's
 //! loopback and behind a bridge inside alike, and needs no iptables.
 
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
-    NLM_F_REQUEST,
-};
 use netlink_packet_route::route::{
     RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use rk_driver::netlink::{NetlinkError, NetlinkSocket};
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
@@ -30,11 +26,21 @@ const PRIORITY_BASE: u32 = 1000;
 const LOOPBACK_INDEX: u32 = 1;
 
 pub struct LocalDelivery {
-    socket: Socket,
-    seq: u32,
+    /// NETLINK_ROUTE, opened in the child's network namespace.
+    socket: NetlinkSocket,
+    /// This worker's rule priority.
     priority: u32,
+    /// Whether the local table of IPv4 (0) and IPv6 (1) exists.
     tables: [bool; 2],
+    /// Open connections and flows per routed client address.
     refs: HashMap<IpAddr, usize>,
+}
+
+fn io_error(e: NetlinkError) -> io::Error {
+    match e.raw_os_error() {
+        Some(errno) => io::Error::from_raw_os_error(errno),
+        None => io::Error::other(e.to_string()),
+    }
 }
 
 fn family(ip: IpAddr) -> AddressFamily {
@@ -47,12 +53,8 @@ fn family(ip: IpAddr) -> AddressFamily {
 
 impl LocalDelivery {
     pub fn new(worker_index: u32) -> io::Result<LocalDelivery> {
-        let mut socket = Socket::new(NETLINK_ROUTE)?;
-        socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
         Ok(LocalDelivery {
-            socket,
-            seq: 0,
+            socket: NetlinkSocket::route()?,
             priority: PRIORITY_BASE + worker_index,
             tables: [false; 2],
             refs: HashMap::new(),
@@ -71,14 +73,10 @@ impl LocalDelivery {
             self.add_local_table(client)?;
             self.tables[v6] = true;
         }
-        match self.request(
-            RouteNetlinkMessage::NewRule(self.rule(client)),
-            NLM_F_CREATE | NLM_F_EXCL,
-        ) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(e),
-        }
+        let rule = RouteNetlinkMessage::NewRule(self.rule(client));
+        self.socket
+            .create(rule, &format!("adding a rule to deliver {client} locally"))
+            .map_err(io_error)?;
         self.refs.insert(client, 1);
         Ok(())
     }
@@ -90,7 +88,8 @@ impl LocalDelivery {
         *n -= 1;
         if *n == 0 {
             self.refs.remove(&client);
-            let _ = self.request(RouteNetlinkMessage::DelRule(self.rule(client)), 0);
+            let rule = RouteNetlinkMessage::DelRule(self.rule(client));
+            let _ = self.socket.execute(rule, 0, "deleting a rule");
         }
     }
 
@@ -127,38 +126,8 @@ impl LocalDelivery {
         };
         m.attributes
             .push(RouteAttribute::PrefSource(loopback.into()));
-        match self.request(RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL) {
-            Err(e) if e.raw_os_error() != Some(libc::EEXIST) => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    /// Sends one request and waits for the kernel's acknowledgement.
-    fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        header.sequence_number = self.seq;
-        let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
-        nl.finalize();
-        let mut buf = vec![0u8; nl.buffer_len()];
-        nl.serialize(&mut buf);
-        self.socket.send(&buf, 0)?;
-        let mut answer = vec![0u8; 8192];
-        loop {
-            let n = self.socket.recv(&mut &mut answer[..], 0)?;
-            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&answer[..n])
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            if reply.header.sequence_number != self.seq {
-                continue;
-            }
-            return match reply.payload {
-                NetlinkPayload::Error(e) => match e.code {
-                    None => Ok(()),
-                    Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
-                },
-                _ => Ok(()),
-            };
-        }
+        self.socket
+            .create(RouteNetlinkMessage::NewRoute(m), "adding the local table")
+            .map_err(io_error)
     }
 }
