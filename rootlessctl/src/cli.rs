@@ -47,5 +47,10 @@ pub enum Command {
         /// Prints as JSON
         #[arg(long)]
         json: bool,
+        /// Also prints the network driver's own facts (its `info`, e.g. the
+        /// version of the program it runs); without it the output is
+        /// RootlessKit's, byte for byte
+        #[arg(long)]
+        driver_info: bool,
     },
 }

@@ -73,8 +73,13 @@ pub fn run(cli: &Cli) -> Result<(), String> {
                 println!("{id}");
             }
         }
-        Command::Info { json } => {
-            let info = client(cli)?.info().map_err(|e| e.to_string())?;
+        Command::Info { json, driver_info } => {
+            let mut info = client(cli)?.info().map_err(|e| e.to_string())?;
+            if !*driver_info {
+                if let Some(n) = info.network_driver.as_mut() {
+                    n.info.clear();
+                }
+            }
             if *json {
                 println!("{}", format::indented_json(&info));
             } else {
