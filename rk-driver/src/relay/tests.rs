@@ -5,7 +5,7 @@ use super::*;
 use crate::fdio::EventFd;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::mpsc;
 
 /// Makes loopback sockets and reports the client addresses it was asked
@@ -41,10 +41,31 @@ impl Inside for Loopback {
     }
 }
 
+type Command = Box<dyn FnOnce(&mut Relay<Loopback>) + Send>;
+
 /// A relay on its own thread until the returned guard drops.
 struct Running {
     stop: EventFd,
+    /// Work to run on the relay's thread, and its wake-up.
+    commands: mpsc::Sender<Command>,
+    wake: EventFd,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Runs `f` on the relay's thread, between two turns.
+    fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Relay<Loopback>) -> R + Send + 'static,
+    ) -> R {
+        let (tx, rx) = mpsc::channel();
+        let command: Command = Box::new(move |relay| {
+            let _ = tx.send(f(relay));
+        });
+        self.commands.send(command).unwrap();
+        self.wake.signal();
+        rx.recv_timeout(Duration::from_secs(5)).unwrap()
+    }
 }
 
 impl Drop for Running {
@@ -65,16 +86,30 @@ fn start(
     tcp: Vec<(TcpListener, SocketAddr)>,
     udp: Vec<(UdpSocket, SocketAddr)>,
 ) -> (Running, mpsc::Receiver<SocketAddr>) {
-    let (tx, rx) = mpsc::channel();
-    let stop = EventFd::new().unwrap();
-    let stop_fd = stop.as_fd().try_clone_to_owned().unwrap();
     let limits = Limits {
         capacity,
         flow_idle: Duration::from_secs(60),
         shared_listeners: false,
     };
+    start_with(limits, refuse_when_full, tcp, udp)
+}
+
+fn start_with(
+    limits: Limits,
+    refuse_when_full: bool,
+    tcp: Vec<(TcpListener, SocketAddr)>,
+    udp: Vec<(UdpSocket, SocketAddr)>,
+) -> (Running, mpsc::Receiver<SocketAddr>) {
+    let (tx, rx) = mpsc::channel();
+    let stop = EventFd::new().unwrap();
+    let stop_fd = stop.as_fd().try_clone_to_owned().unwrap();
+    let wake = EventFd::new().unwrap();
+    // The relay's thread watches a duplicate of the wake-up.
+    let wake_theirs = wake.as_fd().try_clone_to_owned().unwrap();
+    let (commands, incoming) = mpsc::channel::<Command>();
     let mut relay = Relay::new(Loopback { clients: tx }, limits).unwrap();
     relay.watch(stop_fd.as_fd(), 3).unwrap();
+    relay.watch(wake_theirs.as_fd(), 4).unwrap();
     relay.set_refuse_when_full(refuse_when_full);
     for (i, (l, target)) in tcp.into_iter().enumerate() {
         let fwd = Forward {
@@ -93,16 +128,27 @@ fn start(
         relay.receive(OwnedFd::from(s), fwd).unwrap();
     }
     let thread = std::thread::spawn(move || {
-        let _keep = stop_fd;
-        while !relay
-            .turn(Some(Duration::from_secs(5)))
-            .unwrap()
-            .contains(3)
-        {}
+        let _keep = (stop_fd, &wake_theirs);
+        loop {
+            let ready = relay.turn(Some(Duration::from_secs(5))).unwrap();
+            if ready.contains(3) {
+                return;
+            }
+            if ready.contains(4) {
+                let mut count = [0u8; 8];
+                // SAFETY: reads 8 bytes into a buffer we own (drains the eventfd).
+                unsafe { libc::read(wake_theirs.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+                for command in incoming.try_iter() {
+                    command(&mut relay);
+                }
+            }
+        }
     });
     (
         Running {
             stop,
+            commands,
+            wake,
             thread: Some(thread),
         },
         rx,
@@ -221,4 +267,78 @@ fn caller_tokens_are_below_the_relays() {
     let e = EventFd::new().unwrap();
     assert!(relay.watch(e.as_fd(), FIRST_TOKEN).is_err());
     assert!(Ready(1 << 2).contains(2) && !Ready(1 << 2).contains(FIRST_TOKEN));
+}
+
+#[test]
+fn a_stopped_port_keeps_or_closes_its_open_connections_as_asked() {
+    let target = echo_server();
+    let (a, b) = (
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+    );
+    let (at_a, at_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let (relay, _) = start(16, false, vec![(a, target), (b, target)], vec![]);
+    let mut kept = TcpStream::connect(at_a).unwrap();
+    let mut closed = TcpStream::connect(at_b).unwrap();
+    for c in [&kept, &closed] {
+        timeout(c);
+    }
+    kept.write_all(b"k").unwrap();
+    closed.write_all(b"c").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while relay.with(|r| r.active()) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections not relayed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Tags follow the listeners' order in `start`.
+    relay.with(|r| r.stop(0, true));
+    relay.with(|r| r.stop(1, false));
+    assert_eq!(relay.with(|r| r.active()), 1);
+    // The kept connection still works; the listener is gone.
+    kept.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    kept.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"k");
+    assert!(TcpStream::connect(at_a).is_err(), "port 0 still listens");
+    let mut buf = [0u8; 4];
+    let after_stop = closed.read(&mut buf);
+    let ended = match &after_stop {
+        Ok(0) => true,
+        Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    };
+    assert!(ended, "the closed port's connection: {after_stop:?}");
+}
+
+#[test]
+fn an_idle_udp_flow_is_forgotten() {
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = server.local_addr().unwrap();
+    let port = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let at = port.local_addr().unwrap();
+    let limits = Limits {
+        capacity: 16,
+        flow_idle: Duration::from_millis(200),
+        shared_listeners: false,
+    };
+    let (relay, _) = start_with(limits, false, vec![], vec![(port, target)]);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.send_to(b"x", at).unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 4];
+    server.recv_from(&mut buf).unwrap();
+    assert_eq!(relay.with(|r| r.active()), 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while relay.with(|r| r.active()) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flow was never forgotten"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
