@@ -17,12 +17,16 @@
 //! ```
 
 mod checks;
+mod exit;
 mod namespaces;
+mod procs;
 mod suite;
 
 pub use checks::{check_answer, check_hello};
 pub use namespaces::Namespaces;
 pub use suite::Suite;
+
+use procs::{describe, in_process_group, note_descendants, start_time};
 
 use crate::protocol::*;
 use crate::Channel;
@@ -326,124 +330,6 @@ impl FakeCore {
             ))),
         }
     }
-
-    /// Sends `shutdown` and checks that the driver exits 0 within the
-    /// grace and leaves no process behind.
-    pub fn shutdown(mut self) -> Result<Exit, Violation> {
-        self.note_descendants();
-        self.send(&CoreMessage::Shutdown, &[])?;
-        self.orderly_exit("after shutdown")
-    }
-
-    /// Closes the core's end (EOF), which means the same as `shutdown`.
-    pub fn hang_up(mut self) -> Result<Exit, Violation> {
-        self.note_descendants();
-        self.channel = None;
-        self.orderly_exit("after EOF")
-    }
-
-    fn orderly_exit(mut self, when: &str) -> Result<Exit, Violation> {
-        let exit = self.wait_exit(grace(), when)?;
-        if !exit.status.success() {
-            return Err(self.fail(format!(
-                "exited {when} with {} instead of 0 (section 10)",
-                exit.status
-            )));
-        }
-        Ok(exit)
-    }
-
-    /// Waits for the driver to exit on its own (after a failed request or
-    /// a protocol error), within `limit`; a death by signal is a crash.
-    pub fn expect_exit(mut self, limit: Duration, when: &str) -> Result<Exit, Violation> {
-        self.note_descendants();
-        let exit = self.wait_exit(limit, when)?;
-        if let Some(sig) = exit.status.signal() {
-            return Err(self.fail(format!("crashed {when}: killed by signal {sig}")));
-        }
-        Ok(exit)
-    }
-
-    /// Waits up to `limit` for the exit, then for every process the driver
-    /// started to be gone (reaped, not a zombie).
-    fn wait_exit(&mut self, limit: Duration, when: &str) -> Result<Exit, Violation> {
-        let started = Instant::now();
-        let ms = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX);
-        if !crate::process::wait_exit(self.pidfd.as_fd(), ms) {
-            let rule = if limit == grace() {
-                format!(" (section 10: exit within {SHUTDOWN_GRACE_MS} ms)")
-            } else {
-                String::new()
-            };
-            return Err(self.fail(format!(
-                "still running {:?} {when}{rule}",
-                started.elapsed()
-            )));
-        }
-        let took = started.elapsed();
-        let status = self
-            .child
-            .wait()
-            .map_err(|e| Violation::setup(format!("waitpid: {e}")))?;
-        std::thread::sleep(SCHEDULING_ALLOWANCE.saturating_sub(started.elapsed() - took));
-        // What it started: the descendants seen, and whatever is still in
-        // its process group (a pgid is not reused while a member lives).
-        let mut left: Vec<u32> = in_process_group(self.child.id());
-        for &(pid, start) in self.seen.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            if start_time(pid) == Some(start) && !left.contains(&pid) {
-                left.push(pid);
-            }
-        }
-        let left: Vec<String> = left.into_iter().map(describe).collect();
-        if !left.is_empty() {
-            return Err(self.fail(format!(
-                "left processes behind {when}: {} (section 10: reap your helpers before you exit)",
-                left.join(", ")
-            )));
-        }
-        Ok(Exit { status, took })
-    }
-
-    fn note_descendants(&mut self) {
-        note_descendants(self.child.id(), &self.seen);
-    }
-}
-
-/// Remembers `root`'s descendants, to check later that they are gone.
-fn note_descendants(root: u32, seen: &Mutex<Vec<(u32, u64)>>) {
-    for pid in descendants(root) {
-        if let Some(start) = start_time(pid) {
-            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-            if !seen.contains(&(pid, start)) {
-                seen.push((pid, start));
-            }
-        }
-    }
-}
-
-impl Drop for FakeCore {
-    fn drop(&mut self) {
-        self.channel = None;
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: kill(2) on the process group the driver leads; it is
-            // our unreaped child, so the id cannot have been reused.
-            unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
-            let _ = self.child.wait();
-        }
-        for pid in in_process_group(self.child.id()) {
-            // SAFETY: kill(2) on a member of the driver's process group
-            // (a pgid is not reused while a member lives).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-        }
-        for (pid, start) in self.seen.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            if start_time(*pid) == Some(*start) {
-                // SAFETY: kill(2) on a process the driver started that is
-                // still there (same start time).
-                unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.state_dir);
-    }
 }
 
 /// Makes `cmd` run as `run_as` (nothing for `None`).
@@ -506,84 +392,4 @@ fn spawn_retrying_busy_text(cmd: &mut Command) -> std::io::Result<Child> {
         }
     }
     cmd.spawn()
-}
-
-/// A process's `/proc/PID/stat`, the fields used here.
-struct Stat {
-    comm: String,
-    ppid: u32,
-    pgrp: u32,
-    start: u64,
-}
-
-fn stat(pid: u32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
-    // After the comm: state(0) ppid(1) pgrp(2) ... starttime(19).
-    Some(Stat {
-        comm: text[open + 1..close].to_owned(),
-        ppid: rest.get(1)?.parse().ok()?,
-        pgrp: rest.get(2)?.parse().ok()?,
-        start: rest.get(19)?.parse().ok()?,
-    })
-}
-
-fn start_time(pid: u32) -> Option<u64> {
-    stat(pid).map(|s| s.start)
-}
-
-/// Every pid in /proc with its stat.
-fn all_processes() -> Vec<(u32, Stat)> {
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-                .filter_map(|pid| Some((pid, stat(pid)?)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn in_process_group(pgrp: u32) -> Vec<u32> {
-    all_processes()
-        .into_iter()
-        .filter(|(_, s)| s.pgrp == pgrp)
-        .map(|(pid, _)| pid)
-        .collect()
-}
-
-fn describe(pid: u32) -> String {
-    let state = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("State:").map(|v| v.trim().to_owned()))
-        })
-        .unwrap_or_default();
-    let comm = stat(pid).map(|s| s.comm).unwrap_or_default();
-    format!("{comm} (pid {pid}, {state})")
-}
-
-/// Every process below `root`.
-fn descendants(root: u32) -> Vec<u32> {
-    let parents: Vec<(u32, u32)> = all_processes()
-        .into_iter()
-        .map(|(pid, s)| (pid, s.ppid))
-        .collect();
-    let mut found = vec![root];
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i];
-        found.extend(
-            parents
-                .iter()
-                .filter(|(_, ppid)| *ppid == parent)
-                .map(|(pid, _)| *pid),
-        );
-        i += 1;
-    }
-    found.remove(0);
-    found
 }
