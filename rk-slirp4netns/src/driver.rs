@@ -46,7 +46,12 @@ impl Driver for Slirp4netns {
         // privileges; threads started from here on inherit this.
         rk_driver::sandbox::no_new_privs().context("setting no_new_privs")?;
         // Cheap checks first: a bad flag never starts anything.
-        let options = DriverOptions::parse(&request.options).map_err(user_error)?;
+        let mut options = DriverOptions::parse(&request.options).map_err(user_error)?;
+        if request.options.get("port-driver").map(String::as_str) == Some(PORT_DRIVER) {
+            options
+                .default_api_socket(&request.state_dir)
+                .map_err(user_error)?;
+        }
         for key in &options.ignored {
             log::debug!("ignoring --{key}: not a slirp4netns option");
         }
@@ -141,7 +146,7 @@ impl Driver for Slirp4netns {
         }
         if self.forwards.is_none() {
             return Err(DriverError::new(
-                "slirp4netns runs without an API socket: pass --net-opt=slirp4netns-api-socket=PATH (rootlesskit does with --port-driver=slirp4netns)",
+                "slirp4netns runs without an API socket: it has one when the port-driver option is slirp4netns (--port-driver=slirp4netns), or with --net-opt=slirp4netns-api-socket=PATH",
             ));
         }
         Ok(HostForwards::offer())

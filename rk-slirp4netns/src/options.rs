@@ -12,6 +12,8 @@ pub const API_SOCKET: &str = "slirp4netns-api-socket";
 pub const ALL: [&str; 4] = [BINARY, SANDBOX, SECCOMP, API_SOCKET];
 
 pub const DEFAULT_BINARY: &str = "slirp4netns";
+/// RootlessKit's name for slirp4netns's API socket, in the state directory.
+pub const DEFAULT_API_SOCKET: &str = ".s4nn.sock";
 
 /// `sun_path` holds 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
@@ -111,6 +113,18 @@ impl DriverOptions {
     }
 }
 
+impl DriverOptions {
+    /// For the slirp4netns port driver: without `slirp4netns-api-socket`,
+    /// slirp4netns serves its API on `STATE_DIR/.s4nn.sock`, as in RootlessKit.
+    pub fn default_api_socket(&mut self, state_dir: &str) -> Result<(), OptionError> {
+        if self.api_socket.is_none() {
+            let path = format!("{}/{DEFAULT_API_SOCKET}", state_dir.trim_end_matches('/'));
+            self.api_socket = Some(api_socket(&path)?);
+        }
+        Ok(())
+    }
+}
+
 fn api_socket(value: &str) -> Result<PathBuf, OptionError> {
     if !value.starts_with('/') {
         return Err(OptionError::RelativeSocket(value.to_owned()));
@@ -195,6 +209,25 @@ mod tests {
     fn options_of_other_drivers_are_ignored() {
         let o = parse(&[("pasta-binary", "pasta")]).unwrap();
         assert_eq!(o.ignored, ["pasta-binary"]);
+    }
+
+    #[test]
+    fn the_port_driver_socket_defaults_to_rootlesskits_name() {
+        let mut o = parse(&[]).unwrap();
+        o.default_api_socket("/run/user/1000/rk/").unwrap();
+        assert_eq!(
+            o.api_socket,
+            Some(PathBuf::from("/run/user/1000/rk/.s4nn.sock"))
+        );
+        let mut o = parse(&[("slirp4netns-api-socket", "/tmp/mine.sock")]).unwrap();
+        o.default_api_socket("/run/user/1000/rk").unwrap();
+        assert_eq!(o.api_socket, Some(PathBuf::from("/tmp/mine.sock")));
+        let mut o = parse(&[]).unwrap();
+        let long = format!("/{}", "x".repeat(100));
+        assert!(matches!(
+            o.default_api_socket(&long),
+            Err(OptionError::LongSocket { .. })
+        ));
     }
 
     #[test]

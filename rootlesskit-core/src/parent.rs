@@ -205,7 +205,7 @@ fn configure_request(settings: &Settings, pid: Pid, state: &StateDir) -> Configu
         disable_host_loopback: settings.disable_host_loopback,
         ipv6: settings.ipv6,
         detach_netns: settings.detach_netns,
-        options: crate::ports::driver_options(settings, state),
+        options: settings.driver_options.iter().cloned().collect(),
     }
 }
 

@@ -1,6 +1,5 @@
-//! The parent's glue to `rk-ports`: which port driver serves the API, the
-//! options the network driver needs for it, and what `GET /v1/info` says
-//! about the network.
+//! The parent's glue to `rk-ports`: which port driver serves the API, and
+//! what `GET /v1/info` says about the network.
 
 use crate::driver::DriverProcess;
 use crate::settings::{NetMode, Settings};
@@ -14,25 +13,6 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::OnceLock;
-
-/// slirp4netns's API socket, for `--port-driver=slirp4netns` (RootlessKit's name).
-const SLIRP4NETNS_API_SOCKET: &str = ".s4nn.sock";
-
-/// The options sent with `configure`.
-pub fn driver_options(settings: &Settings, state: &StateDir) -> BTreeMap<String, String> {
-    let mut options: BTreeMap<String, String> = settings.driver_options.iter().cloned().collect();
-    if settings.port_driver == "slirp4netns" {
-        options
-            .entry("slirp4netns-api-socket".into())
-            .or_insert_with(|| {
-                state
-                    .file(SLIRP4NETNS_API_SOCKET)
-                    .to_string_lossy()
-                    .into_owned()
-            });
-    }
-    options
-}
 
 pub fn bind_api(state: &StateDir) -> Result<ApiServer, String> {
     let path = state.file(rk_ports::api::SOCKET_NAME);
