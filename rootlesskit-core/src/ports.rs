@@ -9,7 +9,6 @@ use rk_ports::api::{ApiServer, NetworkDriverInfo};
 use rk_ports::builtin::{Builtin, BuiltinOptions};
 use rk_ports::manager::PortManager;
 use rk_ports::service::Ports;
-use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::OnceLock;
