@@ -712,7 +712,7 @@ fn a_panic_in_the_forwarding_thread_is_reported_and_forwarding_resumes() {
         err.contains("rk-pasta: internal error (please report it): thread 'port-forward' panicked")
             && err.contains("RK_PASTA_TEST_PANIC=port-forward")
             && err.contains("the network stays up")
-            && err.contains("rk-pasta: port forwarding starts again"),
+            && err.contains("rk-pasta: warning: port forwarding starts again"),
         "{err}"
     );
 }

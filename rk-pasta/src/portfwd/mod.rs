@@ -222,8 +222,7 @@ fn supervise(first: Scanner, ns: &Arc<NsSockets>, forwarding: Forwarding, stop: 
                 return;
             }
             Err(()) if attempt < RESTARTS => {
-                // Without a level: tests/tests/pasta.rs looks for this line.
-                eprintln!("rk-pasta: port forwarding starts again");
+                log::warn!("port forwarding starts again");
                 // A second's pause, unless told to stop.
                 if fdio::wait_readable(stop.as_fd(), Duration::from_secs(1)).unwrap_or(true) {
                     return;
