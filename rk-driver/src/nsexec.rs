@@ -61,8 +61,10 @@ impl<'a> From<&'a crate::NamespaceFds> for Namespaces<'a> {
 
 impl Namespaces<'_> {
     /// setns into the user namespace (first: it grants the capabilities
-    /// over the network namespace), then the network namespace.
-    fn join(self) -> Result<(), String> {
+    /// over the network namespace), then the network namespace. The kernel
+    /// refuses a user namespace to a multi-threaded process: call it from
+    /// a single-threaded one (a fresh helper, or after [`ensure_single_threaded`]).
+    pub fn join(self) -> Result<(), String> {
         if let Some(u) = self.userns {
             setns(u, CloneFlags::CLONE_NEWUSER)
                 .map_err(|e| format!("joining the child's user namespace: {e}"))?;

@@ -8,10 +8,10 @@
 use super::relay::Worker;
 use super::source::Inside;
 use super::wire::{FromWorker, ToWorker, RELAY_BINARY};
-use nix::sched::{setns, CloneFlags};
 use rk_driver::confine::Confinement;
+use rk_driver::nsexec::Namespaces;
 use rk_driver::Channel;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 /// Descriptors kept aside for the channel, epoll, pipes and accept().
@@ -89,12 +89,11 @@ pub fn main() -> i32 {
                 return 1;
             }
         };
-    let joined = setns(&userns, CloneFlags::CLONE_NEWUSER)
-        .map_err(|e| format!("joining the child's user namespace: {e}"))
-        .and_then(|()| {
-            setns(&netns, CloneFlags::CLONE_NEWNET)
-                .map_err(|e| format!("joining the child's network namespace: {e}"))
-        });
+    let joined = Namespaces {
+        userns: Some(userns.as_fd()),
+        netns: netns.as_fd(),
+    }
+    .join();
     drop((userns, netns));
     if let Err(message) = joined {
         return fail(&channel, message);
