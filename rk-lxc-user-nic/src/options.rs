@@ -17,12 +17,13 @@ pub const DEFAULT_MTU: u32 = 1500;
 /// The kernel's lower bound for an IPv4 interface; the upper one is a
 /// veth's maximum.
 const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
-/// `IFNAMSIZ` less the terminating NUL.
-const MAX_IFNAME: usize = 15;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OptionError {
-    #[error("unknown option --{key}: the lxc-user-nic driver understands --{}", ALL.join(", --"))]
+    #[error(
+        "unknown option --net-opt={key}=...: the lxc-user-nic driver understands only --{} (and port-driver)",
+        ALL.join(", --")
+    )]
     Unknown { key: String },
     #[error("--{BINARY} is empty: pass the path of lxc-user-nic, e.g. --{BINARY}=/usr/libexec/lxc/lxc-user-nic")]
     EmptyBinary,
@@ -86,7 +87,9 @@ impl Options {
             match key.as_str() {
                 BINARY if value.is_empty() => return Err(OptionError::EmptyBinary),
                 BINARY => o.binary = Some(PathBuf::from(value)),
-                BRIDGE if !is_ifname(value) => return Err(OptionError::BadBridge(value.clone())),
+                BRIDGE if !rk_driver::is_ifname(value) => {
+                    return Err(OptionError::BadBridge(value.clone()))
+                }
                 BRIDGE => o.bridge = value.clone(),
                 MAC => {
                     o.mac = MacChoice::parse(value).map_err(|reason| OptionError::BadMac {
@@ -96,26 +99,13 @@ impl Options {
                 }
                 "port-driver" if value == "builtin" || value == "none" => {}
                 "port-driver" => return Err(OptionError::PortDriver(value.clone())),
-                k if k.starts_with("lxc-user-nic-") => {
-                    return Err(OptionError::Unknown { key: key.clone() })
-                }
-                // Options of other drivers (the core passes only the chosen
-                // driver's, but a --net-opt may name anything).
-                _ => {}
+                // The core sends this driver's own flags, port-driver and the
+                // --net-opts: anything else is a typo or meant for another driver.
+                _ => return Err(OptionError::Unknown { key: key.clone() }),
             }
         }
         Ok(o)
     }
-}
-
-pub fn is_ifname(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_IFNAME
-        && s != "."
-        && s != ".."
-        && !s
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
 }
 
 #[cfg(test)]
@@ -179,6 +169,14 @@ mod tests {
         assert!(e(&[("lxc-user-nic-macc", "auto")])
             .to_string()
             .contains("--lxc-user-nic-mac"));
+        let unknown = e(&[("pasta-binary", "pasta")]);
+        assert_eq!(
+            unknown,
+            OptionError::Unknown {
+                key: "pasta-binary".into()
+            }
+        );
+        assert!(unknown.to_string().contains("lxc-user-nic driver"));
         assert!(matches!(
             e(&[("port-driver", "slirp4netns")]),
             OptionError::PortDriver(_)

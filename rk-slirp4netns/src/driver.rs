@@ -47,13 +47,15 @@ impl Driver for Slirp4netns {
         rk_driver::sandbox::no_new_privs().context("setting no_new_privs")?;
         // Cheap checks first: a bad flag never starts anything.
         let mut options = DriverOptions::parse(&request.options).map_err(user_error)?;
-        if request.options.get("port-driver").map(String::as_str) == Some(PORT_DRIVER) {
+        if request
+            .options
+            .get(crate::options::PORT_DRIVER_KEY)
+            .map(String::as_str)
+            == Some(PORT_DRIVER)
+        {
             options
                 .default_api_socket(&request.state_dir)
                 .map_err(user_error)?;
-        }
-        for key in &options.ignored {
-            log::debug!("ignoring --{key}: not a slirp4netns option");
         }
         let network = Network::from_request(&request, &SHAPE).map_err(user_error)?;
         let probe = probe::probe(&options.binary).map_err(user_error)?;

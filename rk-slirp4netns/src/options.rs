@@ -10,6 +10,8 @@ pub const SECCOMP: &str = "slirp4netns-seccomp";
 pub const API_SOCKET: &str = "slirp4netns-api-socket";
 /// Every option this driver reads, as announced in its hello.
 pub const ALL: [&str; 4] = [BINARY, SANDBOX, SECCOMP, API_SOCKET];
+/// The `--port-driver` value, which the core sends to every driver.
+pub const PORT_DRIVER_KEY: &str = "port-driver";
 
 pub const DEFAULT_BINARY: &str = "slirp4netns";
 /// RootlessKit's name for slirp4netns's API socket, in the state directory.
@@ -20,7 +22,10 @@ const MAX_SOCKET_PATH: usize = 107;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OptionError {
-    #[error("unknown option --{key}: this slirp4netns driver understands --{}", ALL.join(", --"))]
+    #[error(
+        "unknown option --net-opt={key}=...: the slirp4netns driver understands only --{} (and port-driver)",
+        ALL.join(", --")
+    )]
     Unknown { key: String },
     #[error("--{key}={value:?} is not valid: use auto, true or false")]
     Mode { key: &'static str, value: String },
@@ -79,21 +84,18 @@ pub struct DriverOptions {
     pub seccomp: Mode,
     /// Where slirp4netns serves its API (for the slirp4netns port driver).
     pub api_socket: Option<PathBuf>,
-    /// Options meant for other drivers, ignored.
-    pub ignored: Vec<String>,
 }
 
 impl DriverOptions {
-    /// Reads the options. Keys of other drivers are ignored (a core may
-    /// forward every driver flag); an unknown `slirp4netns-*` key is a typo
-    /// and an error.
+    /// Reads the options. The core sends this driver's own flags,
+    /// `port-driver` and the `--net-opt`s: any other key is a typo or meant
+    /// for another driver, and an error that names it.
     pub fn parse(options: &BTreeMap<String, String>) -> Result<Self, OptionError> {
         let mut parsed = DriverOptions {
             binary: DEFAULT_BINARY.to_owned(),
             sandbox: Mode::Auto,
             seccomp: Mode::Auto,
             api_socket: None,
-            ignored: Vec::new(),
         };
         for (key, value) in options {
             match key.as_str() {
@@ -103,10 +105,9 @@ impl DriverOptions {
                 SECCOMP => parsed.seccomp = Mode::parse(SECCOMP, value)?,
                 API_SOCKET if value.is_empty() => parsed.api_socket = None,
                 API_SOCKET => parsed.api_socket = Some(api_socket(value)?),
-                k if k.starts_with("slirp4netns-") => {
-                    return Err(OptionError::Unknown { key: key.clone() })
-                }
-                _ => parsed.ignored.push(key.clone()),
+                // Read by the driver itself (start_ports, the default API socket).
+                PORT_DRIVER_KEY => {}
+                _ => return Err(OptionError::Unknown { key: key.clone() }),
             }
         }
         Ok(parsed)
@@ -200,15 +201,24 @@ mod tests {
     fn misspelt_driver_option_is_an_error_listing_the_known_ones() {
         let e = parse(&[("slirp4netns-sandbx", "true")]).unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("--slirp4netns-sandbx"), "{text}");
+        assert!(text.contains("--net-opt=slirp4netns-sandbx=..."), "{text}");
+        assert!(text.contains("slirp4netns driver"), "{text}");
         assert!(text.contains("--slirp4netns-sandbox"), "{text}");
         assert!(text.contains("--slirp4netns-binary"), "{text}");
     }
 
     #[test]
-    fn options_of_other_drivers_are_ignored() {
-        let o = parse(&[("pasta-binary", "pasta")]).unwrap();
-        assert_eq!(o.ignored, ["pasta-binary"]);
+    fn options_of_other_drivers_are_refused_but_port_driver_is_read() {
+        let e = parse(&[("pasta-binary", "pasta")]).unwrap_err();
+        assert_eq!(
+            e,
+            OptionError::Unknown {
+                key: "pasta-binary".into()
+            }
+        );
+        assert!(e.to_string().contains("pasta-binary"), "{e}");
+        assert!(parse(&[("port-driver", "builtin")]).is_ok());
+        assert!(parse(&[("port-driver", "slirp4netns")]).is_ok());
     }
 
     #[test]

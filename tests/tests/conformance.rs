@@ -61,16 +61,9 @@ fn copy_for_test_user(source: &Path, as_name: &str) -> PathBuf {
     copy
 }
 
-/// rk-slirp4netns and rk-lxc-user-nic ignore option keys they do not
-/// know (meant for `--net-opt`s of other drivers), where section 6.3 says a
-/// driver SHOULD refuse them by name.
-const IGNORES_UNKNOWN_OPTIONS: &str = "configure with an unknown option";
-
 #[test]
 fn rk_slirp4netns_conforms() {
-    let mut s = suite("slirp4netns");
-    s.skip.push(IGNORES_UNKNOWN_OPTIONS);
-    s.assert_conformant();
+    suite("slirp4netns").assert_conformant();
 }
 
 #[test]
@@ -98,7 +91,6 @@ fn rk_vpnkit_conforms_with_gvproxy_as_vpnkit() {
 #[test]
 fn rk_lxc_user_nic_conforms_on_lxcbr0() {
     let mut s = suite("lxc-user-nic");
-    s.skip.push(IGNORES_UNKNOWN_OPTIONS);
     s.request = ConfigureRequest {
         options: [("lxc-user-nic-bridge".to_owned(), "lxcbr0".to_owned())].into(),
         ..Default::default()
