@@ -43,6 +43,11 @@ use std::thread::JoinHandle;
 #[global_allocator]
 static ALLOCATOR: mapped_alloc::MappedAlloc = mapped_alloc::MappedAlloc;
 
+/// The `--net-opt` keys this driver reads.
+const MAX_TCP_FLOWS: &str = "max-tcp-flows";
+const MAX_UDP_FLOWS: &str = "max-udp-flows";
+const OFFLOAD: &str = "offload";
+
 /// What the driver offers (the core refuses flags it does not announce).
 const CAPABILITIES: &[&str] = &[
     "sandbox",
@@ -76,16 +81,10 @@ struct Gvtap {
 
 impl Driver for Gvtap {
     fn info(&self) -> DriverInfo {
-        let mut info = DriverInfo::new("gvtap", env!("CARGO_PKG_VERSION"));
-        info.capabilities = CAPABILITIES.iter().map(|c| c.to_string()).collect();
-        info.capabilities
-            .push(format!("port-driver:{}", ports::NAME));
-        info.options = vec![
-            "max-tcp-flows".into(),
-            "max-udp-flows".into(),
-            "offload".into(),
-        ];
-        info
+        DriverInfo::new("gvtap", env!("CARGO_PKG_VERSION"))
+            .with_capabilities(CAPABILITIES)
+            .with_capabilities(&[&format!("port-driver:{}", ports::NAME)])
+            .with_options(&[MAX_TCP_FLOWS, MAX_UDP_FLOWS, OFFLOAD])
     }
 
     fn configure(
@@ -246,9 +245,9 @@ fn parse_options(
     for (k, v) in options {
         match k.as_str() {
             "port-driver" => {}
-            "max-tcp-flows" => limits.tcp = parse_limit(k, v)?,
-            "max-udp-flows" => limits.udp = parse_limit(k, v)?,
-            "offload" => {
+            MAX_TCP_FLOWS => limits.tcp = parse_limit(k, v)?,
+            MAX_UDP_FLOWS => limits.udp = parse_limit(k, v)?,
+            OFFLOAD => {
                 offload = match v.as_str() {
                     "true" => true,
                     "false" => false,

@@ -81,20 +81,17 @@ impl Running {
 
 impl Driver for LxcUserNic {
     fn info(&self) -> DriverInfo {
-        let mut info = DriverInfo::new("lxc-user-nic", env!("CARGO_PKG_VERSION"));
-        info.capabilities = [
-            "mtu",
-            "ifname",
-            "detach-netns",
-            "dhcp",
-            "dhcp-release",
-            "stable-mac",
-            "sandbox",
-        ]
-        .map(String::from)
-        .to_vec();
-        info.options = options::ALL.map(String::from).to_vec();
-        info
+        DriverInfo::new("lxc-user-nic", env!("CARGO_PKG_VERSION"))
+            .with_capabilities(&[
+                "mtu",
+                "ifname",
+                "detach-netns",
+                "dhcp",
+                "dhcp-release",
+                "stable-mac",
+                "sandbox",
+            ])
+            .with_options(&options::ALL)
     }
 
     fn configure(

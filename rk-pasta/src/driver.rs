@@ -71,10 +71,9 @@ impl Driver for PastaDriver {
     }
 
     fn info(&self) -> DriverInfo {
-        let mut hello = DriverInfo::new("pasta", env!("CARGO_PKG_VERSION"));
-        hello.capabilities.extend(CAPABILITIES.map(String::from));
-        hello.options.extend(crate::options::ALL.map(String::from));
-        hello
+        DriverInfo::new("pasta", env!("CARGO_PKG_VERSION"))
+            .with_capabilities(&CAPABILITIES)
+            .with_options(&crate::options::ALL)
     }
 
     fn on_watch(&mut self) -> String {

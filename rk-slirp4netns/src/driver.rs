@@ -116,11 +116,9 @@ impl Driver for Slirp4netns {
     }
 
     fn info(&self) -> DriverInfo {
-        DriverInfo {
-            capabilities: CAPABILITIES.map(String::from).to_vec(),
-            options: crate::options::ALL.map(String::from).to_vec(),
-            ..DriverInfo::new("slirp4netns", env!("CARGO_PKG_VERSION"))
-        }
+        DriverInfo::new("slirp4netns", env!("CARGO_PKG_VERSION"))
+            .with_capabilities(&CAPABILITIES)
+            .with_options(&crate::options::ALL)
     }
 
     fn watch(&self) -> Option<BorrowedFd<'_>> {

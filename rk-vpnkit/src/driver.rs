@@ -31,12 +31,9 @@ pub struct VpnkitDriver {
 
 impl Driver for VpnkitDriver {
     fn info(&self) -> DriverInfo {
-        let mut info = DriverInfo::new("vpnkit", env!("CARGO_PKG_VERSION"));
-        info.capabilities = ["mtu", "ifname", "detach-netns", "dhcp", "sandbox"]
-            .map(String::from)
-            .to_vec();
-        info.options = vec![BINARY_OPTION.into()];
-        info
+        DriverInfo::new("vpnkit", env!("CARGO_PKG_VERSION"))
+            .with_capabilities(&["mtu", "ifname", "detach-netns", "dhcp", "sandbox"])
+            .with_options(&[BINARY_OPTION])
     }
 
     fn configure(

@@ -79,9 +79,7 @@ mod tests {
     }
 
     fn info(caps: &[&str]) -> DriverInfo {
-        let mut i = DriverInfo::new("x", "1");
-        i.capabilities = caps.iter().map(|c| c.to_string()).collect();
-        i
+        DriverInfo::new("x", "1").with_capabilities(caps)
     }
 
     #[test]
