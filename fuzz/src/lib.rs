@@ -31,4 +31,6 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("port_spec", ports::spec),
     ("api_request", ports::api_request),
     ("gvtap_classify", gvtap::classify),
+    ("gvtap_inspect", gvtap::inspect),
+    ("gvtap_reassembly", gvtap::reassembly),
 ];

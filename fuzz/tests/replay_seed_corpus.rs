@@ -51,4 +51,6 @@ seeds!(
     port_spec,
     api_request,
     gvtap_classify,
+    gvtap_inspect,
+    gvtap_reassembly,
 );

@@ -4,3 +4,6 @@
 //! (`main.rs`).
 
 pub mod classify;
+// `Reassembly::len` is a gauge for the engine's statistics, not a collection's.
+#[allow(clippy::len_without_is_empty)]
+pub mod reassembly;
