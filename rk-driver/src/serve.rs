@@ -17,7 +17,9 @@ pub struct NamespaceFds {
 }
 
 /// A failure the driver reports to the core; the message is shown to the user
-/// as it is, so it should name the fix.
+/// as it is, so it should name the fix. There is deliberately no
+/// `From<std::io::Error>`: a bare `?` would drop what was being done, so
+/// errors come in through [`Context::context`] or [`DriverError::new`].
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct DriverError(pub String);
@@ -25,12 +27,6 @@ pub struct DriverError(pub String);
 impl DriverError {
     pub fn new(msg: impl Into<String>) -> Self {
         DriverError(msg.into())
-    }
-}
-
-impl From<std::io::Error> for DriverError {
-    fn from(e: std::io::Error) -> Self {
-        DriverError(e.to_string())
     }
 }
 
