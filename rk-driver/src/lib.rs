@@ -33,10 +33,10 @@ pub mod process;
 pub mod protocol;
 pub mod relay;
 pub mod sandbox;
+mod serve;
 pub mod tap;
 #[cfg(feature = "testing")]
 pub mod testing;
-mod serve;
 
 pub use channel::{Channel, ChannelError};
 
