@@ -3,9 +3,6 @@
 
 use clap::Parser;
 
-/// How a tri-state `auto|true|false` flag was set.
-pub const TRI_STATE: [&str; 3] = ["auto", "true", "false"];
-
 #[derive(Debug, Parser)]
 #[command(
     name = "rootlesskit",

@@ -1,7 +1,7 @@
 //! Validated settings: every flag checked before any namespace exists, so
 //! that bad input fails fast and leaves nothing behind.
 
-use crate::cli::{Cli, TRI_STATE};
+use crate::cli::Cli;
 use rk_driver::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -133,15 +133,7 @@ pub fn validate(cli: &Cli) -> Result<(Settings, Vec<String>)> {
             cli.subid_source
         ));
     }
-    for (flag, value) in [
-        ("--slirp4netns-sandbox", &cli.slirp4netns_sandbox),
-        ("--slirp4netns-seccomp", &cli.slirp4netns_seccomp),
-    ] {
-        // Empty is RootlessKit's default, false.
-        if !value.is_empty() && !TRI_STATE.contains(&value.as_str()) {
-            return Err(format!("{flag}={value:?} is not one of auto, true, false"));
-        }
-    }
+    // A driver's own flags (cli::DRIVER_FLAGS) are checked by that driver.
     let evacuate_cgroup2 = match non_empty(&cli.evacuate_cgroup2) {
         None => None,
         Some(name) => {
