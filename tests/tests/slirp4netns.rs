@@ -100,6 +100,27 @@ fn cidr_moves_address_gateway_and_dns() {
     assert!(out.contains("reply: via-cidr"), "{out}");
 }
 
+/// The tap slirp4netns attaches to is persistent (IFF_PERSIST, 0x0800 in
+/// tun_flags), so slirp4netns's exit does not wait for the kernel to
+/// unregister it; a custom --ifname gets the same.
+#[test]
+fn the_tap_is_persistent_so_its_teardown_is_off_the_exit_path() {
+    for ifname in ["tap0", "rk7"] {
+        let flag = format!("--ifname={ifname}");
+        let out = expect_success(&run_sh(
+            &args(&[&flag]),
+            &format!("cat /sys/class/net/{ifname}/tun_flags; cat /sys/class/net/{ifname}/carrier"),
+        ));
+        let mut lines = out.lines();
+        let flags = lines.next().unwrap_or_default();
+        let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16)
+            .unwrap_or_else(|e| panic!("tun_flags {flags:?}: {e}\n{out}"));
+        assert_eq!(flags & 0x0800, 0x0800, "not persistent: {out}");
+        assert_eq!(flags & 0x0002, 0x0002, "not a tap: {out}");
+        assert_eq!(lines.next(), Some("1"), "slirp4netns is attached: {out}");
+    }
+}
+
 #[test]
 fn mtu_flag_sets_the_interface_mtu() {
     let tcp = tcp_echo("127.0.0.1");
