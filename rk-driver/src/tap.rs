@@ -179,6 +179,29 @@ fn tunsetiff_error(name: &str, e: &io::Error) -> String {
     format!("creating tap device {name}: {e}: {why}")
 }
 
+/// Makes tap `name` (`IFF_TAP | IFF_NO_PI`) in the child's network
+/// namespace and persistent, then closes it: for a driver whose helper
+/// program (slirp4netns, pasta) opens the tap by name itself and so
+/// attaches to this one. The device then goes with the namespace rather
+/// than with the program's descriptor: closing the last descriptor of a
+/// non-persistent tap unregisters the device in the closing process and
+/// waits for RCU grace periods (15-50 ms measured here), and rootlesskit's
+/// exit waits for the program to be reaped; a persistent tap is torn down
+/// by the kernel's namespace clean-up instead, off everyone's exit path.
+/// Only the namespace's owner may attach to it. A failure is for the
+/// caller to log: the program then makes its own tap as usual.
+pub fn make_persistent(ns: &crate::NamespaceFds, name: &str) -> Result<(), String> {
+    let config = TapConfig {
+        persist: true,
+        ..TapConfig::new(name)
+    };
+    crate::nsexec::run_in_namespaces(Some(ns.userns.as_fd()), ns.netns.as_fd(), || {
+        open(&config).map(|_closed_at_once| Vec::new())
+    })
+    .map(drop)
+    .map_err(|e| format!("no persistent tap {name} made in advance ({e})"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -129,6 +129,10 @@ impl PastaDriver {
         let ready = invocation.ready;
         let args = invocation.args(&probe).map_err(user_error)?;
         crate::launch::become_subreaper().context("PR_SET_CHILD_SUBREAPER")?;
+        // pasta attaches to it (`IFF_TAP | IFF_NO_PI`, as it asks).
+        if let Err(e) = rk_driver::tap::make_persistent(&namespaces, &network.ifname) {
+            log::debug!("{e}: pasta makes its own tap");
+        }
         let starting = Pasta::spawn(&probe.path, &args, ready).map_err(user_error)?;
         // While pasta sets the namespace up: the forwarder's helper is
         // forked now, with this process still single-threaded.

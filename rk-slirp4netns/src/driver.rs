@@ -13,7 +13,7 @@ use rk_driver::{
     PortDriverOffer, PortRule,
 };
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 
 pub const CAPABILITIES: [&str; 9] = [
     "ifname",
@@ -77,7 +77,10 @@ impl Driver for Slirp4netns {
         for warning in &plan.warnings {
             log::warn!("{warning}");
         }
-        persistent_tap(&namespaces, &network.ifname);
+        // slirp4netns attaches to it (`IFF_TAP | IFF_NO_PI`, as it asks).
+        if let Err(e) = rk_driver::tap::make_persistent(&namespaces, &network.ifname) {
+            log::debug!("{e}: slirp4netns makes its own tap");
+        }
         let slirp = Launch {
             binary: &probe.path,
             network: &network,
@@ -188,30 +191,6 @@ fn info_map(probe: &Probe, plan: &Plan, options: &DriverOptions) -> BTreeMap<Str
         put("api_socket", socket.display().to_string());
     }
     info
-}
-
-/// Makes the tap slirp4netns then opens (`IFF_TAP | IFF_NO_PI`, as it asks)
-/// persistent, so that it goes with the namespace rather than with
-/// slirp4netns's descriptor. Closing the last descriptor of a
-/// non-persistent tap unregisters the device in the closing process and
-/// waits for RCU grace periods (15-50 ms measured here), and rootlesskit's
-/// exit waits for slirp4netns to be reaped; a persistent tap is torn down
-/// by the kernel's namespace cleanup instead, off everyone's exit path.
-/// Only the namespace's owner may attach to it. Not fatal: without it,
-/// slirp4netns makes the tap as usual.
-fn persistent_tap(namespaces: &NamespaceFds, ifname: &str) {
-    let config = rk_driver::tap::TapConfig {
-        persist: true,
-        ..rk_driver::tap::TapConfig::new(ifname)
-    };
-    let made = rk_driver::nsexec::run_in_namespaces(
-        Some(namespaces.userns.as_fd()),
-        namespaces.netns.as_fd(),
-        || rk_driver::tap::open(&config).map(|_closed_at_once| Vec::new()),
-    );
-    if let Err(e) = made {
-        log::debug!("no persistent {ifname} made in advance ({e}): slirp4netns makes its own");
-    }
 }
 
 #[cfg(test)]

@@ -171,6 +171,23 @@ fn in_isolated_host_netns(setup: &str, cmd: &Command, teardown: &str) -> Command
     c
 }
 
+/// pasta attaches to a tap made persistent in advance (IFF_PERSIST,
+/// 0x0800 in tun_flags), so pasta's exit does not wait for the kernel to
+/// unregister it.
+#[test]
+fn the_tap_is_persistent_so_its_teardown_is_off_the_exit_path() {
+    let out = expect_success(&run_sh(
+        PASTA,
+        "cat /sys/class/net/tap0/tun_flags; cat /sys/class/net/tap0/carrier",
+    ));
+    let mut lines = out.lines();
+    let flags = lines.next().unwrap_or_default();
+    let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16)
+        .unwrap_or_else(|e| panic!("tun_flags {flags:?}: {e}\n{out}"));
+    assert_eq!(flags & 0x0800, 0x0800, "not persistent: {out}");
+    assert_eq!(lines.next(), Some("1"), "pasta is attached: {out}");
+}
+
 #[test]
 fn interface_route_mtu_and_resolv_conf_are_as_rootlesskit_sets_them() {
     let out = expect_success(&run_sh(
