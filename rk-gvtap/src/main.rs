@@ -17,7 +17,6 @@ mod plan;
 mod policy;
 mod ports;
 mod ratelog;
-mod reassembly;
 mod resolv;
 mod slab;
 mod sys;
@@ -27,7 +26,7 @@ mod udp_nat;
 
 // In the library so that the fuzz targets reach it; `crate::classify` keeps
 // working through this import.
-use rk_gvtap::classify;
+use rk_gvtap::{classify, reassembly};
 
 use plan::NetPlan;
 use rk_driver::{

@@ -52,8 +52,13 @@ pub enum Outcome {
 }
 
 impl Reassembly {
+    /// Datagrams being put together.
     pub fn len(&self) -> usize {
         self.partial.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.partial.is_empty()
     }
 
     /// Looks at an ethernet frame from the guest.
