@@ -41,7 +41,7 @@ pub enum PlanError {
 pub const SHAPE: Shape = Shape::user_mode("slirp4netns", 65521);
 
 /// What the request, the options and the binary settle on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     /// `--enable-sandbox`.
     pub sandbox: bool,
