@@ -161,9 +161,52 @@ def _host_listening(port):
     return False
 
 
+class ForwardingCpu:
+    """CPU seconds used, while it runs, by everything under ROOT but the
+    iperf3 server: the driver, the core and the port driver's relay
+    processes, which may start and end with the connection. /proc is read
+    every 50 ms: a process that ends loses at most its last 50 ms."""
+
+    def __init__(self, root):
+        self.root = root
+        self.first, self.last = {}, {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self, baseline):
+        for pid in b.descendants(self.root):
+            st = b.proc_status(pid)
+            if not st or st.get("Name") == "iperf3":
+                continue
+            cpu = _cpu_seconds(pid)
+            if cpu is None:
+                continue
+            # A process first seen after the start began at zero.
+            self.first.setdefault(pid, cpu if baseline else 0.0)
+            self.last[pid] = cpu
+
+    def _run(self):
+        while not self.stop.wait(0.05):
+            self._sample(False)
+
+    def __enter__(self):
+        self._sample(True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self._sample(False)
+
+    def seconds(self):
+        return sum(self.last[p] - self.first[p] for p in self.last)
+
+
 def host_to_child(impl, port_driver):
     """iperf3 host->child through a forwarded port: the server inside, the
-    client on the host connecting to 127.0.0.1. Returns bits per second."""
+    client on the host connecting to 127.0.0.1. Returns (bits per second,
+    CPU seconds the forwarding processes used while the client ran)."""
     _probe_driver(impl)
     port = b.free_loopback_port()
     argv = [
@@ -189,25 +232,47 @@ def host_to_child(impl, port_driver):
                 raise b.MeasureError(f"127.0.0.1:{port} was not forwarded within {b.STARTUP_WAIT}s")
             time.sleep(0.05)
         time.sleep(0.5)  # iperf3 inside starts listening after the port is published
-        r = subprocess.run(
-            ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(b.IPERF_SECONDS), "-J"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=b.IPERF_SECONDS + b.RUN_TIMEOUT,
-        )
+        with ForwardingCpu(proc.pid) as cpu:
+            r = subprocess.run(
+                ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(b.IPERF_SECONDS), "-J"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=b.IPERF_SECONDS + b.RUN_TIMEOUT,
+            )
         try:
             import json
 
-            return float(json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"])
+            bps = float(json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"])
         except (ValueError, KeyError) as e:
             raise b.MeasureError(f"iperf3 client failed ({e}):\n{b.tail(r.stdout)}{b.tail(r.stderr)}")
+        return bps, cpu.seconds()
     finally:
         if proc.poll() is None:
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 b.kill_tree(proc.pid, proc)
+
+
+PORT_DRIVERS = ("gvisor-tap-vsock", "builtin")
+
+
+def host_to_child_rounds(impl):
+    """ROUNDS alternating runs of host->child through each port driver;
+    returns the medians of throughput and of forwarding CPU per Gbit."""
+    samples = {f"{pd} {k}": [] for pd in PORT_DRIVERS for k in ("bps", "cpu")}
+    for r in range(ROUNDS):
+        b.log(f"  host->child round {r + 1}/{ROUNDS}")
+        for pd in PORT_DRIVERS:
+            bps, cpu = host_to_child(impl, pd)
+            samples[f"{pd} bps"].append(bps)
+            # CPU milliseconds of the forwarding processes per gigabit moved.
+            samples[f"{pd} cpu"].append(1000 * cpu / (bps * b.IPERF_SECONDS / 1e9))
+    for k, v in samples.items():
+        unit, scale = ("ms/Gbit", 1) if k.endswith("cpu") else ("Gbit/s", 1e9)
+        b.log(f"  {k}: " + " ".join(f"{x / scale:.2f}" for x in v) + f" {unit}")
+    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def driver_rss_idle(impl):
@@ -293,7 +358,7 @@ def iperf_with_cpu(impl, rk_args, ipv6=False):
         except (ValueError, KeyError) as e:
             raise b.MeasureError(f"iperf3 failed ({e}):\n{b.tail(''.join(out))}{b.tail(proc.stderr.read())}")
         if cpu0 is None or cpu1 is None:
-            raise b.MeasureError("no rk-gvtap process to take CPU times from")
+            raise b.MeasureError(f"no rk-gvtap process to take CPU times from (exit {proc.returncode}):\n{b.tail(proc.stderr.read())}")
         return bps, cpu1 - cpu0
     finally:
         b.stop_iperf_server(server)
@@ -447,15 +512,38 @@ def section_gvtap(bench):
 
             _measure(bench, f"{name} / rootful veth child->host MTU {mtu} (target >= 80 %)", "%", False, ratio)
 
-    for pd in ("gvisor-tap-vsock", "builtin"):
+    rounds = {}
+
+    def forwarded(impl, key):
+        if impl.name not in rounds:
+            try:
+                rounds[impl.name] = host_to_child_rounds(impl)
+            except b.MeasureError as e:
+                rounds[impl.name] = e
+        got = rounds[impl.name]
+        if isinstance(got, b.MeasureError):
+            raise got
+        return got[key]
+
+    label = f"alternating rounds (median of {ROUNDS})"
+    rows = {}
+    for pd in PORT_DRIVERS:
+        rows[pd] = _measure(bench, f"host->child via --port-driver={pd}, {label}", "Gbit/s", False, lambda impl, pd=pd: forwarded(impl, f"{pd} bps"))
         _measure(
             bench,
-            f"host->child via --port-driver={pd} (median of {ROUNDS})",
-            "Gbit/s",
-            False,
-            lambda impl, pd=pd: host_to_child(impl, pd),
-            ROUNDS,
+            f"forwarding CPU time per Gbit, --port-driver={pd}, {label}",
+            "ms/Gbit",
+            True,
+            lambda impl, pd=pd: forwarded(impl, f"{pd} cpu"),
         )
+
+    def port_ratio(impl):
+        g, bi = rows["gvisor-tap-vsock"].values.get(impl.name), rows["builtin"].values.get(impl.name)
+        if g is None or not bi:
+            raise b.MeasureError(rows["gvisor-tap-vsock"].errors.get(impl.name) or rows["builtin"].errors.get(impl.name) or NO_DRIVER)
+        return g / bi
+
+    _measure(bench, "host->child gvisor-tap-vsock / builtin port driver (target >= 1.0)", "x", False, port_ratio)
 
     _measure(bench, "rk-gvtap RSS, idle", "MiB", True, driver_rss_idle)
     _measure(bench, f"rk-gvtap RSS with {FLOWS} TCP connections open", "MiB", True, rss_with_flows)

@@ -72,7 +72,7 @@ def section_sandbox(bench):
             f"host->child via --port-driver=gvisor-tap-vsock, on / off (median of {ROUNDS})",
             "Gbit/s",
             False,
-            lambda impl: gvtap.host_to_child(impl, "gvisor-tap-vsock"),
+            lambda impl: gvtap.host_to_child(impl, "gvisor-tap-vsock")[0],
             ROUNDS,
         )
     bench.rows.extend(sub.rows)
