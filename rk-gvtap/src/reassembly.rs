@@ -7,6 +7,9 @@
 //! Bounded: at most [`MAX_DATAGRAMS`] datagrams wait at once (the oldest
 //! goes when a new one needs room), each at most 64 KiB, for at most
 //! [`TIMEOUT`]; overlapping fragments discard their datagram (RFC 8200).
+//! An atomic fragment (offset 0, no more to come) is a whole packet of its
+//! own and leaves any datagram pending under its identification alone
+//! (RFC 6946).
 
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
@@ -86,6 +89,17 @@ impl Reassembly {
         // Every fragment but the last carries a multiple of 8 bytes.
         if end > MAX_PAYLOAD || (more && !body.len().is_multiple_of(8)) || body.is_empty() {
             return Outcome::Held;
+        }
+        if offset == 0 && !more {
+            // An atomic fragment (RFC 6946): the whole packet, with a
+            // fragment header; processed alone, whatever else is pending
+            // under its identification.
+            let mut whole = Vec::with_capacity(ip + IPV6_HEADER + body.len());
+            whole.extend_from_slice(&frame[..ip + IPV6_HEADER]);
+            whole[ip + 6] = next_header;
+            whole[ip + 4..ip + 6].copy_from_slice(&(body.len() as u16).to_be_bytes());
+            whole.extend_from_slice(body);
+            return Outcome::Complete(whole);
         }
         let addr = |at: usize| {
             let mut a = [0u8; 16];
@@ -226,5 +240,31 @@ mod tests {
         let mut plain = parts[0].clone();
         plain[14 + 6] = 17;
         assert!(matches!(r.add(&plain, now), Outcome::NotFragment));
+    }
+
+    #[test]
+    fn an_atomic_fragment_is_a_packet_of_its_own() {
+        let payload: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let parts = fragments(&payload, 17, 1448, 11);
+        let atomic = fragments(b"hello, atomic", 58, 1448, 11);
+        assert_eq!(atomic.len(), 1);
+        let mut r = Reassembly::default();
+        let now = Instant::now();
+        assert!(matches!(r.add(&parts[0], now), Outcome::Held));
+        // Same identification as the pending datagram: no overlap, no drop.
+        let Outcome::Complete(alone) = r.add(&atomic[0], now) else {
+            panic!("an atomic fragment is complete at once");
+        };
+        assert_eq!(alone[14 + 6], 58);
+        assert_eq!(u16::from_be_bytes([alone[18], alone[19]]), 13);
+        assert_eq!(&alone[54..], b"hello, atomic");
+        assert_eq!(r.len(), 1, "the pending datagram is still there");
+        let mut whole = None;
+        for p in &parts[1..] {
+            if let Outcome::Complete(w) = r.add(p, now) {
+                whole = Some(w);
+            }
+        }
+        assert_eq!(&whole.expect("complete")[54..], &payload[..]);
     }
 }
