@@ -400,6 +400,33 @@ def stop_iperf_server(server):
     server.wait(timeout=5)
 
 
+def iperf_client(port, host="127.0.0.1", prefix=()):
+    """An iperf3 client (as root, from the host unless PREFIX says where)
+    sending to HOST:PORT for IPERF_SECONDS; its CompletedProcess (-J)."""
+    return subprocess.run(
+        [*prefix, "iperf3", "-c", host, "-p", str(port), "-t", str(IPERF_SECONDS), "-J"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=IPERF_SECONDS + RUN_TIMEOUT,
+    )
+
+
+def memo(cache, impl, compute):
+    """compute(impl), once per implementation: the result, or the
+    MeasureError it raised, is kept in CACHE, so that several rows can be
+    read off one measurement."""
+    if impl.name not in cache:
+        try:
+            cache[impl.name] = compute(impl)
+        except MeasureError as e:
+            cache[impl.name] = e
+    got = cache[impl.name]
+    if isinstance(got, MeasureError):
+        raise got
+    return got
+
+
 def measure_iperf(impl, rk_args, server_ip):
     """iperf3 child→host: a one-off server as root on 127.0.0.1 of the host,
     the client inside `rootlesskit RK_ARGS` sending to SERVER_IP for

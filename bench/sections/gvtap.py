@@ -233,13 +233,7 @@ def host_to_child(impl, port_driver):
             time.sleep(0.05)
         time.sleep(0.5)  # iperf3 inside starts listening after the port is published
         with ForwardingCpu(proc.pid) as cpu:
-            r = subprocess.run(
-                ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(b.IPERF_SECONDS), "-J"],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=b.IPERF_SECONDS + b.RUN_TIMEOUT,
-            )
+            r = b.iperf_client(port)
         try:
             import json
 
@@ -416,13 +410,7 @@ class Veth:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise b.MeasureError(f"iperf3 server did not listen on {VETH_HOST_IP}:{port}")
                 time.sleep(0.05)
-            r = subprocess.run(
-                ["ip", "netns", "exec", VETH_NETNS, "iperf3", "-c", VETH_HOST_IP, "-p", str(port), "-t", str(b.IPERF_SECONDS), "-J"],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=b.IPERF_SECONDS + b.RUN_TIMEOUT,
-            )
+            r = b.iperf_client(port, VETH_HOST_IP, prefix=("ip", "netns", "exec", VETH_NETNS))
             try:
                 import json
 
@@ -485,16 +473,8 @@ def section_gvtap(bench):
     for mtu in (1500, 65520):
         pairs = {}
 
-        def paired(impl, key, m=mtu):
-            if impl.name not in pairs:
-                try:
-                    pairs[impl.name] = against_veth(impl, m)
-                except b.MeasureError as e:
-                    pairs[impl.name] = e
-            got = pairs[impl.name]
-            if isinstance(got, b.MeasureError):
-                raise got
-            return got[key]
+        def paired(impl, key, m=mtu, pairs=pairs):
+            return b.memo(pairs, impl, lambda i: against_veth(i, m))[key]
 
         label = f"child->host MTU {mtu}, alternating rounds (median of {ROUNDS})"
         g = _measure(bench, f"gvisor-tap-vsock {label}", "Gbit/s", False, lambda i: paired(i, "gvtap"))
@@ -515,15 +495,7 @@ def section_gvtap(bench):
     rounds = {}
 
     def forwarded(impl, key):
-        if impl.name not in rounds:
-            try:
-                rounds[impl.name] = host_to_child_rounds(impl)
-            except b.MeasureError as e:
-                rounds[impl.name] = e
-        got = rounds[impl.name]
-        if isinstance(got, b.MeasureError):
-            raise got
-        return got[key]
+        return b.memo(rounds, impl, host_to_child_rounds)[key]
 
     label = f"alternating rounds (median of {ROUNDS})"
     rows = {}

@@ -68,13 +68,7 @@ def measure_host_to_child(impl):
             if time.monotonic() > deadline:
                 raise b.MeasureError(f"127.0.0.1:{port} was not forwarded within {b.STARTUP_WAIT}s")
             time.sleep(0.05)
-        r = subprocess.run(
-            ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(b.IPERF_SECONDS), "-J"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=b.IPERF_SECONDS + b.RUN_TIMEOUT,
-        )
+        r = b.iperf_client(port)
         try:
             return float(json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"])
         except (ValueError, KeyError) as e:

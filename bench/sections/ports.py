@@ -111,13 +111,7 @@ def measure_forward(impl, rk_args, cpu=False):
                 raise b.MeasureError(f"rootlesskit exited: {b.tail(proc.stderr.read().decode())}")
             own = _own_processes(proc.pid)
             before = _cpu_ticks(own)
-            r = subprocess.run(
-                ["iperf3", "-c", "127.0.0.1", "-p", str(host_port), "-t", str(b.IPERF_SECONDS), "-J"],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=b.IPERF_SECONDS + b.RUN_TIMEOUT,
-            )
+            r = b.iperf_client(host_port)
             try:
                 result = json.loads(r.stdout)
                 if "error" not in result:
