@@ -1,7 +1,7 @@
 //! The driver's global allocator: the system allocator for ordinary
 //! blocks, and an anonymous mapping of its own for every block of
 //! [`LARGE`] bytes or more — above all the socket buffers of TCP and UDP
-//! flows (128 KiB to 1 MiB each), which the smoltcp sockets own as plain
+//! flows (128 KiB to 2 MiB each), which the smoltcp sockets own as plain
 //! `Vec<u8>`s.
 //!
 //! A flow's buffers are large so that one connection can go fast, but most
