@@ -31,8 +31,12 @@ pub const MAX_FLOWS: usize = 4096;
 /// driver CPU per Gbit with 2 MiB instead of 512 KiB (1 MiB: 19.0 and
 /// 34; 4 MiB: 20.9 and 32), while the receive side's size made no
 /// difference to guest → host. Pages cost memory only once touched
-/// (see `mapped_alloc`).
+/// (see `mapped_alloc`), but a guest that does not read lets the host fill
+/// them: only the first [`LARGE_SEND_FLOWS`] flows open at once get one,
+/// the rest the receive side's size, which bounds what a flood of
+/// connections to a published port can pin beyond that.
 const SEND_BUFFER: usize = 2 * 1024 * 1024;
+const LARGE_SEND_FLOWS: usize = 64;
 /// A host connect() that has not finished by then is given up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(75);
 /// The same for the stack's connects into the guest (forwarded ports).
@@ -265,7 +269,8 @@ impl TcpNat {
     /// A stack socket with its buffers; `None` (logged) if memory is short.
     fn new_socket(&mut self, a: SocketAddr, b: SocketAddr) -> Option<tcp::Socket<'static>> {
         let buffer = crate::mapped_alloc::zeroed_buffer;
-        let (Some(rx), Some(tx)) = (buffer(self.buffer_size), buffer(SEND_BUFFER)) else {
+        let send = send_buffer_size(self.flows.len(), self.buffer_size);
+        let (Some(rx), Some(tx)) = (buffer(self.buffer_size), buffer(send)) else {
             self.error_log.log(format_args!(
                 "TCP connection {a} -> {b} refused: no memory for its buffers"
             ));
@@ -555,6 +560,16 @@ impl TcpNat {
 /// Starts a connect to the first of `targets` that does not fail at once;
 /// returns the socket, whether it is connected already, and the addresses
 /// left to try.
+/// The send buffer of a new flow when `open` flows exist and the receive
+/// buffer is `receive` bytes.
+fn send_buffer_size(open: usize, receive: usize) -> usize {
+    if open < LARGE_SEND_FLOWS {
+        SEND_BUFFER.max(receive)
+    } else {
+        receive
+    }
+}
+
 fn connect_first(targets: &[SocketAddr]) -> io::Result<(TcpStream, bool, Vec<SocketAddr>)> {
     let mut last = io::Error::from(io::ErrorKind::ConnectionRefused);
     for (n, &t) in targets.iter().enumerate() {
@@ -589,4 +604,20 @@ fn start_connect(target: SocketAddr) -> io::Result<(TcpStream, bool)> {
         Err(e) => return Err(e),
     };
     Ok((TcpStream::from(s), connected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_first_flows_get_large_send_buffers() {
+        let receive = 512 * 1024;
+        assert_eq!(send_buffer_size(0, receive), SEND_BUFFER);
+        assert_eq!(send_buffer_size(LARGE_SEND_FLOWS - 1, receive), SEND_BUFFER);
+        assert_eq!(send_buffer_size(LARGE_SEND_FLOWS, receive), receive);
+        assert_eq!(send_buffer_size(4000, receive), receive);
+        // Never smaller than the receive side.
+        assert_eq!(send_buffer_size(0, 4 * SEND_BUFFER), 4 * SEND_BUFFER);
+    }
 }
