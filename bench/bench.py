@@ -358,38 +358,41 @@ def free_loopback_port():
         return s.getsockname()[1]
 
 
-def port_listening(port):
-    """Whether 127.0.0.1:port is in LISTEN state (reading /proc: a probing
-    connection would use up iperf3's one-off server)."""
-    want = f"0100007F:{port:04X}"
-    try:
-        with open("/proc/net/tcp") as f:
-            next(f)
-            for line in f:
-                parts = line.split()
-                if parts[1] == want and parts[3] == "0A":
-                    return True
-    except OSError:
-        pass
+def host_listening(port):
+    """Whether something on the host listens on TCP `port` (any address,
+    IPv4 or IPv6), read from /proc so that iperf3's one-off server is not
+    used up by a probe."""
+    suffix = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if parts[1].endswith(suffix) and parts[3] == "0A":
+                        return True
+        except OSError:
+            pass
     return False
 
 
-def start_iperf_server():
-    """A one-off iperf3 server as root on the host's 127.0.0.1. Returns
-    (process, port) once it listens; stop it with stop_iperf_server."""
+def start_iperf_server(bind="127.0.0.1"):
+    """A one-off iperf3 server as root on the host's BIND (127.0.0.1 or
+    ::1). Returns (process, port) once it listens; stop it with
+    stop_iperf_server."""
     port = free_loopback_port()
     server = subprocess.Popen(
-        ["iperf3", "-s", "-B", "127.0.0.1", "-1", "-p", str(port)],
+        ["iperf3", "-s", "-B", bind, "-1", "-p", str(port)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     deadline = time.monotonic() + 5
-    while not port_listening(port):
+    while not host_listening(port):
         if time.monotonic() > deadline or server.poll() is not None:
             stop_iperf_server(server)
-            raise MeasureError(f"iperf3 server did not listen on 127.0.0.1:{port}")
+            raise MeasureError(f"iperf3 server did not listen on {bind} port {port}")
         time.sleep(0.05)
     return server, port
 

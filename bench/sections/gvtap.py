@@ -144,23 +144,6 @@ def rss_with_flows(impl):
             b.kill_tree(proc.pid, proc)
 
 
-def _host_listening(port):
-    """Whether something on the host listens on TCP `port` (read from /proc
-    so that iperf3's one-off server is not used up by a probe)."""
-    suffix = f":{port:04X}"
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    if parts[1].endswith(suffix) and parts[3] == "0A":
-                        return True
-        except OSError:
-            pass
-    return False
-
-
 class ForwardingCpu:
     """CPU seconds used, while it runs, by everything under ROOT but the
     iperf3 server: the driver, the core and the port driver's relay
@@ -225,7 +208,7 @@ def host_to_child(impl, port_driver):
     proc = b.spawn_user(argv)
     try:
         deadline = time.monotonic() + b.STARTUP_WAIT
-        while not _host_listening(port):
+        while not b.host_listening(port):
             if proc.poll() is not None:
                 raise b.MeasureError(f"exited {proc.returncode} early:\n{b.tail(proc.stderr.read().decode(errors='replace'))}")
             if time.monotonic() > deadline:
@@ -291,31 +274,12 @@ def _cpu_seconds(pid):
         return None
 
 
-def _iperf6_server():
-    """A one-off iperf3 server as root on the host's ::1: (process, port)."""
-    port = b.free_loopback_port()
-    server = subprocess.Popen(
-        ["iperf3", "-s", "-B", "::1", "-1", "-p", str(port)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 5
-    while not _host_listening(port):
-        if time.monotonic() > deadline or server.poll() is not None:
-            b.stop_iperf_server(server)
-            raise b.MeasureError(f"iperf3 server did not listen on [::1]:{port}")
-        time.sleep(0.05)
-    return server, port
-
-
 def iperf_with_cpu(impl, rk_args, ipv6=False):
     """iperf3 child->host through rk-gvtap (server as root on the host's
     127.0.0.1, or ::1 with `ipv6`; the client inside sends to the gateway
     for IPERF_SECONDS). Returns (bits per second, CPU seconds the driver
     used while the client ran)."""
-    server, port = _iperf6_server() if ipv6 else b.start_iperf_server()
+    server, port = b.start_iperf_server("::1" if ipv6 else "127.0.0.1")
     gateway = "fd00::1" if ipv6 else "10.0.2.1"
     extra = ["--ipv6"] if ipv6 else []
     script = (
@@ -406,7 +370,7 @@ class Veth:
         )
         try:
             deadline = time.monotonic() + 5
-            while not _host_listening(port):
+            while not b.host_listening(port):
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise b.MeasureError(f"iperf3 server did not listen on {VETH_HOST_IP}:{port}")
                 time.sleep(0.05)

@@ -25,23 +25,6 @@ import bench as b
 IMPLICIT = ["--net=pasta", "--port-driver=implicit"]
 
 
-def _host_listening(port):
-    """Whether something on the host listens on TCP `port` (any IPv4
-    address), read from /proc so that iperf3's one-off server is not used up
-    by a probe."""
-    suffix = f":{port:04X}"
-    try:
-        with open("/proc/net/tcp") as f:
-            next(f)
-            for line in f:
-                parts = line.split()
-                if parts[1].endswith(suffix) and parts[3] == "0A":
-                    return True
-    except OSError:
-        pass
-    return False
-
-
 def measure_host_to_child(impl):
     """iperf3 host->child through the implicit port: the server inside
     rootlesskit, the client on the host. Returns received bits per second."""
@@ -61,7 +44,7 @@ def measure_host_to_child(impl):
     proc = b.spawn_user(argv)
     try:
         deadline = time.monotonic() + b.STARTUP_WAIT
-        while not _host_listening(port):
+        while not b.host_listening(port):
             if proc.poll() is not None:
                 err = proc.stderr.read().decode(errors="replace")
                 raise b.MeasureError(f"exited {proc.returncode} early: {' '.join(argv)}\n{b.tail(err)}")
@@ -138,7 +121,7 @@ def measure_many_connections(impl):
     conns = []
     try:
         deadline = time.monotonic() + b.STARTUP_WAIT
-        while not _host_listening(port):
+        while not b.host_listening(port):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise b.MeasureError(f"127.0.0.1:{port} was not forwarded")
             time.sleep(0.05)

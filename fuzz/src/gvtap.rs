@@ -115,36 +115,7 @@ pub fn inspect(f: &[u8]) {
     assert_eq!(mac, v4_mac);
     classify(f);
     if f.len() < ETH || be16(f, 12) != 0x86dd {
-        let lifted = match v4 {
-            Frame::TcpSyn { src, dst } => Packet::TcpSyn {
-                src: src.into(),
-                dst: dst.into(),
-            },
-            Frame::Tcp { src, dst } => Packet::Tcp {
-                src: src.into(),
-                dst: dst.into(),
-            },
-            Frame::Udp { src, dst } => Packet::Udp {
-                src: src.into(),
-                dst: dst.into(),
-            },
-            Frame::EchoRequest {
-                src,
-                dst,
-                ident,
-                icmp_offset,
-                icmp_len,
-                ..
-            } => Packet::EchoRequest {
-                src: src.into(),
-                dst: dst.into(),
-                ident,
-                icmp_offset,
-                icmp_len,
-            },
-            Frame::ArpRequest { target } => Packet::ArpRequest { target },
-            Frame::Other => Packet::Other,
-        };
+        let lifted: Packet = v4.into();
         assert_eq!(packet, lifted, "IPv4 and ARP as classify has them");
         return;
     }

@@ -77,41 +77,51 @@ pub enum Packet {
 pub fn inspect(frame: &[u8]) -> (Packet, [u8; 6]) {
     let (v4, mac) = classify(frame);
     let packet = match v4 {
-        Frame::TcpSyn { src, dst } => Packet::TcpSyn {
-            src: src.into(),
-            dst: dst.into(),
-        },
-        Frame::Tcp { src, dst } => Packet::Tcp {
-            src: src.into(),
-            dst: dst.into(),
-        },
-        Frame::Udp { src, dst } => Packet::Udp {
-            src: src.into(),
-            dst: dst.into(),
-        },
-        Frame::EchoRequest {
-            src,
-            dst,
-            ident,
-            icmp_offset,
-            icmp_len,
-            ..
-        } => Packet::EchoRequest {
-            src: src.into(),
-            dst: dst.into(),
-            ident,
-            icmp_offset,
-            icmp_len,
-        },
-        Frame::ArpRequest { target } => Packet::ArpRequest { target },
         Frame::Other => match EthernetFrame::new_checked(frame) {
             Ok(eth) if eth.ethertype() == EthernetProtocol::Ipv6 => {
                 classify_ipv6(eth.payload(), frame.len() - eth.payload().len())
             }
             _ => Packet::Other,
         },
+        v4 => v4.into(),
     };
     (packet, mac)
+}
+
+/// What [`classify`] found in an IPv4 or ARP frame, as a [`Packet`].
+impl From<Frame> for Packet {
+    fn from(frame: Frame) -> Packet {
+        match frame {
+            Frame::TcpSyn { src, dst } => Packet::TcpSyn {
+                src: src.into(),
+                dst: dst.into(),
+            },
+            Frame::Tcp { src, dst } => Packet::Tcp {
+                src: src.into(),
+                dst: dst.into(),
+            },
+            Frame::Udp { src, dst } => Packet::Udp {
+                src: src.into(),
+                dst: dst.into(),
+            },
+            Frame::EchoRequest {
+                src,
+                dst,
+                ident,
+                icmp_offset,
+                icmp_len,
+                ..
+            } => Packet::EchoRequest {
+                src: src.into(),
+                dst: dst.into(),
+                ident,
+                icmp_offset,
+                icmp_len,
+            },
+            Frame::ArpRequest { target } => Packet::ArpRequest { target },
+            Frame::Other => Packet::Other,
+        }
+    }
 }
 
 /// An IPv6 packet whose next header is TCP, UDP or ICMPv6 right away (the

@@ -18,14 +18,7 @@ fn configures_tap0_and_exits_with_slirp4netns_when_the_core_hangs_up() {
     assert_eq!(config.interface, "tap0");
     assert_eq!(config.ipv4, Some("10.0.2.100/24".parse().unwrap()));
     assert_eq!(config.gateway4, Some("10.0.2.2".parse().unwrap()));
-    assert_eq!(
-        config
-            .dns
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>(),
-        ["10.0.2.3"]
-    );
+    assert_eq!(dns_strings(&config), ["10.0.2.3"]);
     assert_eq!(config.mtu, 65520);
     assert_eq!(config.ipv6, None);
     assert!(!config.configured_by_driver);
@@ -95,14 +88,7 @@ fn options_reach_the_slirp4netns_command_line() {
     assert_eq!(config.gateway4, Some("10.8.0.2".parse().unwrap()));
     assert_eq!(config.ipv6, Some("fd00::100/64".parse().unwrap()));
     assert_eq!(config.gateway6, Some("fd00::2".parse().unwrap()));
-    assert_eq!(
-        config
-            .dns
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>(),
-        ["10.8.0.3", "fd00::3"]
-    );
+    assert_eq!(dns_strings(&config), ["10.8.0.3", "fd00::3"]);
     assert_eq!(config.mtu, 1500);
     assert_eq!(config.info["slirp4netns.sandbox"], "false");
     assert!(interfaces(ns.pid()).contains(&"eth0".to_owned()));

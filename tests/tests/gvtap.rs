@@ -11,34 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const NET: &str = "--net=gvisor-tap-vsock";
-
-/// Writes a helper script where the test user can read it; returns its path.
-fn script(name: &str, body: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("rk-gvtap-scripts-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    chmod(&dir, 0o755);
-    let path = dir.join(name);
-    std::fs::write(&path, body).unwrap();
-    chmod(&path, 0o644);
-    path.to_string_lossy().into_owned()
-}
-
-/// `udp_probe.py HOST PORT`: sends one datagram on a connected socket and
-/// says whether an answer, a refusal (ICMP port unreachable) or nothing came.
-const UDP_PROBE: &str = r#"
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(3)
-s.connect((sys.argv[1], int(sys.argv[2])))
-s.send(b'x')
-try:
-    print('UDP ANSWERED', s.recv(100))
-except ConnectionRefusedError:
-    print('udp refused')
-except socket.timeout:
-    print('udp timeout')
-"#;
+mod gvtap_support;
+use gvtap_support::*;
 
 /// `many.py HOST PORT N`: opens N connections at once, sends a line on each,
 /// checks every echo, then closes them all.
@@ -88,23 +62,6 @@ s.sendall(b'after\n')
 print(s.recv(100).decode().strip(), flush=True)
 "#;
 
-/// A loopback port that nothing listens on (bound once, then released).
-fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn closed_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn defaults_are_tap0_with_rootlesskit_addresses_and_dns_at_the_gateway() {
     let out = expect_success(&run_sh(
@@ -120,7 +77,7 @@ fn defaults_are_tap0_with_rootlesskit_addresses_and_dns_at_the_gateway() {
 #[test]
 fn tcp_to_the_gateway_reaches_host_loopback_and_a_closed_port_is_refused_at_once() {
     let port = servers::tcp_echo("127.0.0.1");
-    let closed = closed_port();
+    let closed = closed_tcp_port("127.0.0.1");
     let out = expect_success(&run_sh(
         &[NET],
         &format!(
@@ -144,7 +101,7 @@ fn tcp_to_the_gateway_reaches_host_loopback_and_a_closed_port_is_refused_at_once
 #[test]
 fn udp_to_the_gateway_reaches_host_loopback_and_a_closed_port_says_refused() {
     let port = servers::udp_echo("127.0.0.1");
-    let closed = closed_udp_port();
+    let closed = closed_udp_port("127.0.0.1");
     let out = expect_success(&run_sh(
         &[NET],
         &format!(
@@ -225,12 +182,6 @@ fn bad_options_fail_with_the_fix_named_and_leave_nothing_behind() {
     }
 }
 
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
 /// Starts rootlesskit with `script`; the script waits for files named in
 /// the shared directory, which the test creates (`go1`, `go2`, ...).
 fn spawn_sh(args: &[&str], script: &str) -> Child {
@@ -260,18 +211,6 @@ fn wait_for_line(r: &mut impl BufRead, needle: &str, secs: u64) -> String {
 
 fn touch(dir: &Path, name: &str) {
     std::fs::write(dir.join(name), b"").unwrap();
-}
-
-/// Waits until `f()` holds, up to `secs`.
-fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
 }
 
 const WAIT_FOR: &str = "w() { n=0; while [ ! -e \"$D/$1\" ]; do sleep 0.05; n=$((n+1)); [ $n -gt 600 ] && exit 9; done; }";
@@ -407,7 +346,7 @@ impl Drop for Server {
 /// A host TCP server that sends `len` bytes of /dev/urandom to the first
 /// connection and writes their sha256 to `sum_file`. Returns (port, server).
 fn random_data_server(len: u64, sum_file: &Path) -> (u16, Server) {
-    let port = closed_port();
+    let port = closed_tcp_port("127.0.0.1");
     let child = Command::new("bash")
         .arg("-c")
         .arg(format!(
@@ -710,23 +649,10 @@ fn a_source_port_reused_right_after_a_reset_connects_again() {
     assert!(out.contains("reused ok 20"), "{out}");
 }
 
-/// Connects to 127.0.0.1:`port`, sends `line`, returns what comes back
-/// (empty on EOF, `Err` on a reset or refusal).
-fn host_roundtrip(port: u16, line: &str) -> std::io::Result<String> {
-    use std::io::Write;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    // Generous: socat forks a shell per connection, slow on a busy machine.
-    s.set_read_timeout(Some(Duration::from_secs(15)))?;
-    s.write_all(line.as_bytes())?;
-    let mut got = String::new();
-    s.read_to_string(&mut got)?;
-    Ok(got)
-}
-
 #[test]
 fn port_driver_forwards_host_tcp_into_the_guest_and_resets_when_nothing_listens() {
-    let open = closed_port();
-    let dead = closed_port();
+    let open = closed_tcp_port("127.0.0.1");
+    let dead = closed_tcp_port("127.0.0.1");
     let mut child = spawn_sh(
         &[
             NET,
@@ -743,13 +669,15 @@ fn port_driver_forwards_host_tcp_into_the_guest_and_resets_when_nothing_listens(
     wait_for_line(&mut out, "ready", 20);
     let mut answer = String::new();
     let served = eventually(10, || {
-        answer = host_roundtrip(open, "hi\n").unwrap_or_default();
+        answer = host_roundtrip(("127.0.0.1", open), "hi\n").unwrap_or_default();
         answer.contains("inside=hi")
     });
     assert!(served, "no answer through the forwarded port: {answer:?}");
     // Many at once, to check the stack's ports for connections in.
     let handles: Vec<_> = (0..20)
-        .map(|i| std::thread::spawn(move || host_roundtrip(open, &format!("n{i}\n"))))
+        .map(|i| {
+            std::thread::spawn(move || host_roundtrip(("127.0.0.1", open), &format!("n{i}\n")))
+        })
         .collect();
     for (i, h) in handles.into_iter().enumerate() {
         let got = h.join().unwrap().unwrap();
@@ -757,7 +685,7 @@ fn port_driver_forwards_host_tcp_into_the_guest_and_resets_when_nothing_listens(
     }
     // Nothing listens on 81 inside: the host side is reset, at once.
     let started = Instant::now();
-    let dead_result = host_roundtrip(dead, "x\n");
+    let dead_result = host_roundtrip(("127.0.0.1", dead), "x\n");
     assert!(
         matches!(&dead_result, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
             || matches!(&dead_result, Ok(s) if s.is_empty()),
@@ -1117,8 +1045,8 @@ fn udp_roundtrip(from: &str, to: &str, msg: &[u8]) -> Option<String> {
 
 #[test]
 fn port_driver_forwards_udp_both_ways_with_builtins_protocols() {
-    let udp = closed_udp_port();
-    let udp4 = closed_udp_port();
+    let udp = closed_udp_port("127.0.0.1");
+    let udp4 = closed_udp_port("127.0.0.1");
     let udp6 = UdpSocket::bind("[::1]:0")
         .unwrap()
         .local_addr()
@@ -1205,7 +1133,7 @@ fn port_driver_forwards_udp_both_ways_with_builtins_protocols() {
 
 #[test]
 fn port_driver_udp_port_can_be_removed_and_published_again() {
-    let port = closed_udp_port();
+    let port = closed_udp_port("127.0.0.1");
     let dir = user_temp_dir("gvudpctl");
     let ctl = bin_dir().join("rootlessctl");
     let mut child = spawn_sh(
@@ -1408,21 +1336,12 @@ for i in range(n):
 print('flood', kind, 'sent', sent, flush=True)
 "#;
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn floods_from_inside_leave_the_driver_up_with_memory_and_descriptors_bounded() {
     // Every frame goes to the gateway (the host's 127.0.0.1, closed ports):
     // nothing leaves the machine.
     let echo = servers::tcp_echo("127.0.0.1");
-    let closed = closed_port();
+    let closed = closed_tcp_port("127.0.0.1");
     let dir = user_temp_dir("gvflood2");
     let n = 20000;
     let flood = script("flood_frames.py", FLOOD_FRAMES);

@@ -6,57 +6,13 @@
 
 use rk_tests::*;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::process::Stdio;
+use std::net::{TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const NET: &str = "--net=gvisor-tap-vsock";
-
-/// Writes a helper script where the test user can read it; returns its path.
-fn script(name: &str, body: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("rk-gvtap6-scripts-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    chmod(&dir, 0o755);
-    let path = dir.join(name);
-    std::fs::write(&path, body).unwrap();
-    chmod(&path, 0o644);
-    path.to_string_lossy().into_owned()
-}
-
-/// `udp6_probe.py HOST PORT`: one datagram on a connected IPv6 socket; an
-/// answer, a refusal (ICMPv6 port unreachable) or nothing.
-const UDP6_PROBE: &str = r#"
-import socket, sys
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.settimeout(3)
-s.connect((sys.argv[1], int(sys.argv[2])))
-s.send(b'x')
-try:
-    print('UDP ANSWERED', s.recv(100))
-except ConnectionRefusedError:
-    print('udp refused')
-except socket.timeout:
-    print('udp timeout')
-"#;
-
-/// A TCP port of the host's `::1` that nothing listens on.
-fn closed_port6() -> u16 {
-    TcpListener::bind("[::1]:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn closed_udp_port6() -> u16 {
-    UdpSocket::bind("[::1]:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod gvtap_support;
+use gvtap_support::*;
 
 #[test]
 fn ipv6_gives_fd00_100_a_default_route_via_fd00_1_and_a_second_nameserver() {
@@ -85,8 +41,8 @@ fn ipv6_gives_fd00_100_a_default_route_via_fd00_1_and_a_second_nameserver() {
 fn tcp_and_udp_to_the_ipv6_gateway_reach_the_hosts_v6_loopback_and_closed_ports_refuse() {
     let tport = servers::tcp_echo("::1");
     let uport = servers::udp_echo("::1");
-    let closed = closed_port6();
-    let uclosed = closed_udp_port6();
+    let closed = closed_tcp_port("::1");
+    let uclosed = closed_udp_port("::1");
     let out = expect_success(&run_sh(
         &[NET, "--ipv6"],
         &format!(
@@ -96,7 +52,7 @@ fn tcp_and_udp_to_the_ipv6_gateway_reach_the_hosts_v6_loopback_and_closed_ports_
              if echo x | socat -t5 - TCP6:[fd00::1]:{closed} 2>/dev/null; then echo CONNECTED; fi; \
              echo refused_ms=$(( ($(date +%s%N) - start) / 1000000 )); \
              python3 {probe} fd00::1 {uclosed}",
-            probe = script("udp6_probe.py", UDP6_PROBE),
+            probe = script("udp_probe.py", UDP_PROBE),
         ),
     ));
     assert!(out.contains("reply: hello6"), "{out}");
@@ -437,17 +393,6 @@ fn forbidden_ipv6_destinations_are_refused_and_the_hosts_loopback_is_reached_onl
         assert_eq!(four.udp.load(Ordering::SeqCst), 0, "{out}");
     }
 }
-
-/// Connects to `addr`, sends `line`, returns what comes back.
-fn host_roundtrip(addr: &str, line: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(15)))?;
-    s.write_all(line.as_bytes())?;
-    let mut got = String::new();
-    s.read_to_string(&mut got)?;
-    Ok(got)
-}
-
 #[test]
 fn the_port_driver_still_forwards_tcp_and_udp_with_ipv6_on() {
     let tcp4 = TcpListener::bind("127.0.0.1:0")
@@ -455,13 +400,13 @@ fn the_port_driver_still_forwards_tcp_and_udp_with_ipv6_on() {
         .local_addr()
         .unwrap()
         .port();
-    let tcp6 = closed_port6();
+    let tcp6 = closed_tcp_port("::1");
     let udp4 = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut child = rootlesskit(&[
+    let (mut child, _out) = start_until_ready(&[
         NET,
         "--ipv6",
         "--pidns",
@@ -475,37 +420,19 @@ fn the_port_driver_still_forwards_tcp_and_udp_with_ipv6_on() {
         "-c",
         "socat TCP-LISTEN:80,reuseaddr,fork SYSTEM:'read l; echo inside=$l' & \
          socat UDP-RECVFROM:81,fork SYSTEM:'echo udp-inside' & echo ready; sleep 60",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(line.contains("ready"), "{line}");
-    let try_until = |f: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if f() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        false
-    };
+    ]);
     let four = format!("127.0.0.1:{tcp4}");
     let six = format!("[::1]:{tcp6}");
-    assert!(try_until(&|| host_roundtrip(&four, "a4\n")
+    assert!(eventually(15, || host_roundtrip(&four, "a4\n")
         .unwrap_or_default()
         .contains("inside=a4")));
-    assert!(try_until(&|| host_roundtrip(&six, "a6\n")
+    assert!(eventually(15, || host_roundtrip(&six, "a6\n")
         .unwrap_or_default()
         .contains("inside=a6")));
     let u = UdpSocket::bind("127.0.0.1:0").unwrap();
     u.set_read_timeout(Some(Duration::from_millis(700)))
         .unwrap();
-    assert!(try_until(&|| {
+    assert!(eventually(15, || {
         let _ = u.send_to(b"x\n", ("127.0.0.1", udp4));
         let mut buf = [0u8; 100];
         u.recv(&mut buf)
@@ -623,31 +550,16 @@ for i in range(n):
 print('flood', kind, 'sent', sent, flush=True)
 "#;
 
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn ipv6_floods_from_inside_leave_the_driver_up_with_memory_and_descriptors_bounded() {
     // Every frame goes to the gateway fd00::1 (the host's ::1, a closed
     // port for the SYNs): nothing leaves the machine.
     let echo = servers::tcp_echo("::1");
-    let closed = closed_port6();
+    let closed = closed_tcp_port("::1");
     let n = 20000;
     let flood = script("flood6.py", FLOOD6);
     let (max_tcp, max_udp, max_ping) = (300, 300, 256);
-    let mut child = rootlesskit(&[
+    let (mut child, mut out) = start_until_ready(&[
         NET,
         "--ipv6",
         "--net-opt",
@@ -662,15 +574,7 @@ fn ipv6_floods_from_inside_leave_the_driver_up_with_memory_and_descriptors_bound
              for k in syn udp ping frag; do python3 {flood} $k {n} {closed}; done; \
              sleep 0.5; echo after | socat -t5 - TCP6:[fd00::1]:{echo}; echo end"
         ),
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(line.contains("ready"), "{line}");
+    ]);
     let driver = child_named(child.id(), "rk-gvtap").expect("rk-gvtap is running");
     let (fds0, rss0) = (fd_count(driver), rss_kib(driver));
     let (mut most_fds, mut most_rss) = (fds0, rss0);

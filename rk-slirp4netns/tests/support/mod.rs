@@ -126,6 +126,11 @@ impl Drop for Holder {
 }
 
 /// Network interfaces of the network namespace `pid` is in.
+/// The nameservers of a driver's answer, as text.
+pub fn dns_strings(config: &NetworkConfig) -> Vec<String> {
+    config.dns.iter().map(ToString::to_string).collect()
+}
+
 pub fn interfaces(pid: u32) -> Vec<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
     text.lines()
