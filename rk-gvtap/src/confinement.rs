@@ -5,7 +5,8 @@
 //! The NAT opens IPv4 and IPv6 sockets wherever the guest asks (that is its
 //! job; the destination policy in policy.rs decides which), reads the
 //! host's resolv.conf again when it changes, and the port driver binds
-//! listeners on the host. Nothing else: no files but resolv.conf, no exec,
+//! listeners on the host; the network thread may change its own CPU
+//! affinity. Nothing else: no files but resolv.conf, no exec,
 //! no new processes, no namespaces, no netlink or packet sockets. The
 //! network thread parses frames from the guest, so a refused call kills
 //! the process (`Kill`): it means the process no longer runs our code.
@@ -31,6 +32,8 @@ pub fn policy() -> Confinement {
         .allow(Calls::Files)
         // FIONBIO (non-blocking sockets), FIONREAD.
         .allow(Calls::Ioctl)
+        // The network thread keeping to one CPU (affinity.rs).
+        .allow_syscalls(&[libc::SYS_sched_setaffinity, libc::SYS_getcpu])
         .socket_families(&[libc::AF_INET, libc::AF_INET6])
         .on_violation(OnViolation::Kill);
     for p in resolver_paths() {

@@ -6,7 +6,9 @@
 //! look at each before the stack does; move data between smoltcp sockets
 //! and host sockets for the flows something happened to; let the stack send
 //! what it has; reap finished flows; once a second, expire idle flows.
+//! Between rounds the thread may keep to one CPU (affinity.rs).
 
+use crate::affinity::{Pinning, ThreadCpus};
 use crate::classify::{inspect, Packet};
 use crate::dns::{self, Dns};
 use crate::epoll::{self, Epoll, Token};
@@ -103,6 +105,7 @@ pub struct Engine {
     forwards: Forwards,
     debug: bool,
     next_stats: Instant,
+    pinning: Pinning<ThreadCpus>,
 }
 
 impl Engine {
@@ -113,6 +116,7 @@ impl Engine {
         control: Arc<Control>,
         limits: Limits,
         vnet: bool,
+        cpus: Option<ThreadCpus>,
     ) -> std::io::Result<Engine> {
         let epoll = Epoll::new(256)?;
         let mut net = Net::new(plan.clone(), tap, vnet);
@@ -149,6 +153,7 @@ impl Engine {
             forwards: Forwards::default(),
             debug: log::log_enabled!(log::Level::Debug),
             next_stats: Instant::now(),
+            pinning: Pinning::new(cpus),
         })
     }
 
@@ -203,13 +208,12 @@ impl Engine {
                     _ => {}
                 }
             }
-            if self.tap_ready {
-                self.ingest()?;
-            }
+            let frames = if self.tap_ready { self.ingest()? } else { 0 };
             self.service();
             self.egress();
             self.tcp.reap(&mut self.net);
             let now = Instant::now();
+            self.pinning.after_round(now, frames);
             if now >= self.next_housekeeping || self.dns_deadline.is_some_and(|d| d <= now) {
                 self.housekeeping(now);
             }
@@ -235,13 +239,14 @@ impl Engine {
         Some(t)
     }
 
-    fn ingest(&mut self) -> Result<(), String> {
-        for _ in 0..TAP_BATCH {
+    /// Reads and handles frames from the tap; returns how many.
+    fn ingest(&mut self) -> Result<usize, String> {
+        for n in 0..TAP_BATCH {
             let len = match self.net.dev.read_frame() {
                 Ok(Some(len)) => len,
                 Ok(None) => {
                     self.tap_ready = false;
-                    return Ok(());
+                    return Ok(n);
                 }
                 Err(e) => return Err(format!("reading the tap device: {e}")),
             };
@@ -382,7 +387,7 @@ impl Engine {
                     });
             }
         }
-        Ok(())
+        Ok(TAP_BATCH)
     }
 
     /// Answers the frame last read (`len` bytes from `mac`) with ICMP
@@ -445,9 +450,10 @@ impl Engine {
         if self.debug && now >= self.next_stats {
             let (tcp, udp, ping, dns) = self.flow_counts();
             log::debug!(
-                "open flows: {tcp} TCP, {udp} UDP, {ping} ping, {dns} DNS queries; IPv6 datagrams in fragments: {}; frames the tap refused: {}",
+                "open flows: {tcp} TCP, {udp} UDP, {ping} ping, {dns} DNS queries; IPv6 datagrams in fragments: {}; frames the tap refused: {}; pinned to CPU: {:?}",
                 self.reassembly.len(),
-                self.net.dev.tx_dropped
+                self.net.dev.tx_dropped,
+                self.pinning.pinned()
             );
             self.next_stats = now + Duration::from_secs(10);
         }

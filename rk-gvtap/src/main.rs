@@ -3,6 +3,7 @@
 //! that relays the guest's TCP, UDP and ICMP echo through the host's own
 //! sockets. It needs no external program. See docs/gvisor-tap-vsock.md.
 
+mod affinity;
 mod confinement;
 mod device;
 mod dns;
@@ -46,6 +47,7 @@ static ALLOCATOR: mapped_alloc::MappedAlloc = mapped_alloc::MappedAlloc;
 const MAX_TCP_FLOWS: &str = "max-tcp-flows";
 const MAX_UDP_FLOWS: &str = "max-udp-flows";
 const OFFLOAD: &str = "offload";
+const PIN_CPU: &str = "pin-cpu";
 
 /// What the driver offers (the core refuses flags it does not announce).
 const CAPABILITIES: &[&str] = &[
@@ -83,7 +85,7 @@ impl Driver for Gvtap {
         DriverInfo::new("gvtap", env!("CARGO_PKG_VERSION"))
             .with_capabilities(CAPABILITIES)
             .with_capabilities(&[&format!("port-driver:{}", ports::NAME)])
-            .with_options(&[MAX_TCP_FLOWS, MAX_UDP_FLOWS, OFFLOAD])
+            .with_options(&[MAX_TCP_FLOWS, MAX_UDP_FLOWS, OFFLOAD, PIN_CPU])
     }
 
     fn configure(
@@ -94,7 +96,8 @@ impl Driver for Gvtap {
         if self.running.is_some() {
             return Err(DriverError::new("configure was sent twice"));
         }
-        let (wanted, vnet) = parse_options(&req.options)?;
+        let options = parse_options(&req.options)?;
+        let vnet = options.offload;
         let plan = NetPlan::from_request(&req).map_err(DriverError)?;
         let nofile = sys::raise_nofile_limit();
         sys::keep_large_buffers_mmapped();
@@ -104,7 +107,7 @@ impl Driver for Gvtap {
         let tap = tap::create_in_namespace(&ns, &plan.ifname, vnet).map_err(DriverError)?;
         let stop = sys::eventfd().context("an eventfd to stop the network thread")?;
         let died = sys::eventfd().context("an eventfd for the network thread's end")?;
-        let limits = engine::Limits::fit_nofile(wanted, nofile);
+        let limits = engine::Limits::fit_nofile(options.limits, nofile);
         let control =
             Arc::new(forward::Control::new().context("an eventfd for the port driver's commands")?);
         let mut engine = engine::Engine::new(
@@ -114,6 +117,10 @@ impl Driver for Gvtap {
             control.clone(),
             limits,
             vnet,
+            options
+                .pin_cpu
+                .then(affinity::ThreadCpus::at_start)
+                .flatten(),
         )
         .context("setting up the network thread (epoll on the tap)")?;
         // Set-up is over: the whole process is confined before the network
@@ -234,37 +241,48 @@ impl Driver for Gvtap {
     }
 }
 
-/// Options the core passes for every driver, and `--net-opt`s: the flow
-/// limits, and whether the tap uses offloads (virtio-net headers, TSO).
-fn parse_options(
-    options: &BTreeMap<String, String>,
-) -> Result<(engine::Limits, bool), DriverError> {
-    let mut limits = engine::Limits::DEFAULT;
-    let mut offload = true;
+/// What the `--net-opt`s ask for.
+struct Options {
+    limits: engine::Limits,
+    /// The tap uses offloads (virtio-net headers, TSO).
+    offload: bool,
+    /// The network thread may keep to one CPU during bulk traffic
+    /// (affinity.rs).
+    pin_cpu: bool,
+}
+
+/// Options the core passes for every driver, and `--net-opt`s.
+fn parse_options(options: &BTreeMap<String, String>) -> Result<Options, DriverError> {
+    let mut o = Options {
+        limits: engine::Limits::DEFAULT,
+        offload: true,
+        pin_cpu: true,
+    };
     for (k, v) in options {
         match k.as_str() {
             "port-driver" => {}
-            MAX_TCP_FLOWS => limits.tcp = parse_limit(k, v)?,
-            MAX_UDP_FLOWS => limits.udp = parse_limit(k, v)?,
-            OFFLOAD => {
-                offload = match v.as_str() {
-                    "true" => true,
-                    "false" => false,
-                    _ => {
-                        return Err(DriverError::new(format!(
-                            "--net-opt offload={v:?}: give true or false"
-                        )))
-                    }
-                }
-            }
+            MAX_TCP_FLOWS => o.limits.tcp = parse_limit(k, v)?,
+            MAX_UDP_FLOWS => o.limits.udp = parse_limit(k, v)?,
+            OFFLOAD => o.offload = parse_bool(k, v)?,
+            PIN_CPU => o.pin_cpu = parse_bool(k, v)?,
             other => {
                 return Err(DriverError::new(format!(
-                    "--net-opt {other}={v}: --net=gvisor-tap-vsock knows only max-tcp-flows=N, max-udp-flows=N and offload=true|false"
+                    "--net-opt {other}={v}: --net=gvisor-tap-vsock knows only max-tcp-flows=N, max-udp-flows=N, offload=true|false and pin-cpu=true|false"
                 )))
             }
         }
     }
-    Ok((limits, offload))
+    Ok(o)
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, DriverError> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(DriverError::new(format!(
+            "--net-opt {key}={value:?}: give true or false"
+        ))),
+    }
 }
 
 fn parse_limit(key: &str, value: &str) -> Result<usize, DriverError> {

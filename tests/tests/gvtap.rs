@@ -162,8 +162,12 @@ fn cidr_moves_the_address_gateway_and_dns() {
 
 #[test]
 fn bad_options_fail_with_the_fix_named_and_leave_nothing_behind() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (&[NET, "--net-opt", "offload=maybe"], "give true or false"),
+        (
+            &[NET, "--net-opt", "pin-cpu=1"],
+            "pin-cpu=\"1\": give true or false",
+        ),
         (&[NET, "--mtu=300"], "between 576"),
         (&[NET, "--net-opt", "colour=blue"], "max-tcp-flows"),
         (
@@ -329,6 +333,80 @@ fn the_network_thread_runs_under_seccomp_with_no_new_privs() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(found, "no rk-gvtap-net thread in rk-gvtap {driver}");
+}
+
+/// The CPUs a thread may run on, as /proc shows them ("0-3", "1").
+fn cpus_allowed(status_path: &str) -> String {
+    std::fs::read_to_string(status_path)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The status file of rk-gvtap's network thread under rootlesskit `pid`.
+fn net_thread_status(pid: u32) -> String {
+    let driver = child_named(pid, "rk-gvtap").expect("rk-gvtap is running");
+    for task in std::fs::read_dir(format!("/proc/{driver}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == "rk-gvtap-net" {
+            return task.path().join("status").to_string_lossy().into_owned();
+        }
+    }
+    panic!("no rk-gvtap-net thread in rk-gvtap {driver}");
+}
+
+#[test]
+fn the_network_thread_keeps_to_one_cpu_during_a_bulk_upload_and_lets_go_after() {
+    let ours = cpus_allowed("/proc/self/status");
+    let several = ours.contains('-') || ours.contains(',');
+    for opts in [vec![NET], vec![NET, "--net-opt", "pin-cpu=false"]] {
+        let sink = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = sink.local_addr().unwrap().port();
+        let reader = std::thread::spawn(move || {
+            let (mut s, _) = sink.accept().unwrap();
+            std::io::copy(&mut s, &mut std::io::sink()).unwrap()
+        });
+        let script = format!(
+            "echo ready; sleep 0.3; timeout 3 socat -u /dev/zero TCP:10.0.2.1:{port}; echo sent; sleep 100"
+        );
+        let mut child = spawn_sh(&opts, &script);
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        wait_for_line(&mut out, "ready", 20);
+        let status = net_thread_status(child.id());
+        // What the thread may use while the upload runs (sampled).
+        let mut seen = std::collections::BTreeSet::new();
+        let until = Instant::now() + Duration::from_millis(3200);
+        while Instant::now() < until {
+            seen.insert(cpus_allowed(&status));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        wait_for_line(&mut out, "sent", 20);
+        let moved = reader.join().unwrap();
+        assert!(moved > 0, "{opts:?}: the upload moved nothing");
+        let single = |l: &String| !l.is_empty() && !l.contains('-') && !l.contains(',');
+        if several && opts.len() == 1 {
+            assert!(
+                seen.iter().any(single),
+                "never pinned during the upload ({moved} bytes): {seen:?}"
+            );
+            // Idle again: all the CPUs come back.
+            let back = eventually(5, || cpus_allowed(&status) == ours);
+            assert!(back, "still {} after the upload", cpus_allowed(&status));
+        } else {
+            // Turned off, or a single CPU to run on: the mask never changes.
+            assert!(
+                seen.iter().all(|l| *l == ours),
+                "{opts:?}: {seen:?} (ours {ours})"
+            );
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }
 
 /// A server process, killed with its process group when dropped (a failing

@@ -30,7 +30,7 @@ use std::fmt;
 use std::io::{self, Read, Seek};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -262,7 +262,7 @@ fn forward(mut scanner: Scanner, stop: &EventFd) -> io::Result<()> {
 fn fault_injection() {
     static DONE: AtomicBool = AtomicBool::new(false);
     if std::env::var("RK_PASTA_TEST_PANIC").as_deref() == Ok("port-forward")
-        && !DONE.swap(true, Ordering::SeqCst)
+        && !DONE.swap(true, std::sync::atomic::Ordering::SeqCst)
     {
         panic!("RK_PASTA_TEST_PANIC=port-forward");
     }
