@@ -5,8 +5,8 @@ seconds per gigabit moved, and its resident memory, idle and with 1000 TCP
 connections open.
 
 The mark is the kernel itself: a rootful veth pair. For each MTU, rounds
-alternate between rk-gvtap (with offloads, and with `--net-opt
-offload=false`) and iperf3 over a veth pair root makes for the run (a
+alternate between rk-gvtap (as shipped, with `--net-opt offload=false`,
+and with `--net-opt pin-cpu=false`) and iperf3 over a veth pair root makes for the run (a
 network namespace of its own, 10.199.0.2 -> 10.199.0.1, the host end of the
 pair; nothing else is reached), and ratio rows give gvtap / veth.
 
@@ -389,7 +389,7 @@ def against_veth(impl, mtu):
     """ROUNDS alternating runs of rk-gvtap (offloads on and off) and the
     rootful veth at `mtu`; returns the medians as a dict."""
     _probe_driver(impl)
-    samples = {"gvtap": [], "gvtap-no-offload": [], "gvtap-ipv6": [], "veth": [], "cpu-per-gbit": []}
+    samples = {"gvtap": [], "gvtap-no-offload": [], "gvtap-no-pin": [], "gvtap-ipv6": [], "veth": [], "cpu-per-gbit": []}
     with Veth() as veth:
         for r in range(ROUNDS):
             b.log(f"  round {r + 1}/{ROUNDS} at MTU {mtu}")
@@ -399,6 +399,7 @@ def against_veth(impl, mtu):
             # CPU milliseconds of the driver per gigabit moved.
             samples["cpu-per-gbit"].append(1000 * cpu / (bps * b.IPERF_SECONDS / 1e9))
             samples["gvtap-no-offload"].append(iperf_with_cpu(impl, [f"--mtu={mtu}", "--net-opt", "offload=false"])[0])
+            samples["gvtap-no-pin"].append(iperf_with_cpu(impl, [f"--mtu={mtu}", "--net-opt", "pin-cpu=false"])[0])
             samples["gvtap-ipv6"].append(iperf_with_cpu(impl, [f"--mtu={mtu}"], ipv6=True)[0])
     for k, v in samples.items():
         unit = "ms/Gbit" if k == "cpu-per-gbit" else "Gbit/s"
@@ -443,10 +444,11 @@ def section_gvtap(bench):
         label = f"child->host MTU {mtu}, alternating rounds (median of {ROUNDS})"
         g = _measure(bench, f"gvisor-tap-vsock {label}", "Gbit/s", False, lambda i: paired(i, "gvtap"))
         n = _measure(bench, f"gvisor-tap-vsock offload=false {label}", "Gbit/s", False, lambda i: paired(i, "gvtap-no-offload"))
+        u = _measure(bench, f"gvisor-tap-vsock pin-cpu=false {label}", "Gbit/s", False, lambda i: paired(i, "gvtap-no-pin"))
         _measure(bench, f"gvisor-tap-vsock --ipv6 (fd00::1 -> ::1) {label}", "Gbit/s", False, lambda i: paired(i, "gvtap-ipv6"))
         _measure(bench, f"rk-gvtap CPU time per Gbit moved, {label}", "ms/Gbit", True, lambda i: paired(i, "cpu-per-gbit"))
         v = _measure(bench, f"rootful veth {label}", "Gbit/s", False, lambda i: paired(i, "veth"))
-        for name, row in (("gvisor-tap-vsock", g), ("offload=false", n)):
+        for name, row in (("gvisor-tap-vsock", g), ("offload=false", n), ("pin-cpu=false", u)):
 
             def ratio(impl, row=row, v=v):
                 gv, vv = row.values.get(impl.name), v.values.get(impl.name)

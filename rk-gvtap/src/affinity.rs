@@ -12,12 +12,13 @@
 //!
 //! Traffic is bulk when [`BULK_FRAMES`] frames arrive within one
 //! [`WINDOW`], counted per round, so that a round delayed by the scheduler
-//! still counts everything it found. The pin is a hint, never a fence: it only narrows the CPUs the thread
-//! had at start and gives them back whole, after [`IDLE_AFTER`] without
-//! frames and in any case after [`PIN_FOR`], so that a CPU that another
-//! task has come to need holds the thread no longer than that; if the
-//! traffic goes on, the thread pins again wherever the scheduler has put
-//! it. `--net-opt pin-cpu=false` turns it off.
+//! still counts everything it found. The pin is a hint, never a fence: it
+//! only narrows the CPUs the thread had at start and gives them back
+//! whole, after [`IDLE_AFTER`] without frames and in any case after
+//! [`PIN_FOR`], so that a CPU that another task has come to need holds the
+//! thread no longer than that; if the traffic goes on, the thread pins
+//! again wherever the scheduler has put it. `--net-opt pin-cpu=false`
+//! turns it off.
 
 use std::time::{Duration, Instant};
 
@@ -50,7 +51,7 @@ enum State {
 pub struct Pinning<C: Cpus> {
     cpus: Option<C>,
     state: State,
-    /// Frames counted since `window_start`.
+    /// When the current window began, and the frames counted in it.
     window_start: Option<Instant>,
     window_frames: usize,
     last_frame: Option<Instant>,
@@ -91,10 +92,16 @@ impl<C: Cpus> Pinning<C> {
         }
         match self.state {
             State::Free => {
-                let bulk = frames > 0 && self.window_frames >= BULK_FRAMES;
-                if let Some(cpu) = cpus.current().filter(|_| bulk) {
+                if frames == 0 || self.window_frames < BULK_FRAMES {
+                    return;
+                }
+                if let Some(cpu) = cpus.current() {
                     if cpus.pin(cpu) {
                         self.state = State::Pinned { cpu, since: now };
+                    } else {
+                        // Not allowed here (a cpuset that changed): stop
+                        // trying instead of failing every round.
+                        self.cpus = None;
                     }
                 }
             }
@@ -169,6 +176,7 @@ mod tests {
     /// A pretend system: the thread runs on CPU 1.
     #[derive(Default)]
     struct Fake {
+        refuse: bool,
         pinned: Option<usize>,
         pins: usize,
         releases: usize,
@@ -179,8 +187,11 @@ mod tests {
             Some(1)
         }
         fn pin(&mut self, cpu: usize) -> bool {
-            self.pinned = Some(cpu);
             self.pins += 1;
+            if self.refuse {
+                return false;
+            }
+            self.pinned = Some(cpu);
             true
         }
         fn release(&mut self) {
@@ -258,6 +269,18 @@ mod tests {
         // Bulk again: pinned anew.
         assert_eq!(p.pinned(), Some(1));
         assert_eq!((fake.pins, fake.releases), (2, 1));
+    }
+
+    #[test]
+    fn a_refused_pin_is_not_tried_again() {
+        let mut fake = Fake {
+            refuse: true,
+            ..Fake::default()
+        };
+        let mut p = Pinning::new(Some(&mut fake));
+        rounds(&mut p, Instant::now(), 1000, BULK_FRAMES);
+        assert_eq!(p.pinned(), None);
+        assert_eq!(fake.pins, 1);
     }
 
     #[test]
