@@ -155,6 +155,26 @@ pub fn rootlesskit_with_env(args: &[&str], env: &[(&str, &str)]) -> Command {
     c
 }
 
+/// Stops a rootlesskit the test started the way a user would, with
+/// SIGTERM, so that it removes its state directory (SIGKILL would leave it
+/// in /tmp); SIGKILL only if it has not exited within 10 s.
+pub fn terminate(child: &mut std::process::Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: signalling a child process this test started and has not
+        // reaped yet (its pid cannot have been reused).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Runs `rootlesskit ARGS -- sh -c SCRIPT` and returns its output.
 pub fn run_sh(args: &[&str], script: &str) -> Output {
     let mut all: Vec<&str> = args.to_vec();

@@ -299,7 +299,10 @@ fn connections_beyond_the_flow_limit_are_refused_and_descriptors_stay_bounded() 
 #[test]
 fn killing_rootlesskit_takes_the_driver_with_it() {
     let m = marker("gvkill");
-    let mut child = spawn_sh(&[NET], &format!("echo ready; sleep 100 # {m}"));
+    // A state directory of the test's own (removed at exit): SIGKILL
+    // leaves rootlesskit no chance to remove one it made.
+    let state = format!("--state-dir={}/sd", user_temp_dir("gvkill").display());
+    let mut child = spawn_sh(&[NET, &state], &format!("echo ready; sleep 100 # {m}"));
     let mut out = BufReader::new(child.stdout.take().unwrap());
     wait_for_line(&mut out, "ready", 20);
     let driver = child_named(child.id(), "rk-gvtap").expect("rk-gvtap is running");
@@ -330,8 +333,7 @@ fn the_network_thread_runs_under_seccomp_with_no_new_privs() {
             found = true;
         }
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    terminate(&mut child);
     assert!(found, "no rk-gvtap-net thread in rk-gvtap {driver}");
 }
 
@@ -404,8 +406,7 @@ fn the_network_thread_keeps_to_one_cpu_during_a_bulk_upload_and_lets_go_after() 
                 "{opts:?}: {seen:?} (ours {ours})"
             );
         }
-        child.kill().unwrap();
-        child.wait().unwrap();
+        terminate(&mut child);
     }
 }
 
@@ -770,8 +771,7 @@ fn port_driver_forwards_host_tcp_into_the_guest_and_resets_when_nothing_listens(
         "{dead_result:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(3));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    terminate(&mut child);
 }
 
 /// Root's half of the contained run (see [`contained`]): `contained.sh PORT
@@ -1205,8 +1205,7 @@ fn port_driver_forwards_udp_both_ways_with_builtins_protocols() {
     let mut got = String::new();
     s.read_to_string(&mut got).unwrap();
     assert_eq!(got.trim(), "inside=over6 from=10.0.2.1");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    terminate(&mut child);
 }
 
 #[test]
@@ -1252,8 +1251,7 @@ fn port_driver_udp_port_can_be_removed_and_published_again() {
             "round {round}: the host port stayed bound"
         );
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    terminate(&mut child);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -438,8 +438,7 @@ fn the_port_driver_still_forwards_tcp_and_udp_with_ipv6_on() {
         u.recv(&mut buf)
             .is_ok_and(|n| String::from_utf8_lossy(&buf[..n]).contains("udp-inside"))
     }));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    terminate(&mut child);
 }
 
 /// A UDP server on `[::1]` that sends every datagram back as it is.

@@ -519,8 +519,12 @@ fn killing_rootlesskit_releases_the_lease_and_removes_the_veth() {
     let _s = serial();
     // A sleep that only this test runs, to find it afterwards.
     let sleeper = format!("sleep 1000.{}", std::process::id());
+    // A state directory of the test's own (removed at exit): SIGKILL
+    // leaves rootlesskit no chance to remove one it made.
+    let state = format!("--state-dir={}/sd", user_temp_dir("lxckill").display());
     let mut rk = rootlesskit(&[
         NET,
+        &state,
         "--",
         "sh",
         "-c",
