@@ -311,8 +311,7 @@ fn systemd_socket_activation_gives_cmd_the_sockets_and_its_own_listen_pid() {
             .is_ok_and(|s| s.ends_with('\n'))),
             "the command did not run"
         );
-        let _ = act.kill();
-        let _ = act.wait();
+        terminate(&mut act);
         let line = std::fs::read_to_string(&out_file).unwrap();
         let f: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(f.len(), 4, "{pidns}: {line}");

@@ -543,8 +543,12 @@ fn gone_or_zombie(pid: u32) -> bool {
 #[test]
 fn kill_9_of_the_parent_leaves_no_process_behind() {
     let mark = marker("kill9");
+    // A state directory of the test's own (removed at exit): SIGKILL
+    // leaves rootlesskit no chance to remove one it made.
+    let state = format!("--state-dir={}/sd", user_temp_dir("pastakill").display());
+    let args = [PASTA, &[state.as_str()]].concat();
     let (mut child, _) =
-        start_and_wait_for_line(PASTA, &format!("echo ready; sleep 100 # {mark}"), "ready");
+        start_and_wait_for_line(&args, &format!("echo ready; sleep 100 # {mark}"), "ready");
     let procs = network_processes(child.id());
     // The driver, its namespace helper and pasta.
     assert!(
