@@ -94,12 +94,7 @@ impl Reassembly {
             // An atomic fragment (RFC 6946): the whole packet, with a
             // fragment header; processed alone, whatever else is pending
             // under its identification.
-            let mut whole = Vec::with_capacity(ip + IPV6_HEADER + body.len());
-            whole.extend_from_slice(&frame[..ip + IPV6_HEADER]);
-            whole[ip + 6] = next_header;
-            whole[ip + 4..ip + 6].copy_from_slice(&(body.len() as u16).to_be_bytes());
-            whole.extend_from_slice(body);
-            return Outcome::Complete(whole);
+            return Outcome::Complete(packet(&head_of(frame, next_header), body));
         }
         let addr = |at: usize| {
             let mut a = [0u8; 16];
@@ -117,17 +112,12 @@ impl Reassembly {
                 self.partial.remove(&k);
             }
         }
-        let p = self.partial.entry(key).or_insert_with(|| {
-            let mut head = [0u8; ETHERNET_HEADER + IPV6_HEADER];
-            head.copy_from_slice(&frame[..ip + IPV6_HEADER]);
-            head[ip + 6] = next_header;
-            Partial {
-                head,
-                data: Vec::new(),
-                ranges: Vec::new(),
-                total: None,
-                started: now,
-            }
+        let p = self.partial.entry(key).or_insert_with(|| Partial {
+            head: head_of(frame, next_header),
+            data: Vec::new(),
+            ranges: Vec::new(),
+            total: None,
+            started: now,
         });
         let overlaps = p.ranges.iter().any(|&(s, e)| offset < e && s < end);
         let beyond_total = p.total.is_some_and(|t| end > t || (!more && end != t));
@@ -154,11 +144,7 @@ impl Reassembly {
         let Some(p) = self.partial.remove(&key) else {
             return Outcome::Held;
         };
-        let mut whole = Vec::with_capacity(p.head.len() + p.data.len());
-        whole.extend_from_slice(&p.head);
-        whole[ip + 4..ip + 6].copy_from_slice(&(p.data.len() as u16).to_be_bytes());
-        whole.extend_from_slice(&p.data);
-        Outcome::Complete(whole)
+        Outcome::Complete(packet(&p.head, &p.data))
     }
 
     /// Drops datagrams whose fragments did not all come in time.
@@ -166,6 +152,25 @@ impl Reassembly {
         self.partial
             .retain(|_, p| now.duration_since(p.started) < TIMEOUT);
     }
+}
+
+/// The ethernet and IPv6 headers of a fragment, with the fragment
+/// header's next header in place of "fragment".
+fn head_of(frame: &[u8], next_header: u8) -> [u8; ETHERNET_HEADER + IPV6_HEADER] {
+    let mut head = [0u8; ETHERNET_HEADER + IPV6_HEADER];
+    head.copy_from_slice(&frame[..ETHERNET_HEADER + IPV6_HEADER]);
+    head[ETHERNET_HEADER + 6] = next_header;
+    head
+}
+
+/// The whole packet: `head` with its payload length set, then `data`.
+fn packet(head: &[u8; ETHERNET_HEADER + IPV6_HEADER], data: &[u8]) -> Vec<u8> {
+    let mut whole = Vec::with_capacity(head.len() + data.len());
+    whole.extend_from_slice(head);
+    let len = ETHERNET_HEADER + 4;
+    whole[len..len + 2].copy_from_slice(&(data.len() as u16).to_be_bytes());
+    whole.extend_from_slice(data);
+    whole
 }
 
 #[cfg(test)]

@@ -557,9 +557,6 @@ impl TcpNat {
     }
 }
 
-/// Starts a connect to the first of `targets` that does not fail at once;
-/// returns the socket, whether it is connected already, and the addresses
-/// left to try.
 /// The send buffer of a new flow when `open` flows exist and the receive
 /// buffer is `receive` bytes.
 fn send_buffer_size(open: usize, receive: usize) -> usize {
@@ -570,6 +567,9 @@ fn send_buffer_size(open: usize, receive: usize) -> usize {
     }
 }
 
+/// Starts a connect to the first of `targets` that does not fail at once;
+/// returns the socket, whether it is connected already, and the addresses
+/// left to try.
 fn connect_first(targets: &[SocketAddr]) -> io::Result<(TcpStream, bool, Vec<SocketAddr>)> {
     let mut last = io::Error::from(io::ErrorKind::ConnectionRefused);
     for (n, &t) in targets.iter().enumerate() {

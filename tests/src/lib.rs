@@ -155,6 +155,23 @@ pub fn rootlesskit_with_env(args: &[&str], env: &[(&str, &str)]) -> Command {
     c
 }
 
+/// Spawns `c` (a rootlesskit, usually) with stdout and stderr piped;
+/// returns it with its stdout to read line by line.
+pub fn spawn_reading(
+    mut c: Command,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting rootlesskit");
+    let out = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
+    (child, out)
+}
+
 /// Stops a rootlesskit the test started the way a user would, with
 /// SIGTERM, so that it removes its state directory (SIGKILL would leave it
 /// in /tmp); SIGKILL only if it has not exited within 10 s.

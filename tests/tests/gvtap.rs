@@ -4,11 +4,11 @@
 //! a nameserver on 127.0.0.x: nothing leaves the machine.
 
 use rk_tests::*;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::net::{TcpListener, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod gvtap_support;
@@ -186,31 +186,12 @@ fn bad_options_fail_with_the_fix_named_and_leave_nothing_behind() {
     }
 }
 
-/// Starts rootlesskit with `script`; the script waits for files named in
-/// the shared directory, which the test creates (`go1`, `go2`, ...).
-fn spawn_sh(args: &[&str], script: &str) -> Child {
+/// Starts `rootlesskit ARGS -- sh -c SCRIPT`, whose script prints `ready`
+/// first; returns once that line came, with the rest of its output to read.
+fn start_sh(args: &[&str], script: &str) -> (Child, BufReader<ChildStdout>) {
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--", "sh", "-c", script]);
-    rootlesskit(&all)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting rootlesskit")
-}
-
-fn wait_for_line(r: &mut impl BufRead, needle: &str, secs: u64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 || Instant::now() > deadline {
-            panic!("no {needle:?} in the output:\n{seen}");
-        }
-        seen.push_str(&line);
-        if line.contains(needle) {
-            return seen;
-        }
-    }
+    start_until_ready(&all)
 }
 
 fn touch(dir: &Path, name: &str) {
@@ -230,9 +211,7 @@ fn a_thousand_parallel_connections_all_succeed_and_descriptors_return() {
         d = dir.display(),
         py = script("many.py", MANY_CONNECTIONS),
     );
-    let mut child = spawn_sh(&[NET], &script);
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    wait_for_line(&mut out, "ready", 20);
+    let (mut child, mut out) = start_sh(&[NET], &script);
     let driver = child_named(child.id(), "rk-gvtap").expect("rk-gvtap is running");
     let baseline = fd_count(driver);
     let started = Instant::now();
@@ -266,9 +245,7 @@ fn connections_beyond_the_flow_limit_are_refused_and_descriptors_stay_bounded() 
         d = dir.display(),
         py = script("flood.py", FLOOD),
     );
-    let mut child = spawn_sh(&[NET, "--net-opt", "max-tcp-flows=50"], &script);
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    wait_for_line(&mut out, "ready", 20);
+    let (mut child, mut out) = start_sh(&[NET, "--net-opt", "max-tcp-flows=50"], &script);
     let driver = child_named(child.id(), "rk-gvtap").expect("rk-gvtap is running");
     let baseline = fd_count(driver);
     let seen = wait_for_line(&mut out, "held", 60);
@@ -302,9 +279,7 @@ fn killing_rootlesskit_takes_the_driver_with_it() {
     // A state directory of the test's own (removed at exit): SIGKILL
     // leaves rootlesskit no chance to remove one it made.
     let state = format!("--state-dir={}/sd", user_temp_dir("gvkill").display());
-    let mut child = spawn_sh(&[NET, &state], &format!("echo ready; sleep 100 # {m}"));
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    wait_for_line(&mut out, "ready", 20);
+    let (mut child, _out) = start_sh(&[NET, &state], &format!("echo ready; sleep 100 # {m}"));
     let driver = child_named(child.id(), "rk-gvtap").expect("rk-gvtap is running");
     child.kill().unwrap();
     child.wait().unwrap();
@@ -316,25 +291,11 @@ fn killing_rootlesskit_takes_the_driver_with_it() {
 
 #[test]
 fn the_network_thread_runs_under_seccomp_with_no_new_privs() {
-    let mut child = spawn_sh(&[NET], "echo ready; sleep 100");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    wait_for_line(&mut out, "ready", 20);
-    let driver = child_named(child.id(), "rk-gvtap").expect("rk-gvtap is running");
-    let mut found = false;
-    for task in std::fs::read_dir(format!("/proc/{driver}/task"))
-        .unwrap()
-        .flatten()
-    {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() == "rk-gvtap-net" {
-            let status = std::fs::read_to_string(task.path().join("status")).unwrap();
-            assert!(status.contains("Seccomp:\t2"), "{status}");
-            assert!(status.contains("NoNewPrivs:\t1"), "{status}");
-            found = true;
-        }
-    }
+    let (mut child, _out) = start_sh(&[NET], "echo ready; sleep 100");
+    let status = std::fs::read_to_string(net_thread_status(child.id())).unwrap();
     terminate(&mut child);
-    assert!(found, "no rk-gvtap-net thread in rk-gvtap {driver}");
+    assert!(status.contains("Seccomp:\t2"), "{status}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
 }
 
 /// The CPUs a thread may run on, as /proc shows them ("0-3", "1").
@@ -376,9 +337,7 @@ fn the_network_thread_keeps_to_one_cpu_during_a_bulk_upload_and_lets_go_after() 
         let script = format!(
             "echo ready; sleep 0.3; timeout 3 socat -u /dev/zero TCP:10.0.2.1:{port}; echo sent; sleep 100"
         );
-        let mut child = spawn_sh(&opts, &script);
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        wait_for_line(&mut out, "ready", 20);
+        let (mut child, mut out) = start_sh(&opts, &script);
         let status = net_thread_status(child.id());
         // What the thread may use while the upload runs (sampled).
         let mut seen = std::collections::BTreeSet::new();
@@ -732,7 +691,7 @@ fn a_source_port_reused_right_after_a_reset_connects_again() {
 fn port_driver_forwards_host_tcp_into_the_guest_and_resets_when_nothing_listens() {
     let open = closed_tcp_port("127.0.0.1");
     let dead = closed_tcp_port("127.0.0.1");
-    let mut child = spawn_sh(
+    let (mut child, _out) = start_sh(
         &[
             NET,
             // Its own pid namespace: killing rootlesskit ends the servers inside.
@@ -744,8 +703,6 @@ fn port_driver_forwards_host_tcp_into_the_guest_and_resets_when_nothing_listens(
         ],
         "socat TCP-LISTEN:80,reuseaddr,fork,backlog=64 SYSTEM:'read l; echo inside=$l' & echo ready; sleep 60",
     );
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    wait_for_line(&mut out, "ready", 20);
     let mut answer = String::new();
     let served = eventually(10, || {
         answer = host_roundtrip(("127.0.0.1", open), "hi\n").unwrap_or_default();
@@ -1135,7 +1092,7 @@ fn port_driver_forwards_udp_both_ways_with_builtins_protocols() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = spawn_sh(
+    let (mut child, _out) = start_sh(
         &[
             NET,
             // Its own pid namespace: killing rootlesskit ends the servers inside.
@@ -1149,8 +1106,6 @@ fn port_driver_forwards_udp_both_ways_with_builtins_protocols() {
         ],
         &format!("python3 {} 5300", script("peer_server.py", PEER_SERVER)),
     );
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    wait_for_line(&mut out, "ready", 20);
     // A client on the host's loopback appears as the gateway, which is the
     // host's loopback inside.
     let got = udp_roundtrip("127.0.0.1:0", &format!("127.0.0.1:{udp}"), b"one\n");
@@ -1213,7 +1168,7 @@ fn port_driver_udp_port_can_be_removed_and_published_again() {
     let port = closed_udp_port("127.0.0.1");
     let dir = user_temp_dir("gvudpctl");
     let ctl = bin_dir().join("rootlessctl");
-    let mut child = spawn_sh(
+    let (mut child, _out) = start_sh(
         &[
             NET,
             // Its own pid namespace: killing rootlesskit ends the servers inside.
@@ -1223,8 +1178,6 @@ fn port_driver_udp_port_can_be_removed_and_published_again() {
         ],
         &format!("python3 {} 5300", script("peer_server.py", PEER_SERVER)),
     );
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    wait_for_line(&mut out, "ready", 20);
     let sock = format!("--socket={}/state/api.sock", dir.display());
     let spec = format!("127.0.0.1:{port}:5300/udp");
     for round in 0..3 {
@@ -1428,7 +1381,7 @@ fn floods_from_inside_leave_the_driver_up_with_memory_and_descriptors_bounded() 
         d = dir.display(),
     );
     let (max_tcp, max_udp, max_ping) = (300, 300, 256);
-    let mut child = spawn_sh(
+    let (mut child, mut out) = start_sh(
         &[
             NET,
             "--net-opt",
@@ -1438,8 +1391,6 @@ fn floods_from_inside_leave_the_driver_up_with_memory_and_descriptors_bounded() 
         ],
         &script,
     );
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    wait_for_line(&mut out, "ready", 20);
     let driver = child_named(child.id(), "rk-gvtap").expect("rk-gvtap is running");
     let (fds0, rss0) = (fd_count(driver), rss_kib(driver));
     let (mut most_fds, mut most_rss) = (fds0, rss0);

@@ -388,7 +388,7 @@ fn lease_is_renewed_at_t1_and_a_changed_address_is_reported() {
     let t1 = ["--dhcp-option=option:T1,3", "--dhcp-option=option:T2,100"];
     let first = Dnsmasq::start("rktbr0", "10.0.77.1", "10.0.77.10,10.0.77.50,2m", &t1, &dir);
 
-    let mut rk = rootlesskit(&[
+    let (mut rk, mut stdout) = spawn_reading(rootlesskit(&[
         NET,
         "--lxc-user-nic-bridge=rktbr0",
         "--debug",
@@ -396,12 +396,7 @@ fn lease_is_renewed_at_t1_and_a_changed_address_is_reported() {
         "sh",
         "-c",
         "ip -4 -o addr show eth0; sleep 9; echo done",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stdout = BufReader::new(rk.stdout.take().unwrap());
+    ]));
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     let address = ipv4_of_eth0(&line);

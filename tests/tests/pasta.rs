@@ -49,12 +49,7 @@ fn free_port() -> u16 {
 fn start_and_wait_for_line(args: &[&str], script: &str, line: &str) -> (Child, Vec<String>) {
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--", "sh", "-c", script]);
-    let mut child = rootlesskit(&all)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (mut child, mut out) = spawn_reading(rootlesskit(&all));
     let mut before = Vec::new();
     loop {
         let mut got = String::new();
@@ -1056,9 +1051,7 @@ fn the_driver_and_its_helper_run_confined_and_the_helper_holds_no_capability() {
             ));
         }
     }
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
+    terminate(&mut child);
     assert!(seen.is_ok(), "CMD did not start: {seen:?}");
     assert!(
         drivers.len() >= 2,

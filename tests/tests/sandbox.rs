@@ -92,9 +92,7 @@ fn table(args: &[&str], env: &[(&str, &str)]) -> Vec<(u32, String, u32, u32, u32
     // right after answering configure).
     std::thread::sleep(Duration::from_millis(300));
     let rows = tasks_of_ours(rk.id());
-    // SAFETY: kill(2) on our own child (setpriv exec'd rootlesskit).
-    unsafe { libc::kill(rk.id() as i32, libc::SIGTERM) };
-    let _ = rk.wait();
+    terminate(&mut rk);
     rows
 }
 

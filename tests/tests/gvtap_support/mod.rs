@@ -7,7 +7,7 @@
 use rk_tests::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
-use std::process::{Child, ChildStdout, Stdio};
+use std::process::{Child, ChildStdout};
 use std::time::{Duration, Instant};
 
 pub const NET: &str = "--net=gvisor-tap-vsock";
@@ -102,16 +102,26 @@ pub fn rss_kib(pid: u32) -> u64 {
 }
 
 /// Starts `rootlesskit ARGS` whose command prints `ready` first; returns
-/// once that line came, with the rest of its output to read.
+/// once that line came (within 20 s), with the rest of its output to read.
 pub fn start_until_ready(args: &[&str]) -> (Child, BufReader<ChildStdout>) {
-    let mut child = rootlesskit(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(line.contains("ready"), "{line}");
+    let (child, mut out) = spawn_reading(rootlesskit(args));
+    wait_for_line(&mut out, "ready", 20);
     (child, out)
+}
+
+/// Reads lines until one contains `needle` (panics on EOF or after
+/// `secs`); returns everything read.
+pub fn wait_for_line(r: &mut impl BufRead, needle: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 || Instant::now() > deadline {
+            panic!("no {needle:?} in the output:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.contains(needle) {
+            return seen;
+        }
+    }
 }
