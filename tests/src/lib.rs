@@ -360,7 +360,9 @@ pub fn drain(mut pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::
     rx
 }
 
-/// The exit status, or `None` after killing the process at `deadline`.
+/// The exit status, or `None` after stopping the process at `deadline`
+/// ([`terminate`]: SIGTERM first, so that a rootlesskit removes its state
+/// directory).
 pub fn wait_until(
     child: &mut std::process::Child,
     deadline: std::time::Instant,
@@ -370,8 +372,7 @@ pub fn wait_until(
             return Some(status);
         }
         if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+            terminate(child);
             return None;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
