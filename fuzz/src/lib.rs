@@ -11,7 +11,9 @@ mod chunks;
 pub mod dhcp;
 mod driver_protocol;
 pub mod gvtap;
+pub mod offload;
 pub mod ports;
+pub mod syn_mss;
 pub mod vpnkit;
 
 pub use driver_protocol::decode_message;
@@ -33,4 +35,6 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("gvtap_classify", gvtap::classify),
     ("gvtap_inspect", gvtap::inspect),
     ("gvtap_reassembly", gvtap::reassembly),
+    ("gvtap_syn_mss", syn_mss::syn_mss),
+    ("vpnkit_offload", offload::offload),
 ];

@@ -53,4 +53,6 @@ seeds!(
     gvtap_classify,
     gvtap_inspect,
     gvtap_reassembly,
+    gvtap_syn_mss,
+    vpnkit_offload,
 );

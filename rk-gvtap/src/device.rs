@@ -11,7 +11,8 @@ use smoltcp::time::Instant;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-pub const ETHERNET_HEADER: usize = 14;
+use rk_gvtap::tcp_frame::tcp_offsets;
+pub use rk_gvtap::tcp_frame::ETHERNET_HEADER;
 /// `struct virtio_net_hdr` before every frame when the tap has
 /// `IFF_VNET_HDR` (the default size of TUNSETVNETHDRSZ).
 pub const VNET_HDR: usize = 10;
@@ -329,60 +330,6 @@ fn fold(mut sum: u32) -> u16 {
     sum as u16
 }
 
-/// Where the IP (v4 or v6) and TCP headers of an ethernet frame start,
-/// the TCP header's and the whole segment's length.
-struct TcpOffsets {
-    ip: usize,
-    l4: usize,
-    header_len: usize,
-    tcp_len: usize,
-    v6: bool,
-}
-
-fn tcp_offsets(frame: &[u8]) -> Option<TcpOffsets> {
-    let ip = ETHERNET_HEADER;
-    if frame.len() >= ip + 40 && frame[12..14] == [0x86, 0xdd] && frame[ip] >> 4 == 6 {
-        // IPv6 with TCP right after the fixed header (the stack and the
-        // guest's kernel add no extension headers to TCP).
-        let payload = usize::from(u16::from_be_bytes([frame[ip + 4], frame[ip + 5]]));
-        let l4 = ip + 40;
-        if frame[ip + 6] != 6 || payload < 20 || l4 + payload > frame.len() {
-            return None;
-        }
-        let header_len = usize::from(frame[l4 + 12] >> 4) * 4;
-        if header_len < 20 || header_len > payload {
-            return None;
-        }
-        return Some(TcpOffsets {
-            ip,
-            l4,
-            header_len,
-            tcp_len: payload,
-            v6: true,
-        });
-    }
-    if frame.len() < ip + 20 || frame[12..14] != [0x08, 0x00] || frame[ip] >> 4 != 4 {
-        return None;
-    }
-    let ihl = usize::from(frame[ip] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([frame[ip + 2], frame[ip + 3]]));
-    if frame[ip + 9] != 6 || ihl < 20 || total < ihl + 20 || ip + total > frame.len() {
-        return None;
-    }
-    let l4 = ip + ihl;
-    let header_len = usize::from(frame[l4 + 12] >> 4) * 4;
-    if header_len < 20 || ihl + header_len > total {
-        return None;
-    }
-    Some(TcpOffsets {
-        ip,
-        l4,
-        header_len,
-        tcp_len: total - ihl,
-        v6: false,
-    })
-}
-
 /// The folded (not complemented) sum of the TCP pseudo-header (IPv4 or
 /// IPv6: the addresses, the protocol and the segment's length).
 fn pseudo_header_sum(frame: &[u8], ip: usize, tcp_len: usize) -> u16 {
@@ -396,47 +343,6 @@ fn pseudo_header_sum(frame: &[u8], ip: usize, tcp_len: usize) -> u16 {
         sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
     }
     fold(sum)
-}
-
-/// Raises the MSS option of a SYN (or SYN-ACK) from the guest to what an
-/// IP packet of `stack_mtu` bytes carries, so that the stack sends
-/// super-segments the guest's kernel takes as GSO packets; what the
-/// guest's MTU allows per wire segment stays in the virtio-net header.
-/// Returns whether it changed the frame. The stack verifies no TCP
-/// checksums, and the frame goes nowhere else.
-pub fn raise_syn_mss(frame: &mut [u8], stack_mtu: u32) -> bool {
-    let Some(t) = tcp_offsets(frame) else {
-        return false;
-    };
-    let ip_header = if t.v6 { 40 } else { 20 };
-    let mss = stack_mtu.saturating_sub(ip_header + 20).min(65535) as u16;
-    if frame[t.l4 + 13] & 0x02 == 0 {
-        return false;
-    }
-    let mut at = t.l4 + 20;
-    let end = t.l4 + t.header_len;
-    while at < end {
-        match frame[at] {
-            0 => break,
-            1 => at += 1,
-            kind => {
-                let len = usize::from(*frame.get(at + 1).unwrap_or(&0));
-                if len < 2 || at + len > end {
-                    break;
-                }
-                if kind == 2 && len == 4 {
-                    let old = u16::from_be_bytes([frame[at + 2], frame[at + 3]]);
-                    if old < mss {
-                        frame[at + 2..at + 4].copy_from_slice(&mss.to_be_bytes());
-                        return true;
-                    }
-                    return false;
-                }
-                at += len;
-            }
-        }
-    }
-    false
 }
 
 fn write_frame(fd: RawFd, frame: &[u8], dropped: &mut u64) {
@@ -544,6 +450,7 @@ impl phy::Device for TapDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rk_gvtap::tcp_frame::raise_syn_mss;
     use std::os::fd::FromRawFd;
 
     /// An ethernet + IPv4 frame with `proto` and `l4` as its payload.

@@ -252,9 +252,9 @@ impl Engine {
             };
             if self.net.dev.offloads() {
                 // The stack sends the guest super-segments (see
-                // `device::raise_syn_mss`).
+                // `tcp_frame::raise_syn_mss`).
                 let mtu = self.net.dev.stack_mtu();
-                crate::device::raise_syn_mss(self.net.dev.frame_mut(len), mtu);
+                rk_gvtap::tcp_frame::raise_syn_mss(self.net.dev.frame_mut(len), mtu);
             }
             let len = match self.reassembly.add(self.net.dev.frame(len), Instant::now()) {
                 Outcome::NotFragment => len,

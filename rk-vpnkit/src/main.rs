@@ -1,11 +1,9 @@
 //! `rk-vpnkit`: the `--net=vpnkit` driver of rootlesskit (Rust).
 
 mod address;
-mod coalesce;
 mod confinement;
 mod driver;
 mod link;
-mod offload;
 mod pump;
 mod settings;
 mod tap;
@@ -14,7 +12,7 @@ mod vpnkit;
 
 // In the library so that the fuzz targets reach them; `crate::wire` and
 // `crate::framing` keep working through these imports.
-use rk_vpnkit::{framing, wire};
+use rk_vpnkit::{coalesce, framing, offload, wire};
 
 fn main() {
     rk_driver::serve(driver::VpnkitDriver::default())
