@@ -37,4 +37,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("gvtap_reassembly", gvtap::reassembly),
     ("gvtap_syn_mss", syn_mss::syn_mss),
     ("vpnkit_offload", offload::offload),
+    ("vpnkit_coalesce", offload::coalesce),
 ];

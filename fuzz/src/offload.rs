@@ -1,11 +1,16 @@
-//! rk-vpnkit: `vpnkit_offload`, the packets the child's kernel hands the
-//! tap with a virtio-net header (TCP super-packets to cut into segments,
-//! checksums left to the device), put on the wire to the vpnkit peer by
-//! [`rk_vpnkit::offload::to_wire`]. Root in the child writes what it likes
-//! to its tap, header included (`PACKET_VNET_HDR`).
+//! rk-vpnkit's offloads, both ways:
+//!
+//! - `vpnkit_offload`: the packets the child's kernel hands the tap with a
+//!   virtio-net header (TCP super-packets to cut into segments, checksums
+//!   left to the device), put on the wire to the vpnkit peer by
+//!   [`rk_vpnkit::offload::to_wire`]. Root in the child writes what it
+//!   likes to its tap, header included (`PACKET_VNET_HDR`).
+//! - `vpnkit_coalesce`: the frames vpnkit sends, joined into super-packets
+//!   for the tap by [`Coalescer`].
 
+use rk_vpnkit::coalesce::{Coalescer, TapWriter};
 use rk_vpnkit::framing::FrameBatch;
-use rk_vpnkit::offload::{to_wire, VnetHdr, VNET_HDR_LEN};
+use rk_vpnkit::offload::{to_wire, VnetHdr, PLAIN_VNET_HDR, VNET_HDR_LEN};
 
 const ETH: usize = 14;
 const NEEDS_CSUM: u8 = 1;
@@ -206,4 +211,135 @@ fn segments(original: &[u8], mss: u16, v6: bool, out: &[Vec<u8>]) {
         assert_eq!(head, want, "segment {i}: the packet's headers");
     }
     assert_eq!(joined, payload, "the payload, in order");
+}
+
+/// Each step of `vpnkit_coalesce`'s input: a `u16` little-endian length,
+/// then that many bytes (or what is left) as one frame from vpnkit.
+fn frames_of(mut rest: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while rest.len() >= 2 {
+        let n = usize::from(u16::from_le_bytes([rest[0], rest[1]])).min(rest.len() - 2);
+        out.push(rest[2..2 + n].to_vec());
+        rest = &rest[2 + n..];
+    }
+    out
+}
+
+/// Makes an IPv4 frame's total length and checksums right (the fuzzer
+/// rarely guesses them, and only such segments are joined).
+fn fix_ipv4(f: &mut [u8]) {
+    if f.len() < ETH + 20 || be16(f, 12) != 0x0800 || f.len() - ETH > 65535 {
+        return;
+    }
+    let ihl = usize::from(f[ETH] & 0x0f) * 4;
+    if ihl < 20 || ETH + ihl > f.len() {
+        return;
+    }
+    let total = (f.len() - ETH) as u16;
+    f[ETH + 2..ETH + 4].copy_from_slice(&total.to_be_bytes());
+    f[ETH + 10..ETH + 12].fill(0);
+    let sum = !ones(&f[ETH..ETH + ihl], 0);
+    f[ETH + 10..ETH + 12].copy_from_slice(&sum.to_be_bytes());
+    let tcp = ETH + ihl;
+    if f[ETH + 9] == 6 && f.len() >= tcp + 20 {
+        f[tcp + 16..tcp + 18].fill(0);
+        let pseudo = u64::from(ones(&f[ETH + 12..ETH + 20], 6 + (f.len() - tcp) as u64));
+        let sum = !ones(&f[tcp..], pseudo);
+        f[tcp + 16..tcp + 18].copy_from_slice(&sum.to_be_bytes());
+    }
+}
+
+struct Recorder(Vec<([u8; VNET_HDR_LEN], Vec<u8>)>);
+
+impl TapWriter for Recorder {
+    fn write_packet(&mut self, vnet_hdr: &[u8; VNET_HDR_LEN], packet: &[u8]) {
+        self.0.push((*vnet_hdr, packet.to_vec()));
+    }
+}
+
+/// A frame with its IPv4 identification and header checksum cleared, when
+/// it has an IPv4 header: what a segment cut again from a joined packet
+/// may not give back (the packet carries the first segment's).
+fn without_ip_id(f: &[u8]) -> Vec<u8> {
+    let mut f = f.to_vec();
+    if f.len() >= ETH + 20 && be16(&f, 12) == 0x0800 {
+        for at in [4, 5, 10, 11] {
+            f[ETH + at] = 0;
+        }
+    }
+    f
+}
+
+/// Byte 0, bit 0: make every frame's IPv4 lengths and checksums right;
+/// the rest: frames from vpnkit (see [`frames_of`]), pushed in order, then
+/// a flush.
+///
+/// What the tap gets, cut again the way the child's kernel would read it
+/// (`to_wire`, the mirror), is exactly the frames vpnkit sent, in order,
+/// but for the IPv4 identification of joined segments: a frame that is not
+/// joined goes to the tap unchanged with a plain header; a joined packet
+/// has a valid IPv4 header, its TCP checksum left partial, and fits in an
+/// IPv4 packet.
+pub fn coalesce(input: &[u8]) {
+    let Some((&mode, rest)) = input.split_first() else {
+        return;
+    };
+    let mut frames = frames_of(rest);
+    if mode & 1 != 0 {
+        frames.iter_mut().for_each(|f| fix_ipv4(f));
+    }
+    let mut tap = Recorder(Vec::new());
+    let mut c = Coalescer::default();
+    for f in &frames {
+        c.push(f, &mut tap);
+    }
+    c.flush(&mut tap);
+
+    let mut again = Vec::new();
+    for (raw, packet) in &tap.0 {
+        let hdr = VnetHdr::parse(raw);
+        if *raw == PLAIN_VNET_HDR {
+            again.push(packet.clone());
+            continue;
+        }
+        assert!(
+            packet.len() <= ETH + 65535,
+            "joined packet of {} bytes",
+            packet.len()
+        );
+        assert_eq!(
+            ones(&packet[ETH..ETH + 20], 0),
+            0xffff,
+            "joined packet's IPv4 checksum"
+        );
+        let mut copy = packet.clone();
+        let mut batch = FrameBatch::new(0);
+        let mut cut = Vec::new();
+        let mut flush = |b: &mut FrameBatch| -> Result<(), ()> {
+            drain(b, &mut cut);
+            Ok(())
+        };
+        let n = to_wire(&hdr, &mut copy, &mut batch, &mut flush)
+            .expect("flush never fails")
+            .unwrap_or_else(|e| panic!("a joined packet the kernel's reading refuses: {e}"));
+        drain(&mut batch, &mut cut);
+        assert!(n >= 2, "a joined packet of {n} segment");
+        again.extend(cut);
+    }
+    assert_eq!(
+        again.len(),
+        frames.len(),
+        "frames cut again from what the tap got"
+    );
+    for (i, (got, sent)) in again.iter().zip(&frames).enumerate() {
+        let (got, sent) = (without_ip_id(got), without_ip_id(sent));
+        if got != sent {
+            let at = got.iter().zip(&sent).position(|(a, b)| a != b);
+            panic!(
+                "frame {i} cut again differs from the one sent ({} and {} bytes, first difference at {at:?})",
+                got.len(),
+                sent.len()
+            );
+        }
+    }
 }

@@ -55,4 +55,5 @@ seeds!(
     gvtap_reassembly,
     gvtap_syn_mss,
     vpnkit_offload,
+    vpnkit_coalesce,
 );

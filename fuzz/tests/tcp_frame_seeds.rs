@@ -73,3 +73,48 @@ fn offload_seeds_are_what_they_are_named() {
         .unwrap_err()
         .contains("unsupported"));
 }
+
+/// What the tap gets for a `vpnkit_coalesce` seed: for each packet, how
+/// many segments it joins (1: passed through with a plain header).
+fn coalesced(name: &str) -> Vec<usize> {
+    use rk_vpnkit::coalesce::{Coalescer, TapWriter};
+    struct Count(Vec<usize>);
+    impl TapWriter for Count {
+        fn write_packet(&mut self, hdr: &[u8; VNET_HDR_LEN], packet: &[u8]) {
+            let h = VnetHdr::parse(hdr);
+            let segments = match h.gso_size {
+                0 => 1,
+                mss => (packet.len() - usize::from(u16::from_ne_bytes([hdr[2], hdr[3]])))
+                    .div_ceil(usize::from(mss)),
+            };
+            self.0.push(segments);
+        }
+    }
+    let input = seed("vpnkit_coalesce", name);
+    assert!(
+        input.first().is_none_or(|m| m & 1 == 0),
+        "{name}: fixed up by the harness"
+    );
+    let mut rest = input.get(1..).unwrap_or_default();
+    let mut tap = Count(Vec::new());
+    let mut c = Coalescer::default();
+    while rest.len() >= 2 {
+        let n = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
+        c.push(&rest[2..2 + n], &mut tap);
+        rest = &rest[2 + n..];
+    }
+    c.flush(&mut tap);
+    tap.0
+}
+
+#[test]
+fn coalesce_seeds_are_what_they_are_named() {
+    assert_eq!(coalesced("one-flow-three-full-and-a-short"), [4]);
+    assert_eq!(coalesced("psh-closes-the-packet"), [2, 2]);
+    assert_eq!(coalesced("two-flows-interleaved-with-arp"), [1, 1, 1, 1, 1]);
+    assert_eq!(coalesced("out-of-sequence"), [1, 2]);
+    assert_eq!(coalesced("bad-tcp-checksum-passes-through"), [1, 1]);
+    assert_eq!(coalesced("ids-not-consecutive"), [2]);
+    assert_eq!(coalesced("df-differs"), [1, 1]);
+    assert_eq!(coalesced("empty"), Vec::<usize>::new());
+}

@@ -8,8 +8,8 @@
 //!
 //! Only what Linux's GRO would join is joined: plain ACK (or ACK+PSH)
 //! segments with payload, no IP options or fragments, the same addresses,
-//! ports, acknowledgement, window and TCP options, in sequence, every
-//! segment but the last exactly one MSS long. Every joined segment's TCP
+//! TOS, TTL, don't-fragment flag, ports, acknowledgement, window and TCP
+//! options, in sequence, every segment but the last exactly one MSS long. Every joined segment's TCP
 //! checksum is verified first, since the kernel trusts a super-packet's
 //! checksum; anything else passes through untouched, in order.
 
@@ -128,9 +128,10 @@ impl Coalescer {
             && headers == self.headers
             && payload <= self.mss
             && self.buf.len() - ETH_LEN + payload <= MAX_IP_PACKET
-            // Ethernet header, TOS, TTL and addresses.
+            // Ethernet header, TOS, don't-fragment, TTL and addresses.
             && frame[..ETH_LEN] == first[..ETH_LEN]
             && frame[ETH_LEN + 1] == first[ETH_LEN + 1]
+            && frame[ETH_LEN + 6] == first[ETH_LEN + 6]
             && frame[ETH_LEN + 8] == first[ETH_LEN + 8]
             && frame[ETH_LEN + 12..ETH_LEN + 20] == first[ETH_LEN + 12..ETH_LEN + 20]
             // Ports, then (after seq) ack and data offset.
