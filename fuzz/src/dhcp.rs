@@ -36,7 +36,7 @@ fn address_to_us(msg: &mut [u8], how: u8, xid: u32) {
 }
 
 /// `dhcp_reply`: the first byte says how to address the rest to the client
-/// (see [`address_to_us`]); the rest is the UDP payload.
+/// (see `address_to_us`); the rest is the UDP payload.
 pub fn reply(data: &[u8]) {
     let Some((&how, msg)) = data.split_first() else {
         return;
@@ -94,7 +94,7 @@ pub fn check_lease(l: &Lease) {
 /// - 1: the clock jumps to the client's next deadline, then a timeout;
 /// - 2, 3: a datagram: a little-endian `u16` length, then that many bytes
 ///   (fewer at the end of the input); with 3 it is first addressed to the
-///   client's current transaction (see [`address_to_us`], both bits);
+///   client's current transaction (see `address_to_us`, both bits);
 /// - 4: the client releases its lease.
 pub fn client(data: &[u8]) {
     let start = Instant::now();

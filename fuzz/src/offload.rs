@@ -271,7 +271,7 @@ fn without_ip_id(f: &[u8]) -> Vec<u8> {
 }
 
 /// Byte 0, bit 0: make every frame's IPv4 lengths and checksums right;
-/// the rest: frames from vpnkit (see [`frames_of`]), pushed in order, then
+/// the rest: frames from vpnkit (see `frames_of`), pushed in order, then
 /// a flush.
 ///
 /// What the tap gets, cut again the way the child's kernel would read it

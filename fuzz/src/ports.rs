@@ -198,7 +198,7 @@ fn serve(reads: &[&[u8]]) -> Conversation {
 }
 
 /// `api_request`: the first byte picks what the rest is:
-/// - 0: the bytes of a connection: piece sizes (see [`sizes_and_rest`]),
+/// - 0: the bytes of a connection: piece sizes (see `chunks::sizes_and_rest`),
 ///   then the stream. However the reads cut it, the same requests come out;
 ///   each gets a well-formed answer;
 /// - 1: the body of a `POST /v1/ports`;

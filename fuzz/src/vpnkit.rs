@@ -112,7 +112,7 @@ fn read_frames(stream: &[u8], sizes: Vec<usize>, capacity: usize) -> (Vec<Vec<u8
 /// the fuzzer down).
 const MAX_MADE_UP: usize = 1 << 18;
 
-/// The input: piece sizes (see [`sizes_and_rest`]), one byte choosing the
+/// The input: piece sizes (see `chunks::sizes_and_rest`), one byte choosing the
 /// buffer sizes, then the rest, used twice:
 /// 1. as a raw stream from vpnkit: the reader must give the frames the
 ///    reference split gives, and hold back exactly the incomplete tail;
