@@ -119,7 +119,7 @@ fn plural(n: u32, what: &str) -> String {
 pub struct Output {
     pub transmit: Option<Transmit>,
     pub event: Option<Event>,
-    /// Why a datagram passed to [`Client::handle_packet`] was ignored (for
+    /// Why a datagram passed to [`Client::handle_packet`](crate::Client::handle_packet) was ignored (for
     /// debug logs; other clients' traffic is normal on a shared link).
     pub ignored: Option<ReplyError>,
 }

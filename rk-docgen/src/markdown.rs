@@ -189,7 +189,7 @@ fn push_text(out: &mut String, text: &str) {
 }
 
 /// Inline Markdown to roff: `code` and **bold** in bold, *emphasis* in
-/// italics, [text](target) as text (with the address when it is absolute).
+/// italics, `[text](target)` as text (with the address when it is absolute).
 pub fn inline(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;

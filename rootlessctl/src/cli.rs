@@ -34,6 +34,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// PARENTIP:PARENTPORT[:CHILDIP]:CHILDPORT/PROTO
+        // (Help text, not rustdoc: the brackets are the spec's syntax.)
+        #[allow(rustdoc::broken_intra_doc_links)]
         #[arg(value_name = "PARENTIP:PARENTPORT:CHILDPORT/PROTO")]
         specs: Vec<String>,
     },

@@ -1,6 +1,6 @@
 //! Creating the child in its new namespaces: clone(2) with the namespace
 //! flags, then exec of our own binary, which finds its socket through
-//! [`CHILD_FD_ENV`](crate::sync::CHILD_FD_ENV).
+//! [`CHILD_FD_ENV`].
 
 use crate::settings::Settings;
 use crate::sync::CHILD_FD_ENV;

@@ -6,7 +6,7 @@
 //! parents, 0700) and removed on exit; one that exists must be the user's,
 //! not writable by others, not a symbolic link, in directories only the
 //! user and root can change, and hold nothing but what a run of
-//! rootlesskit (or RootlessKit) leaves there ([`entries::KNOWN`]). Everything
+//! rootlesskit (or RootlessKit) leaves there (`entries::KNOWN`). Everything
 //! is opened relative to a descriptor of the directory, never following a
 //! symbolic link.
 
