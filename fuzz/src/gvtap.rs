@@ -4,14 +4,9 @@
 //! offsets it returns, opens host sockets for the addresses in it, and
 //! answers ARP for the target in it.
 
+use crate::{be16, ETH};
 use rk_gvtap::classify::Frame;
 use std::net::{Ipv4Addr, SocketAddrV4};
-
-const ETH: usize = 14;
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
 
 fn ipv4_at(b: &[u8], at: usize) -> Ipv4Addr {
     Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])

@@ -18,6 +18,14 @@ pub mod vpnkit;
 
 pub use driver_protocol::decode_message;
 
+/// An ethernet header without VLAN tags.
+pub(crate) const ETH: usize = 14;
+
+/// The big-endian `u16` at `at`.
+pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
 /// The properties of one target: they panic on a failure.
 pub type Check = fn(&[u8]);
 

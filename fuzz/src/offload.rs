@@ -8,19 +8,15 @@
 //! - `vpnkit_coalesce`: the frames vpnkit sends, joined into super-packets
 //!   for the tap by [`Coalescer`].
 
+use crate::{be16, ETH};
 use rk_vpnkit::coalesce::{Coalescer, TapWriter};
 use rk_vpnkit::framing::FrameBatch;
 use rk_vpnkit::offload::{to_wire, VnetHdr, PLAIN_VNET_HDR, VNET_HDR_LEN};
 
-const ETH: usize = 14;
 const NEEDS_CSUM: u8 = 1;
 const GSO_TCPV4: u8 = 1;
 const GSO_TCPV6: u8 = 4;
 const GSO_ECN: u8 = 0x80;
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
 
 fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
@@ -215,7 +211,7 @@ fn segments(original: &[u8], mss: u16, v6: bool, out: &[Vec<u8>]) {
 
 /// Each step of `vpnkit_coalesce`'s input: a `u16` little-endian length,
 /// then that many bytes (or what is left) as one frame from vpnkit.
-fn frames_of(mut rest: &[u8]) -> Vec<Vec<u8>> {
+pub fn frames_of(mut rest: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     while rest.len() >= 2 {
         let n = usize::from(u16::from_le_bytes([rest[0], rest[1]])).min(rest.len() - 2);

@@ -3,13 +3,8 @@
 //! on every frame the guest writes to the tap before anything else looks
 //! at it.
 
+use crate::{be16, ETH};
 use rk_gvtap::tcp_frame::raise_syn_mss;
-
-const ETH: usize = 14;
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
 
 /// A TCP segment's header as the frame's bytes lay it out: where the TCP
 /// header starts and ends, and the IP header's size the MSS is reckoned

@@ -2,6 +2,7 @@
 //! the properties would hold as well for code that changes no frame or
 //! refuses every packet, so these pin down what each seed is taken for.
 
+use rk_driver_fuzz::offload::frames_of;
 use rk_gvtap::tcp_frame::raise_syn_mss;
 use rk_vpnkit::framing::FrameBatch;
 use rk_vpnkit::offload::{to_wire, VnetHdr, VNET_HDR_LEN};
@@ -95,13 +96,10 @@ fn coalesced(name: &str) -> Vec<usize> {
         input.first().is_none_or(|m| m & 1 == 0),
         "{name}: fixed up by the harness"
     );
-    let mut rest = input.get(1..).unwrap_or_default();
     let mut tap = Count(Vec::new());
     let mut c = Coalescer::default();
-    while rest.len() >= 2 {
-        let n = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
-        c.push(&rest[2..2 + n], &mut tap);
-        rest = &rest[2 + n..];
+    for frame in frames_of(input.get(1..).unwrap_or_default()) {
+        c.push(&frame, &mut tap);
     }
     c.flush(&mut tap);
     tap.0

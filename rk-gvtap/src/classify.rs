@@ -258,10 +258,10 @@ fn classify_ipv4(payload: &[u8], ip_offset: usize) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tcp_frame::ETHERNET_HEADER;
     use smoltcp::phy::ChecksumCapabilities;
     use smoltcp::wire::{EthernetAddress, EthernetRepr, Ipv4Repr};
 
-    const ETHERNET_HEADER: usize = 14;
     const IPV4_HEADER: usize = 20;
 
     /// An ethernet + IPv4 frame carrying `payload`.

@@ -11,13 +11,13 @@
 //! own and leaves any datagram pending under its identification alone
 //! (RFC 6946).
 
+use crate::tcp_frame::ETHERNET_HEADER;
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 pub const MAX_DATAGRAMS: usize = 16;
 pub const TIMEOUT: Duration = Duration::from_secs(30);
-const ETHERNET_HEADER: usize = 14;
 const IPV6_HEADER: usize = 40;
 const FRAGMENT_HEADER: usize = 8;
 const FRAGMENT: u8 = 44;

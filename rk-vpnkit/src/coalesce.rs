@@ -9,9 +9,10 @@
 //! Only what Linux's GRO would join is joined: plain ACK (or ACK+PSH)
 //! segments with payload, no IP options or fragments, the same addresses,
 //! TOS, TTL, don't-fragment flag, ports, acknowledgement, window and TCP
-//! options, in sequence, every segment but the last exactly one MSS long. Every joined segment's TCP
-//! checksum is verified first, since the kernel trusts a super-packet's
-//! checksum; anything else passes through untouched, in order.
+//! options, in sequence, every segment but the last exactly one MSS long.
+//! Every joined segment's TCP checksum is verified first, since the kernel
+//! trusts a super-packet's checksum; anything else passes through
+//! untouched, in order.
 
 use crate::offload::{PLAIN_VNET_HDR, VNET_HDR_LEN};
 use rk_dhcp::frame::{fold, ones_sum, ETH_HEADER as ETH_LEN, IPPROTO_TCP};
